@@ -1,0 +1,65 @@
+# nrsfm-kit: two commands do everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.nrsfm-kit-installed
+SYSTEM_LIBS := libgl1 libgomp1 libusb-1.0-0
+# pytest workers (2 cores here); notebooks stay whole on one worker (--dist loadfile)
+WORKERS ?= 2
+
+.PHONY: install demo test unit notebooks lint lab bench clean system-libs
+
+install: $(STAMP)
+
+# Open3D loads libGL, libgomp and libusb at import time.
+system-libs:
+	@missing=""; \
+	ldconfig -p | grep -q 'libGL.so.1' || missing="$$missing libgl1"; \
+	ldconfig -p | grep -q 'libgomp.so.1' || missing="$$missing libgomp1"; \
+	ldconfig -p | grep -q 'libusb-1.0.so.0' || missing="$$missing libusb-1.0-0"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "installing system libraries for Open3D:$$missing"; \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "Open3D needs system libraries that are missing:$$missing"; \
+	    echo "run: sudo apt-get install -y $(SYSTEM_LIBS)"; exit 1; \
+	  fi; \
+	fi
+
+# The stamp is keyed on pyproject.toml: a second `make install` with nothing changed is a no-op.
+$(STAMP): pyproject.toml | system-libs
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "nrsfm-kit needs Python >= 3.10, found " + sys.version.split()[0])'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# torch==2.13.0 is a local CPU wheel; a looser requirement would pull a multi-GB CUDA build
+	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[all]"
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/nrsfm-kit demo --out build/demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+unit: install
+	NRSFM_KIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(WORKERS) --dist loadfile tests
+
+notebooks: install
+	NRSFM_KIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(WORKERS) --dist loadfile --nbval-lax --nbval-current-env notebooks
+
+# ruff, then unit tests and every notebook under nbval in one pytest run
+test: install
+	$(VENV)/bin/ruff check .
+	NRSFM_KIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(WORKERS) --dist loadfile --nbval-lax --nbval-current-env tests notebooks
+
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache $(VENV) *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,54 @@
+"""The ``nrsfm-kit`` command.
+
+``nrsfm-kit demo`` runs every method on embedded synthetic data. Topic subpackages add their own
+subcommands by providing ``nrsfm_kit/<topic>/cli.py`` with ``register(subparsers)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from nrsfm_kit import __version__
+from nrsfm_kit.config import smoke
+
+# subpackages that may contribute subcommands (``nrsfm_kit/<name>/cli.py`` with ``register``)
+_COMMAND_PACKAGES = ("data", "graph", "solver", "nrsfm", "edm")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from nrsfm_kit.demo import run_demo
+
+    return run_demo(args.out, smoke=args.smoke or smoke(), only=args.section)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nrsfm-kit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"nrsfm-kit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run every method on embedded synthetic data, write an HTML page")
+    demo.add_argument("--out", default="build/demo", help="output folder (default build/demo)")
+    demo.add_argument("--smoke", action="store_true", help="small sizes (also NRSFM_KIT_SMOKE=1)")
+    demo.add_argument("--section", action="append", help="run only this section (repeatable)")
+    demo.set_defaults(func=_demo)
+    for name in _COMMAND_PACKAGES:
+        modname = f"nrsfm_kit.{name}.cli"
+        if importlib.util.find_spec(modname) is not None:
+            importlib.import_module(modname).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"nrsfm-kit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Demo sections, one module per topic (see :mod:`nrsfm_kit.demo`)."""
