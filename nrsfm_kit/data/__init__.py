@@ -1,1 +1,24 @@
-"""data"""
+"""Synthetic generators with exact ground truth and loaders for the real dataset formats.
+
+NRSfM convention (see :mod:`nrsfm_kit.data.nrsfm`): ``S`` is in the CAMERA frame (W = S[..., :2]),
+``cameras[f]`` are the first two rows of the world -> camera rotation, W = S_world M_f^T.
+"""
+
+from nrsfm_kit.data.nrsfm import (
+    NRSfMFrames,
+    center_sequence,
+    check_sequence,
+    load_nrsfm_mat,
+    synthetic_nrsfm,
+)
+from nrsfm_kit.data.types import MonocularVideo, NRSfMSequence
+
+__all__ = [
+    "MonocularVideo",
+    "NRSfMFrames",
+    "NRSfMSequence",
+    "center_sequence",
+    "check_sequence",
+    "load_nrsfm_mat",
+    "synthetic_nrsfm",
+]

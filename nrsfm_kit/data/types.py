@@ -18,6 +18,8 @@ class NRSfMSequence:
         cameras: (F, 2, 3) ground-truth orthographic cameras (M M^T = I) with W = S_world M^T, or None.
         name: a label (file stem or synthetic spec).
         bones: optional list of (i, j) point pairs to draw skeletons.
+        S_world: (F, P, 3) ground-truth shapes in the object-centred world frame (S = S_world R_f^T with
+            R_f[:2] = cameras[f]), or None. Added by the datasets issue; optional.
     """
 
     W: torch.Tensor
@@ -26,6 +28,7 @@ class NRSfMSequence:
     cameras: torch.Tensor | None = None
     name: str = ""
     bones: list[tuple[int, int]] = field(default_factory=list)
+    S_world: torch.Tensor | None = None
 
     @property
     def num_frames(self) -> int:
