@@ -1,0 +1,221 @@
+"""Sampled-pair ARAP EDM loss (Takmaz et al., eq. 6/8): Warp forward/backward and a torch reference.
+
+Given n 3D points ``xk`` of view k, their correspondences ``xl`` in view l (row p of ``xl`` is the point of
+view l that pixel p of view k maps to), S sampled pairs ``(i, j)`` and optional motion embeddings ``emb``
+(3 channels, view k):
+
+.. math::
+
+    e^k_s = \\|x^k_{i_s} - x^k_{j_s}\\|^2, \\quad \\hat e^k_s = e^k_s / \\mathrm{mean}_s(e^k_s)
+    \\quad \\text{(per-set normalisation, removes the monocular scale)}
+
+    w_s = \\mathrm{clamp}\\Big(\\frac{1 - \\tanh\\|m_{i_s} - m_{j_s}\\| + \\tau}{1 + \\tau}, 0, 1\\Big)
+    \\quad \\text{(embedding weights with the tau-offset)}
+
+    L = \\frac{1}{\\alpha} \\sum_s w_s |\\hat e^k_s - \\hat e^l_s| + \\beta (1 - \\|w\\|_1 / S),
+    \\quad \\alpha = \\sum_s w_s + \\epsilon
+
+The regulariser ``beta (1 - ||w||_1 / S)`` rewards large weights (it is the paper's ``-beta ||w||_1`` up to a
+constant and the 1/S scale), so the embeddings cannot switch every pair off. Without embeddings every
+``w_s = 1`` (the rigid prior of Table 1). Memory is O(n + S); no n x n matrix is ever formed.
+"""
+
+from __future__ import annotations
+
+import torch
+import warp as wp
+
+import warp_kernels.edm_loss as wk
+from nrsfm_kit.kernels._bridge import contiguous, launch, wview
+from nrsfm_kit.utils.checks import check_tensor
+
+_VEC = {torch.float32: wp.vec3f, torch.float64: wp.vec3d}
+_SCAL = {torch.float32: wp.float32, torch.float64: wp.float64}
+
+
+def _check_inputs(xk, xl, i, j, emb, tau, beta, eps) -> None:
+    dims: dict = {}
+    check_tensor("xk", xk, ("n", 3), dims=dims)
+    check_tensor("xl", xl, ("n", 3), dims=dims)
+    if xl.dtype != xk.dtype or xl.device != xk.device:
+        raise ValueError(f"xl: expected dtype {xk.dtype} on {xk.device} like xk, found {xl.dtype} on {xl.device}")
+    if emb is not None:
+        check_tensor("emb", emb, ("n", 3), dims=dims)
+        if emb.dtype != xk.dtype or emb.device != xk.device:
+            raise ValueError(f"emb: expected dtype {xk.dtype} on {xk.device}, found {emb.dtype} on {emb.device}")
+    n = dims["n"]
+    for name, idx in (("i", i), ("j", j)):
+        if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int32, torch.int64) or idx.dim() != 1:
+            raise ValueError(f"{name}: expected a 1-D int32/int64 tensor of point indices, found {idx!r:.80}")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise ValueError(
+                f"{name}: expected indices in [0, {n}), found range [{int(idx.min())}, {int(idx.max())}]"
+            )
+    if i.shape != j.shape:
+        raise ValueError(f"j: expected shape {tuple(i.shape)} like i, found {tuple(j.shape)}")
+    if i.numel() == 0:
+        raise ValueError("i: expected at least one sampled pair, found 0 valid pairs")
+    if not (float(tau) > -1.0):
+        raise ValueError(f"tau: expected a finite value > -1, found {tau!r}")
+    if not (float(beta) >= 0.0) or not (float(eps) > 0.0):
+        raise ValueError(f"beta, eps: expected beta >= 0 and eps > 0, found beta={beta!r}, eps={eps!r}")
+
+
+def _set_means(ek: torch.Tensor, el: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return ek.mean(), el.mean()
+
+
+def edm_pair_terms_reference(
+    xk: torch.Tensor,
+    xl: torch.Tensor,
+    i: torch.Tensor,
+    j: torch.Tensor,
+    emb: torch.Tensor | None = None,
+    *,
+    tau: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pure-torch residuals and weights of the sampled pairs.
+
+    Returns ``(r, w)``, both (S,): ``r_s = e^k_s / mean(e^k) - e^l_s / mean(e^l)`` (unitless) and the
+    weights ``w_s`` in [0, 1] after the tau-offset (all ones without embeddings).
+    """
+    i, j = i.long(), j.long()
+    ek = ((xk[i] - xk[j]) ** 2).sum(-1)
+    el = ((xl[i] - xl[j]) ** 2).sum(-1)
+    mk, ml = _set_means(ek, el)
+    r = ek / mk - el / ml
+    if emb is None:
+        w = torch.ones_like(r)
+    else:
+        d = emb[i] - emb[j]
+        # safe norm: zero gradient at coincident embeddings (matches the kernel)
+        sq = (d * d).sum(-1)
+        rho = torch.where(sq > 0, sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt(), torch.zeros_like(sq))
+        w = ((1 - torch.tanh(rho) + tau) / (1 + tau)).clamp(0, 1)
+    return r, w
+
+
+def edm_pair_loss_reference(
+    xk: torch.Tensor,
+    xl: torch.Tensor,
+    i: torch.Tensor,
+    j: torch.Tensor,
+    emb: torch.Tensor | None = None,
+    *,
+    tau: float = 0.0,
+    beta: float = 0.0,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """Pure-torch reference of :func:`edm_pair_loss` (same maths, autograd backward). Returns a scalar."""
+    _check_inputs(xk, xl, i, j, emb, tau, beta, eps)
+    r, w = edm_pair_terms_reference(xk, xl, i, j, emb, tau=tau)
+    den = w.sum() + eps
+    return (w * r.abs()).sum() / den + beta * (1 - w.sum() / r.numel())
+
+
+class _EDMPairLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xk, xl, emb, i, j, tau, beta, eps):
+        use_embed = 0 if emb is None else 1
+        xk, xl = contiguous(xk.detach()), contiguous(xl.detach())
+        dt, dev = xk.dtype, xk.device
+        vec, scal = _VEC[dt], _SCAL[dt]
+        e = contiguous(emb.detach()) if emb is not None else torch.zeros(1, 3, dtype=dt, device=dev)
+        i32 = contiguous(i.to(torch.int32))
+        j32 = contiguous(j.to(torch.int32))
+        S = i32.numel()
+        wxk, wxl, we = wview(xk, vec), wview(xl, vec), wview(e, vec)
+        wi, wj = wview(i32), wview(j32)
+        sums = torch.zeros(2, dtype=dt, device=dev)
+        launch(wk.pair_sq_sums, S, [wxk, wxl, wi, wj, wview(sums)], like=xk)
+        mu = sums / S
+        if not bool((mu > 0).all()):
+            raise ValueError(
+                f"xk, xl: expected sampled pairs with non-zero distances, found mean squared distances {mu.tolist()}"
+            )
+        r = torch.empty(S, dtype=dt, device=dev)
+        w = torch.empty(S, dtype=dt, device=dev)
+        sums2 = torch.zeros(2, dtype=dt, device=dev)
+        launch(
+            wk.pair_forward,
+            S,
+            [wxk, wxl, we, wi, wj, wview(mu), scal(tau), use_embed],
+            [wview(r), wview(w), wview(sums2)],
+            like=xk,
+        )
+        den = sums2[1] + eps
+        data = sums2[0] / den
+        loss = data + beta * (1 - sums2[1] / S)
+        ctx.save_for_backward(xk, xl, e, i32, j32, mu, r, w, den, data)
+        ctx.cfg = (tau, beta, use_embed, S)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        xk, xl, e, i32, j32, mu, r, w, den, data = ctx.saved_tensors
+        tau, beta, use_embed, S = ctx.cfg
+        dt, dev = xk.dtype, xk.device
+        vec, scal = _VEC[dt], _SCAL[dt]
+        wxk, wxl, we = wview(xk, vec), wview(xl, vec), wview(e, vec)
+        wi, wj = wview(i32), wview(j32)
+        inv_den = 1.0 / den
+        red = torch.zeros(2, dtype=dt, device=dev)
+        launch(
+            wk.pair_backward_reduce,
+            S,
+            [wxk, wxl, wi, wj, wview(mu), wview(r), wview(w), scal(float(inv_den))],
+            [wview(red)],
+            like=xk,
+        )
+        consts = torch.stack(
+            [
+                inv_den,
+                data,
+                red[0] / S,
+                red[1] / S,
+                grad_out.reshape(()).to(dt),
+                torch.tensor(beta / S, dtype=dt, device=dev),
+            ]
+        ).contiguous()
+        gxk = torch.zeros_like(xk)
+        gxl = torch.zeros_like(xl)
+        ge = torch.zeros_like(e)
+        launch(
+            wk.pair_backward,
+            S,
+            [wxk, wxl, we, wi, wj, wview(mu), wview(r), wview(w), wview(consts), scal(tau), use_embed],
+            [wview(gxk, vec), wview(gxl, vec), wview(ge, vec)],
+            like=xk,
+        )
+        return gxk, gxl, (ge if use_embed else None), None, None, None, None, None
+
+
+def edm_pair_loss(
+    xk: torch.Tensor,
+    xl: torch.Tensor,
+    i: torch.Tensor,
+    j: torch.Tensor,
+    emb: torch.Tensor | None = None,
+    *,
+    tau: float = 0.0,
+    beta: float = 0.0,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """ARAP EDM loss over sampled pairs, forward and backward in Warp (device follows ``xk``).
+
+    Args:
+        xk: (n, 3) 3D points of view k (any length unit; the loss is scale-invariant per view).
+        xl: (n, 3) corresponding 3D points of view l.
+        i, j: (S,) int32/int64 indices into the n points (the sampled pairs).
+        emb: optional (n, 3) motion embeddings of view k; None = rigid prior (all weights 1).
+        tau: weight offset, w <- clamp((w + tau) / (1 + tau), 0, 1), tau > -1 (0 = no offset).
+        beta: weight of the ||w||_1 regulariser (>= 0).
+        eps: added to alpha = sum w against division by zero.
+
+    Returns:
+        scalar tensor (unitless), differentiable w.r.t. ``xk``, ``xl`` and ``emb``.
+    """
+    _check_inputs(xk, xl, i, j, emb, tau, beta, eps)
+    if xk.dtype not in _VEC:
+        raise ValueError(f"xk: expected dtype float32 or float64, found {xk.dtype}")
+    return _EDMPairLoss.apply(xk, xl, emb, i, j, float(tau), float(beta), float(eps))

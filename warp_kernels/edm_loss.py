@@ -1,0 +1,159 @@
+"""Warp kernels of the sampled-pair ARAP EDM loss (Takmaz et al., eq. 6/8).
+
+For S sampled pixel pairs s = (i_s, j_s) with 3D points x^k (view k) and x^l (the corresponding points
+in view l) and optional 3-channel motion embeddings m (view k):
+
+    e^k_s = ||x^k_i - x^k_j||^2,  mu_k = mean_s e^k_s,  r_s = e^k_s / mu_k - e^l_s / mu_l   (per-set norm.)
+    w_s   = clamp(((1 - tanh ||m_i - m_j||) + tau) / (1 + tau), 0, 1)                     (tau-offset)
+    L     = sum_s w_s |r_s| / (sum_s w_s + eps)  +  beta (1 - sum_s w_s / S)               (alpha norm., ||w||_1)
+
+Every kernel runs over the S pairs (memory O(S), never O(n^2)); reductions use atomics. The kernels are
+generic in the scalar type (float32 / float64 overloads) and contain no torch code: the autograd bridge
+is :mod:`nrsfm_kit.kernels.edm_loss`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import warp as wp
+
+
+@wp.kernel
+def pair_sq_sums(
+    xk: wp.array(dtype=Any),
+    xl: wp.array(dtype=Any),
+    pi: wp.array(dtype=wp.int32),
+    pj: wp.array(dtype=wp.int32),
+    sums: wp.array(dtype=Any),
+):
+    """sums[0] += ||xk_i - xk_j||^2, sums[1] += ||xl_i - xl_j||^2 over the pairs."""
+    s = wp.tid()
+    i = pi[s]
+    j = pj[s]
+    dk = xk[i] - xk[j]
+    dl = xl[i] - xl[j]
+    wp.atomic_add(sums, 0, wp.dot(dk, dk))
+    wp.atomic_add(sums, 1, wp.dot(dl, dl))
+
+
+@wp.func
+def pair_weight(mi: Any, mj: Any, tau: Any, use_embed: int):
+    """(w_s after the tau-offset and clamp, derivative factor dw/drho, rho = ||m_i - m_j||)."""
+    one = type(tau)(1.0)
+    zero = type(tau)(0.0)
+    if use_embed == 0:
+        return one, zero, zero
+    d = mi - mj
+    rho = wp.length(d)
+    t = wp.tanh(rho)
+    v = ((one - t) + tau) / (one + tau)
+    dv = zero
+    if v > zero and v < one:
+        dv = -(one - t * t) / (one + tau)
+    v = wp.clamp(v, zero, one)
+    return v, dv, rho
+
+
+@wp.kernel
+def pair_forward(
+    xk: wp.array(dtype=Any),
+    xl: wp.array(dtype=Any),
+    emb: wp.array(dtype=Any),
+    pi: wp.array(dtype=wp.int32),
+    pj: wp.array(dtype=wp.int32),
+    mu: wp.array(dtype=Any),
+    tau: Any,
+    use_embed: int,
+    r_out: wp.array(dtype=Any),
+    w_out: wp.array(dtype=Any),
+    sums: wp.array(dtype=Any),
+):
+    """Residuals r_s, weights w_s; sums[0] += w_s |r_s|, sums[1] += w_s."""
+    s = wp.tid()
+    i = pi[s]
+    j = pj[s]
+    dk = xk[i] - xk[j]
+    dl = xl[i] - xl[j]
+    r = wp.dot(dk, dk) / mu[0] - wp.dot(dl, dl) / mu[1]
+    mi = emb[0]
+    mj = emb[0]
+    if use_embed != 0:
+        mi = emb[i]
+        mj = emb[j]
+    w, dw, rho = pair_weight(mi, mj, tau, use_embed)
+    r_out[s] = r
+    w_out[s] = w
+    wp.atomic_add(sums, 0, w * wp.abs(r))
+    wp.atomic_add(sums, 1, w)
+
+
+@wp.kernel
+def pair_backward_reduce(
+    xk: wp.array(dtype=Any),
+    xl: wp.array(dtype=Any),
+    pi: wp.array(dtype=wp.int32),
+    pj: wp.array(dtype=wp.int32),
+    mu: wp.array(dtype=Any),
+    r: wp.array(dtype=Any),
+    w: wp.array(dtype=Any),
+    inv_den: Any,
+    sums: wp.array(dtype=Any),
+):
+    """sums[0] += g_s e^k_s / mu_k and sums[1] += g_s e^l_s / mu_l with g_s = w_s sign(r_s) / (sum w + eps)."""
+    s = wp.tid()
+    i = pi[s]
+    j = pj[s]
+    dk = xk[i] - xk[j]
+    dl = xl[i] - xl[j]
+    g = w[s] * wp.sign(r[s]) * inv_den
+    wp.atomic_add(sums, 0, g * wp.dot(dk, dk) / mu[0])
+    wp.atomic_add(sums, 1, g * wp.dot(dl, dl) / mu[1])
+
+
+@wp.kernel
+def pair_backward(
+    xk: wp.array(dtype=Any),
+    xl: wp.array(dtype=Any),
+    emb: wp.array(dtype=Any),
+    pi: wp.array(dtype=wp.int32),
+    pj: wp.array(dtype=wp.int32),
+    mu: wp.array(dtype=Any),
+    r: wp.array(dtype=Any),
+    w: wp.array(dtype=Any),
+    consts: wp.array(dtype=Any),
+    tau: Any,
+    use_embed: int,
+    grad_xk: wp.array(dtype=Any),
+    grad_xl: wp.array(dtype=Any),
+    grad_emb: wp.array(dtype=Any),
+):
+    """Adjoint of the loss, scattered by atomics into the point and embedding gradients.
+
+    consts = [1 / (sum w + eps), loss_data, c_k / S, c_l / S, grad_out, beta / S].
+    """
+    s = wp.tid()
+    i = pi[s]
+    j = pj[s]
+    inv_den = consts[0]
+    go = consts[4]
+    two = type(inv_den)(2.0)
+    dk = xk[i] - xk[j]
+    dl = xl[i] - xl[j]
+    g = w[s] * wp.sign(r[s]) * inv_den
+    dek = (g - consts[2]) / mu[0] * go * two
+    de_l = (consts[3] - g) / mu[1] * go * two
+    wp.atomic_add(grad_xk, i, dek * dk)
+    wp.atomic_sub(grad_xk, j, dek * dk)
+    wp.atomic_add(grad_xl, i, de_l * dl)
+    wp.atomic_sub(grad_xl, j, de_l * dl)
+    if use_embed != 0:
+        mi = emb[i]
+        mj = emb[j]
+        wv, dwdrho, rho = pair_weight(mi, mj, tau, use_embed)
+        # dL/dw_s = |r_s| / den - loss_data / den - beta / S
+        dldw = (wp.abs(r[s]) - consts[1]) * inv_den - consts[5]
+        if rho > type(inv_den)(0.0):
+            gm = (go * dldw * dwdrho / rho) * (mi - mj)
+            wp.atomic_add(grad_emb, i, gm)
+            wp.atomic_sub(grad_emb, j, gm)
