@@ -1,1 +1,12 @@
-"""graph"""
+"""Embedded deformation graph from RGB-D (Neural Non-Rigid Tracking §3, App. A; Sumner et al. 2007).
+
+- :func:`build_graph` (:mod:`nrsfm_kit.graph.build`): mesh from depth, erosion, sigma-coverage node
+  sampling, geodesic (or Euclidean) edges, clean-up, clusters, pixel anchors and skinning weights.
+- :mod:`nrsfm_kit.graph.io`: the reference implementation's binary graph files.
+- The warp field Q and ARAP residuals as Warp kernels: :mod:`nrsfm_kit.kernels.warp_field`.
+"""
+
+from nrsfm_kit.graph.build import GraphBuildInfo, GraphConfig, build_graph, build_graph_with_info
+from nrsfm_kit.graph.types import DeformationGraph
+
+__all__ = ["DeformationGraph", "GraphBuildInfo", "GraphConfig", "build_graph", "build_graph_with_info"]
