@@ -25,6 +25,8 @@ def init() -> None:
             return
         wp.config.quiet = True
         wp.config.verbose = False
+        if hasattr(wp, "LOG_WARNING"):  # warp >= 1.10: the greeting is an INFO log
+            wp.config.log_level = wp.LOG_WARNING
         cache = os.environ.get("WARP_CACHE_PATH")
         if cache:
             os.makedirs(cache, exist_ok=True)

@@ -52,12 +52,12 @@ def discover_sections() -> list:
 
 
 def _table(results: list[tuple[DemoSection, float]]) -> str:
-    lines = [f"{'section':<28} {'result':<40} {'value':>12}  target"]
+    lines = [f"{'section':<24} {'result':<48} {'value':>12}  target"]
     lines.append("-" * len(lines[0]) + "-" * 10)
     for sec, seconds in results:
         for name, value, target in sec.rows:
-            lines.append(f"{sec.title[:28]:<28} {name[:40]:<40} {value:>12}  {target}")
-        lines.append(f"{sec.title[:28]:<28} {'(seconds)':<40} {seconds:>12.1f}")
+            lines.append(f"{sec.title[:24]:<24} {name[:48]:<48} {value:>12}  {target}")
+        lines.append(f"{sec.title[:24]:<24} {'(seconds)':<48} {seconds:>12.1f}")
     return "\n".join(lines)
 
 

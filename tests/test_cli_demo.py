@@ -1,0 +1,50 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nrsfm_kit.cli import build_parser, main
+from nrsfm_kit.demo import DemoSection, discover_sections
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and "nrsfm-kit" in capsys.readouterr().out
+    assert "demo" in build_parser().format_help()
+
+
+def test_demo_geometry_section_writes_offline_page(tmp_path, capsys):
+    rc = main(["demo", "--smoke", "--section", "s10_geometry", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "pinhole round-trip" in out
+    page = (tmp_path / "index.html").read_text()
+    assert "Plotly" in page and "Geometry core" in page and "<script src=" not in page  # offline
+
+
+def test_demo_unknown_section_is_a_clean_error(tmp_path, capsys):
+    rc = main(["demo", "--section", "nope", "--out", str(tmp_path)])
+    assert rc == 2 and "section: expected one of" in capsys.readouterr().err
+
+
+def test_every_section_module_is_well_formed():
+    mods = discover_sections()
+    assert mods and all(isinstance(m.TITLE, str) and isinstance(m.ORDER, int) for m in mods)
+    orders = [m.ORDER for m in mods]
+    assert len(set(orders)) == len(orders), "demo sections need distinct ORDER values"
+
+
+def test_section_add_marks_failures():
+    sec = DemoSection("x")
+    sec.add("a", 0.5, "< 1", ok=True)
+    assert sec.passed
+    sec.add("b", 2.0, "< 1", ok=False)
+    assert not sec.passed and sec.rows[-1] == ("b", "2", "< 1")
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "nrsfm_kit.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "demo" in out.stdout
+    json.dumps({"ok": True})
