@@ -425,8 +425,11 @@ def apply_increment(
     Returns:
         (rotations (N, 3, 3), translations (N, 3)) after the update.
     """
+    from nrsfm_kit.geometry import delta_rotation_update
+
     dims: dict = {}
     check_tensor("rotations", rotations, ("N", 3, 3), dims=dims)
     check_tensor("translations", translations, ("N", 3), dims=dims)
+    check_tensor("eps", eps, ("N", 3), dims=dims)
     check_tensor("delta_t", delta_t, ("N", 3), dims=dims)
-    return _so3_exp(eps, "eps") @ rotations, translations + delta_t
+    return delta_rotation_update(eps, rotations), translations + delta_t
