@@ -11,14 +11,18 @@ from nrsfm_kit.data.nrsfm import (
     load_nrsfm_mat,
     synthetic_nrsfm,
 )
-from nrsfm_kit.data.types import MonocularVideo, NRSfMSequence
+from nrsfm_kit.data.types import MonocularVideo, NRSfMSequence, RGBDPair, RGBDSequence
+from nrsfm_kit.data.video import synthetic_monocular_video
 
 __all__ = [
     "MonocularVideo",
     "NRSfMFrames",
     "NRSfMSequence",
+    "RGBDPair",
+    "RGBDSequence",
     "center_sequence",
     "check_sequence",
     "load_nrsfm_mat",
+    "synthetic_monocular_video",
     "synthetic_nrsfm",
 ]
