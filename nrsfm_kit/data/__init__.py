@@ -11,6 +11,12 @@ from nrsfm_kit.data.nrsfm import (
     load_nrsfm_mat,
     synthetic_nrsfm,
 )
+from nrsfm_kit.data.rgbd import (
+    SyntheticRGBDPair,
+    SyntheticRGBDSequence,
+    synthetic_rgbd_pair,
+    synthetic_rgbd_sequence,
+)
 from nrsfm_kit.data.types import MonocularVideo, NRSfMSequence, RGBDPair, RGBDSequence
 from nrsfm_kit.data.video import synthetic_monocular_video
 
@@ -20,9 +26,13 @@ __all__ = [
     "NRSfMSequence",
     "RGBDPair",
     "RGBDSequence",
+    "SyntheticRGBDPair",
+    "SyntheticRGBDSequence",
     "center_sequence",
     "check_sequence",
     "load_nrsfm_mat",
     "synthetic_monocular_video",
     "synthetic_nrsfm",
+    "synthetic_rgbd_pair",
+    "synthetic_rgbd_sequence",
 ]

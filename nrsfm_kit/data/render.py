@@ -37,15 +37,19 @@ def procedural_texture(rng: np.random.Generator, size: int = 256, base=None, con
     (drawn with wrap-around) that give well-localised features for optical flow and photometric losses.
     """
     base = rng.uniform(0.3, 0.7, size=3) if base is None else np.asarray(base, dtype=np.float64)
-    f = np.fft.fftfreq(size)[:, None]
-    g = np.fft.rfftfreq(size)[None, :]
+    import scipy.fft
+
+    f = np.fft.fftfreq(size).astype(np.float32)[:, None]
+    g = np.fft.rfftfreq(size).astype(np.float32)[None, :]
     radius = np.sqrt(f * f + g * g)
-    amp = np.where(radius > 0, np.maximum(radius, 1.0 / size) ** -1.4, 0.0)
+    amp = np.where(radius > 0, np.maximum(radius, 1.0 / size) ** -1.4, 0.0).astype(np.float32)
     amp[radius > 0.25] = 0.0  # no energy above half the Nyquist rate (no aliasing)
     # 4 fields: a luminance pattern shared by the channels and a weaker chroma pattern per channel
-    spec = amp[..., None] * (rng.standard_normal((*amp.shape, 4)) + 1j * rng.standard_normal((*amp.shape, 4)))
-    fields = np.fft.irfft2(spec, s=(size, size), axes=(0, 1))
-    fields /= fields.std(axis=(0, 1), keepdims=True) + 1e-12
+    re = rng.standard_normal((*amp.shape, 4), dtype=np.float32)
+    im = rng.standard_normal((*amp.shape, 4), dtype=np.float32)
+    spec = amp[..., None] * (re + 1j * im).astype(np.complex64)
+    fields = scipy.fft.irfft2(spec, s=(size, size), axes=(0, 1))
+    fields /= fields.reshape(-1, 4).std(axis=0) + 1e-12
     noise = (0.8 * fields[..., :1] + 0.35 * fields[..., 1:]) / 3
     tex = (base + 0.5 * contrast * noise).astype(np.float32)
     img = np.zeros((size, size, 3), np.float32)
@@ -397,7 +401,7 @@ def kinect_noise(
     *,
     hole_fraction: float = 0.01,
     edge_threshold: float = 0.05,
-    grazing_cos: float = 0.2,
+    grazing_cos: float = 0.1,
 ) -> np.ndarray:
     """Kinect-like corruption of a depth map (H, W) metres; 0 marks holes (as in DeepDeform PNGs).
 
