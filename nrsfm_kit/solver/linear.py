@@ -1,0 +1,205 @@
+"""Linear solvers of one Gauss-Newton step, differentiable (Neural Non-Rigid Tracking App. B.2).
+
+Each GN/LM step solves (J^T J + D) x = -J^T r, D = diag(d) (damping on valid nodes, 1 on frozen ones).
+
+Backward of a linear solve A x = c (App. B.2): with g = dL/dx,
+
+    dL/dc = A^-T g,        dL/dA = -(dL/dc) x^T.
+
+(a) :func:`dense_solve`: Cholesky factorisation of the assembled A; the backward re-uses the factor.
+(b) :func:`pcg_solve`: matrix-free preconditioned conjugate gradient (block-Jacobi 6x6 preconditioner,
+    the data-parallel scheme of DeepDeform's GPU solver): only products J v and J^T u are formed. Its
+    backward ("adjoint") solves the adjoint system A y = g with the same PCG and maps dL/dA, dL/dc
+    straight into dL/dJ, dL/dr without forming J^T J:
+
+        dL/dJ_row = -((J_row . y) x + (J_row . x) y + r_row y),   dL/dr_row = -(J_row . y).
+
+    With ``unrolled=True`` autograd differentiates through the CG iterations instead (torch products,
+    preconditioner held fixed); memory grows with the number of iterations, and the gradient matches
+    the adjoint one once CG has converged.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nrsfm_kit.kernels import gauss_newton as gk
+from nrsfm_kit.kernels.gauss_newton import ResidualBlock
+
+__all__ = ["CholeskySolve", "dense_solve", "assemble", "pcg_solve", "PCGSolve"]
+
+
+class CholeskySolve(torch.autograd.Function):
+    """x = A^-1 c for SPD A (B, n, n), c (B, n); backward re-uses the Cholesky factor (App. B.2)."""
+
+    @staticmethod
+    def forward(ctx, A, c):
+        L = _robust_cholesky(A)
+        x = torch.cholesky_solve(c.unsqueeze(-1), L).squeeze(-1)
+        ctx.save_for_backward(L, x)
+        return x
+
+    @staticmethod
+    def backward(ctx, gx):
+        L, x = ctx.saved_tensors
+        gc = torch.cholesky_solve(gx.unsqueeze(-1), L).squeeze(-1)  # A^-T g (A symmetric)
+        gA = -gc.unsqueeze(-1) * x.unsqueeze(-2)
+        return gA, gc
+
+
+def _robust_cholesky(A: torch.Tensor) -> torch.Tensor:
+    """Cholesky factor; matrices that are not numerically SPD get a growing diagonal shift (documented
+    fallback for singular systems: the step is damped, never NaN)."""
+    L, info = torch.linalg.cholesky_ex(A)
+    if not bool((info > 0).any()):
+        return L
+    n = A.shape[-1]
+    eye = torch.eye(n, dtype=A.dtype, device=A.device)
+    scale = A.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1e-12)  # (B,)
+    shift = 1e-10
+    while bool((info > 0).any()):
+        bad = (info > 0).to(A.dtype)
+        A = A + (bad * scale * shift)[:, None, None] * eye
+        L, info = torch.linalg.cholesky_ex(A)
+        shift *= 100.0
+        if shift > 1e6:
+            raise FloatingPointError("dense_solve: the system could not be made positive definite")
+    return L
+
+
+def assemble(blocks: list[ResidualBlock], num_nodes: int, backend: str = "warp"):
+    """Normal equations A = sum J^T J (B, 6N, 6N) and b = sum J^T r (B, 6N) over residual families."""
+    A = b = None
+    for blk in blocks:
+        if backend == "warp":
+            Ai, bi = gk.normal_equations(blk.J, blk.r, blk.cols, num_nodes)
+        else:
+            Ai, bi = gk.normal_equations_torch(blk.J, blk.r, blk.cols, num_nodes)
+        A = Ai if A is None else A + Ai
+        b = bi if b is None else b + bi
+    return A, b
+
+
+def dense_solve(blocks: list[ResidualBlock], diag: torch.Tensor, num_nodes: int, backend: str = "warp"):
+    """Step x = -(J^T J + diag(d))^-1 J^T r (B, 6N) by dense Cholesky, differentiable (App. B.2)."""
+    A, b = assemble(blocks, num_nodes, backend)
+    A = A + torch.diag_embed(diag)
+    return CholeskySolve.apply(A, -b)
+
+
+# --------------------------------------------------------------------------------------------------
+# matrix-free PCG
+# --------------------------------------------------------------------------------------------------
+
+
+def _ops(backend: str):
+    if backend == "warp":
+        return gk.jac_vec, gk.jac_t_vec, gk.block_diagonal, gk.solve_adjoint_jacobian
+    return gk.jac_vec_torch, gk.jac_t_vec_torch, gk.block_diagonal_torch, gk.solve_adjoint_jacobian_torch
+
+
+def _matvec(Js, rs_unused, cols, diag, v, num_nodes, backend):
+    jv, jtv, _, _ = _ops(backend)
+    out = diag * v
+    for J, c in zip(Js, cols):
+        out = out + jtv(J, c, jv(J, c, v), num_nodes)
+    return out
+
+
+def _preconditioner(Js, cols, diag, num_nodes, backend):
+    _, _, bd, _ = _ops(backend)
+    B = diag.shape[0]
+    D = torch.diag_embed(diag.view(B, num_nodes, 6))
+    for J, c in zip(Js, cols):
+        D = D + bd(J, c, num_nodes)
+    return torch.linalg.inv(D)  # (B, N, 6, 6), SPD blocks
+
+
+def _pcg(matvec, Minv, c, max_iter: int, tol: float):
+    """Batched PCG for A x = c (A SPD via ``matvec``), block-Jacobi ``Minv`` (B, N, 6, 6)."""
+    B, n = c.shape
+
+    def precond(v):
+        return (Minv @ v.view(B, -1, 6, 1)).view(B, n)
+
+    x = torch.zeros_like(c)
+    res = c
+    z = precond(res)
+    p = z
+    rz = (res * z).sum(-1)
+    cnorm = c.norm(dim=-1)
+    tiny = torch.finfo(c.dtype).tiny
+    iters = 0
+    for _ in range(max_iter):
+        if bool((res.norm(dim=-1) <= tol * cnorm).all()):
+            break
+        iters += 1
+        Ap = matvec(p)
+        pAp = (p * Ap).sum(-1)
+        alpha = torch.where(pAp.abs() > tiny, rz / torch.where(pAp.abs() > tiny, pAp, torch.ones_like(pAp)),
+                            torch.zeros_like(pAp))
+        x = x + alpha[:, None] * p
+        res = res - alpha[:, None] * Ap
+        z = precond(res)
+        rz_new = (res * z).sum(-1)
+        beta = torch.where(rz.abs() > tiny, rz_new / torch.where(rz.abs() > tiny, rz, torch.ones_like(rz)),
+                           torch.zeros_like(rz))
+        p = z + beta[:, None] * p
+        rz = rz_new
+    return x, iters
+
+
+class PCGSolve(torch.autograd.Function):
+    """x = -(sum J^T J + diag(d))^-1 sum J^T r, matrix-free; backward by an adjoint PCG solve."""
+
+    @staticmethod
+    def forward(ctx, diag, num_nodes, max_iter, tol, backend, cols, *JR):
+        k = len(cols)
+        Js, rs = [t.detach() for t in JR[:k]], [t.detach() for t in JR[k:]]
+        _, jtv, _, _ = _ops(backend)
+        diag = diag.detach()
+        c = torch.zeros_like(diag)
+        for J, r, cc in zip(Js, rs, cols):
+            c = c - jtv(J, cc, r, num_nodes)
+        Minv = _preconditioner(Js, cols, diag, num_nodes, backend)
+        x, iters = _pcg(lambda v: _matvec(Js, rs, cols, diag, v, num_nodes, backend), Minv, c, max_iter, tol)
+        ctx.save_for_backward(diag, x, Minv, *Js, *rs)
+        ctx.meta = (num_nodes, max_iter, tol, backend, cols)
+        ctx.iters = iters
+        return x
+
+    @staticmethod
+    def backward(ctx, gx):
+        diag, x, Minv, *JR = ctx.saved_tensors
+        num_nodes, max_iter, tol, backend, cols = ctx.meta
+        k = len(cols)
+        Js, rs = JR[:k], JR[k:]
+        y, _ = _pcg(lambda v: _matvec(Js, rs, cols, diag, v, num_nodes, backend), Minv, gx.contiguous(),
+                    max_iter, tol)
+        _, _, _, adj = _ops(backend)
+        gJs, grs = [], []
+        for J, r, cc in zip(Js, rs, cols):
+            dJ, dr = adj(J, r, cc, x, y)
+            gJs.append(dJ)
+            grs.append(dr)
+        return (None, None, None, None, None, None, *gJs, *grs)
+
+
+def pcg_solve(blocks: list[ResidualBlock], diag: torch.Tensor, num_nodes: int, *, max_iter: int = 200,
+              tol: float = 1e-7, backend: str = "warp", unrolled: bool = False):
+    """Step x = -(J^T J + diag(d))^-1 J^T r (B, 6N) by matrix-free block-Jacobi PCG.
+
+    ``unrolled=False``: custom backward solving the adjoint system by PCG (memory O(nnz J)).
+    ``unrolled=True``: plain autograd through the CG iterations with torch products.
+    """
+    cols = tuple(b.cols for b in blocks)
+    if not unrolled:
+        return PCGSolve.apply(diag, num_nodes, max_iter, tol, backend, cols,
+                              *[b.J for b in blocks], *[b.r for b in blocks])
+    Js = [b.J for b in blocks]
+    c = torch.zeros_like(diag)
+    for b in blocks:
+        c = c - gk.jac_t_vec_torch(b.J, b.cols, b.r, num_nodes)
+    Minv = _preconditioner([J.detach() for J in Js], cols, diag.detach(), num_nodes, "torch")
+    x, _ = _pcg(lambda v: _matvec(Js, None, cols, diag, v, num_nodes, "torch"), Minv, c, max_iter, tol)
+    return x
