@@ -4,6 +4,15 @@ NRSfM convention (see :mod:`nrsfm_kit.data.nrsfm`): ``S`` is in the CAMERA frame
 ``cameras[f]`` are the first two rows of the world -> camera rotation, W = S_world M_f^T.
 """
 
+from nrsfm_kit.data.deepdeform import (
+    DeepDeformLabel,
+    DeepDeformPairs,
+    load_deepdeform_labels,
+    load_deepdeform_pair,
+    read_flow_binary,
+    save_deepdeform_pair,
+    write_flow_binary,
+)
 from nrsfm_kit.data.nrsfm import (
     NRSfMFrames,
     center_sequence,
@@ -21,6 +30,13 @@ from nrsfm_kit.data.types import MonocularVideo, NRSfMSequence, RGBDPair, RGBDSe
 from nrsfm_kit.data.video import synthetic_monocular_video
 
 __all__ = [
+    "DeepDeformLabel",
+    "DeepDeformPairs",
+    "load_deepdeform_labels",
+    "load_deepdeform_pair",
+    "read_flow_binary",
+    "save_deepdeform_pair",
+    "write_flow_binary",
     "MonocularVideo",
     "NRSfMFrames",
     "NRSfMSequence",
