@@ -13,12 +13,14 @@ from nrsfm_kit.data.deepdeform import (
     save_deepdeform_pair,
     write_flow_binary,
 )
+from nrsfm_kit.data.mocap import MocapSequence, load_amc, load_asf, load_cmu_mocap, mocap_to_nrsfm
 from nrsfm_kit.data.nrsfm import (
     NRSfMFrames,
     center_sequence,
     check_sequence,
     load_nrsfm_mat,
     synthetic_nrsfm,
+    views_from_shapes,
 )
 from nrsfm_kit.data.rgbd import (
     SyntheticRGBDPair,
@@ -30,6 +32,12 @@ from nrsfm_kit.data.types import MonocularVideo, NRSfMSequence, RGBDPair, RGBDSe
 from nrsfm_kit.data.video import synthetic_monocular_video
 
 __all__ = [
+    "MocapSequence",
+    "load_amc",
+    "load_asf",
+    "load_cmu_mocap",
+    "mocap_to_nrsfm",
+    "views_from_shapes",
     "DeepDeformLabel",
     "DeepDeformPairs",
     "load_deepdeform_labels",

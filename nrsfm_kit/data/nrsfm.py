@@ -217,6 +217,36 @@ def synthetic_nrsfm(
     else:
         S_world = _category_shapes(F, rng)
         bones = list(CAR_BONES)
+    name = f"synthetic-{kind}" + (f"-{motion}" if kind != "category" else "") + f"-{camera}-s{seed}"
+    return views_from_shapes(S_world, camera, noise_ratio, missing_ratio, rng, bones, name, dtype)
+
+
+def views_from_shapes(
+    S_world: np.ndarray,
+    camera: str = "random",
+    noise_ratio: float = 0.0,
+    missing_ratio: float = 0.0,
+    rng: np.random.Generator | int = 0,
+    bones: list | None = None,
+    name: str = "",
+    dtype: torch.dtype = torch.float32,
+) -> NRSfMSequence:
+    """Orthographic views of given 3D shapes (F, P, 3) (world frame, Y up): cameras, noise, missing points.
+
+    The shapes are centred per frame; cameras are drawn by :func:`camera_rotations`; noise is scaled
+    to ||noise||_F / ||W||_F = ``noise_ratio`` over the visible entries; ``missing_ratio`` of the
+    (frame, point) entries are marked missing. See :func:`synthetic_nrsfm` for the conventions.
+    """
+    S_world = np.asarray(S_world, dtype=np.float64)
+    if S_world.ndim != 3 or S_world.shape[-1] != 3 or S_world.shape[0] < 1:
+        raise ValueError(f"S_world: expected shape (F, P, 3), found {S_world.shape}")
+    if not np.isfinite(S_world).all():
+        raise ValueError(f"S_world: expected finite values, found {int((~np.isfinite(S_world)).sum())} non-finite")
+    check_positive("noise_ratio", noise_ratio, strict=False)
+    if not 0.0 <= float(missing_ratio) < 1.0:
+        raise ValueError(f"missing_ratio: expected a value in [0, 1), found {missing_ratio!r}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    F, P = S_world.shape[:2]
     S_world = S_world - S_world.mean(axis=1, keepdims=True)
     R = camera_rotations(F, camera, rng)
     S_cam = S_world @ R.transpose(0, 2, 1)
@@ -233,7 +263,6 @@ def synthetic_nrsfm(
         W = W + noise
     W = W * vis[..., None]
 
-    name = f"synthetic-{kind}" + (f"-{motion}" if kind != "category" else "") + f"-{camera}-s{seed}"
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
     return NRSfMSequence(
         W=t(W),
@@ -241,7 +270,7 @@ def synthetic_nrsfm(
         S=t(S_cam),
         cameras=t(R[:, :2]),
         name=name,
-        bones=bones,
+        bones=list(bones or []),
         S_world=t(S_world),
     )
 

@@ -53,11 +53,12 @@ class Skeleton:
     """An Acclaim skeleton: a root and bones listed parents-first.
 
     Attributes:
-        bones: bones in topological order (every parent before its children).
+        bones: the bones; their order is the joint order (after the root).
         root_position: (3,) metres, the ASF root ``position``.
         root_orientation: (3,) degrees, the ASF root ``orientation`` (its axis).
         root_axis_order: Euler order of the root orientation (``"XYZ"``).
         root_dof_order: order of the root's 6 values in an ``.amc`` frame (``TX TY TZ RX RY RZ``).
+        amc_units: factors converting ``.amc`` values of this skeleton's file to metres and degrees.
     """
 
     bones: list[Bone]
@@ -65,6 +66,7 @@ class Skeleton:
     root_orientation: np.ndarray = field(default_factory=lambda: np.zeros(3))
     root_axis_order: str = "XYZ"
     root_dof_order: tuple[str, ...] = ("tx", "ty", "tz", "rx", "ry", "rz")
+    amc_units: tuple[float, float] = (1.0, 1.0)  # (.amc length -> metres, .amc angle -> degrees)
 
     @property
     def joint_names(self) -> list[str]:
@@ -148,19 +150,26 @@ def forward_kinematics(
     C = euler_matrix(skeleton.root_orientation, skeleton.root_axis_order)
     G = {"root": C @ euler_matrix(rot, rot_order) @ C.T}
     P = {"root": skeleton.root_position[None] + trans}
-    out = [P["root"]]
-    for b in skeleton.bones:
-        angles = np.zeros((F, 3))
-        vals = bone_values.get(b.name)
-        if vals is not None and b.dof:
-            vals = np.asarray(vals, dtype=np.float64).reshape(F, len(b.dof))
-            for k, name in enumerate(b.dof):
-                angles[:, "xyz".index(name[1])] = vals[:, k]
-        C = euler_matrix(b.axis, b.axis_order)
-        # the dof rotations are applied in the bone's axis order (CMU files use XYZ everywhere)
-        G[b.name] = G[b.parent] @ (C @ euler_matrix(angles, b.axis_order) @ C.T)
-        P[b.name] = P[b.parent] + b.length * (G[b.name] @ np.asarray(b.direction, dtype=np.float64))
-        out.append(P[b.name])
+    names = {b.name for b in skeleton.bones}
+    todo = list(skeleton.bones)
+    while todo:  # parents before children, whatever the listing order
+        ready = [b for b in todo if b.parent in G]
+        if not ready:
+            bad = sorted({b.parent for b in todo if b.parent not in names and b.parent != "root"})
+            raise ValueError(f"skeleton: bones {[b.name for b in todo]} do not connect to the root (parents {bad})")
+        for b in ready:
+            angles = np.zeros((F, 3))
+            vals = bone_values.get(b.name)
+            if vals is not None and b.dof:
+                vals = np.asarray(vals, dtype=np.float64).reshape(F, len(b.dof))
+                for k, name in enumerate(b.dof):
+                    angles[:, "xyz".index(name[1])] = vals[:, k]
+            C = euler_matrix(b.axis, b.axis_order)
+            # the dof rotations are applied in the bone's axis order (CMU files use XYZ everywhere)
+            G[b.name] = G[b.parent] @ (C @ euler_matrix(angles, b.axis_order) @ C.T)
+            P[b.name] = P[b.parent] + b.length * (G[b.name] @ np.asarray(b.direction, dtype=np.float64))
+        todo = [b for b in todo if b.name not in G]
+    out = [P["root"]] + [P[b.name] for b in skeleton.bones]
     return np.stack(out, axis=1)
 
 
