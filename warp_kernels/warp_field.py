@@ -248,3 +248,26 @@ def arap_backward(
     grad_rotations[i] = gR  # only thread i writes row i
     wp.atomic_add(grad_translations, i, gt)
     wp.atomic_add(grad_nodes, i, gv)
+
+
+# --------------------------------------------------------------------------------------------------
+# explicit float32 / float64 overloads: the module always holds the same set of instantiations, so it
+# compiles once (and is cached) whatever order the launches come in
+# --------------------------------------------------------------------------------------------------
+
+
+def _declare_overloads() -> None:
+    for scalar, vec, mat in ((wp.float32, wp.vec3, wp.mat33), (wp.float64, wp.vec3d, wp.mat33d)):
+        v1, m1 = wp.array(dtype=vec), wp.array(dtype=mat)
+        v2 = wp.array2d(dtype=vec)
+        s2, s3 = wp.array2d(dtype=scalar), wp.array3d(dtype=scalar)
+        i2, i3 = wp.array2d(dtype=wp.int64), wp.array3d(dtype=wp.int64)
+        wp.overload(warp_points_forward, [v1, i2, s2, v1, m1, v1, v1])
+        wp.overload(warp_points_backward, [v1, i2, s2, v1, m1, v1, v1, v1, s2, v1, m1, v1])
+        wp.overload(warp_image_forward, [v2, i3, s3, v1, m1, v1, v2])
+        wp.overload(warp_image_backward, [v2, i3, s3, v1, m1, v1, v2, v2, s3, v1, m1, v1])
+        wp.overload(arap_forward, [v1, i2, m1, v1, v2])
+        wp.overload(arap_backward, [v1, i2, m1, v2, v1, m1, v1])
+
+
+_declare_overloads()
