@@ -22,16 +22,43 @@ from nrsfm_kit.data.nrsfm import (
     synthetic_nrsfm,
     views_from_shapes,
 )
+from nrsfm_kit.data.pascal3d import load_c3dpo_keypoints, save_c3dpo_keypoints
 from nrsfm_kit.data.rgbd import (
     SyntheticRGBDPair,
     SyntheticRGBDSequence,
     synthetic_rgbd_pair,
     synthetic_rgbd_sequence,
 )
+from nrsfm_kit.data.sintel import (
+    load_sintel_scene,
+    read_cam,
+    read_dpt,
+    read_flo,
+    write_cam,
+    write_dpt,
+    write_flo,
+)
 from nrsfm_kit.data.types import MonocularVideo, NRSfMSequence, RGBDPair, RGBDSequence
 from nrsfm_kit.data.video import synthetic_monocular_video
+from nrsfm_kit.data.volumedeform import (
+    list_volumedeform_frames,
+    load_volumedeform_sequence,
+    save_volumedeform_sequence,
+)
 
 __all__ = [
+    "list_volumedeform_frames",
+    "load_c3dpo_keypoints",
+    "load_sintel_scene",
+    "load_volumedeform_sequence",
+    "read_cam",
+    "read_dpt",
+    "read_flo",
+    "save_c3dpo_keypoints",
+    "save_volumedeform_sequence",
+    "write_cam",
+    "write_dpt",
+    "write_flo",
     "MocapSequence",
     "load_amc",
     "load_asf",
