@@ -44,9 +44,13 @@ def test_check_tensor_and_finite():
 
 
 def test_atomic_writes(tmp_path):
-    p = atomic_write_bytes(tmp_path / "sub" / "a.bin", b"abc")
+    old = os.umask(0o022)
+    try:
+        p = atomic_write_bytes(tmp_path / "sub" / "a.bin", b"abc")
+    finally:
+        os.umask(old)
     assert p.read_bytes() == b"abc"
-    assert p.stat().st_mode & 0o044 == 0o044 or os.umask(0o022) & 0o044  # readable like a normal file
+    assert p.stat().st_mode & 0o777 == 0o644  # a normal file, not mkstemp's 0600
     atomic_write_json(tmp_path / "m.json", {"a": 1.5})
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": 1.5}
     with pytest.raises(ValueError):
