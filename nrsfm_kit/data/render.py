@@ -49,17 +49,19 @@ def procedural_texture(rng: np.random.Generator, size: int = 256, base=None, con
     im = rng.standard_normal((*amp.shape, 4), dtype=np.float32)
     spec = amp[..., None] * (re + 1j * im).astype(np.complex64)
     fields = scipy.fft.irfft2(spec, s=(size, size), axes=(0, 1))
-    fields /= fields.reshape(-1, 4).std(axis=0) + 1e-12
+    fields /= fields[::4, ::4].reshape(-1, 4).std(axis=0) + 1e-12  # a subsample estimates the std
     noise = (0.8 * fields[..., :1] + 0.35 * fields[..., 1:]) / 3
     tex = (base + 0.5 * contrast * noise).astype(np.float32)
     img = np.zeros((size, size, 3), np.float32)
     shifts = [(dx, dy) for dx in (-size, 0, size) for dy in (-size, 0, size)]
-    for _ in range(max(1, size * size // 2000)):
-        c = rng.integers(0, size, 2)
-        r = int(rng.integers(2, max(3, size // 28)))
-        col = tuple(float(x) for x in rng.uniform(-0.4, 0.4, 3))
-        for dx, dy in shifts if min(c.min(), size - c.max()) < r + 1 else [(0, 0)]:
-            cv2.circle(img, (int(c[0] + dx), int(c[1] + dy)), r, col, -1, lineType=cv2.LINE_AA)
+    n_disc = max(1, size * size // 2000)
+    centres = rng.integers(0, size, (n_disc, 2)).tolist()
+    radii = rng.integers(2, max(3, size // 28), n_disc).tolist()
+    cols = rng.uniform(-0.4, 0.4, (n_disc, 3)).tolist()
+    for (cx, cy), r, col in zip(centres, radii, cols):
+        near_edge = min(cx, cy, size - cx, size - cy) < r + 1
+        for dx, dy in shifts if near_edge else [(0, 0)]:
+            cv2.circle(img, (cx + dx, cy + dy), r, tuple(col), -1, lineType=cv2.LINE_AA)
     for _ in range(max(1, size // 24)):
         p, q = rng.integers(0, size, 2), rng.integers(-size // 4, size // 4, 2)
         col = tuple(float(x) for x in rng.uniform(-0.3, 0.3, 3))
@@ -210,9 +212,20 @@ class DeformingScene:
     width: int
     pose_at: Callable[[float], np.ndarray] = field(default=lambda t: np.eye(4))
     shading: float = 0.0
+    _scenes: dict = field(default_factory=dict, repr=False)  # time -> RaycastingScene (small LRU)
+    _rays: dict = field(default_factory=dict, repr=False)  # pose bytes -> rays
 
     def vertices(self, t: float) -> list[np.ndarray]:
         return [np.asarray(o.vertices_at(t), dtype=np.float64) for o in self.objects]
+
+    def scene_at(self, t: float, verts: list[np.ndarray] | None = None):
+        """The Open3D RaycastingScene of time ``t`` (the last few are cached)."""
+        key = float(t)
+        if key not in self._scenes:
+            if len(self._scenes) >= 3:
+                self._scenes.pop(next(iter(self._scenes)))
+            self._scenes[key] = self.raycasting_scene(self.vertices(t) if verts is None else verts)
+        return self._scenes[key]
 
     def raycasting_scene(self, verts: list[np.ndarray]):
         import open3d as o3d
@@ -226,19 +239,26 @@ class DeformingScene:
 
     def camera_rays(self, T_cw: np.ndarray) -> np.ndarray:
         """(H, W, 6) float32 rays (origin, direction) with camera-z-unit directions (t_hit = depth)."""
+        key = T_cw.tobytes()
+        if key in self._rays:
+            return self._rays[key]
         fx, fy, cx, cy = self.intrinsics
         v, u = np.mgrid[0 : self.height, 0 : self.width].astype(np.float64)
         d_cam = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u)], -1)
         R, t = T_cw[:3, :3], T_cw[:3, 3]
         origin = -R.T @ t
         d = d_cam @ R  # R^T d for row vectors
-        return np.concatenate([np.broadcast_to(origin, d.shape), d], -1).astype(np.float32)
+        rays = np.concatenate([np.broadcast_to(origin, d.shape), d], -1).astype(np.float32)
+        if len(self._rays) > 8:
+            self._rays.clear()
+        self._rays[key] = rays
+        return rays
 
     def render(self, t: float) -> Frame:
         """Ray-cast the scene at time ``t``: colour, depth, ids, barycentrics, camera-frame points."""
         verts = self.vertices(t)
         T_cw = np.asarray(self.pose_at(t), dtype=np.float64)
-        scene = self.raycasting_scene(verts)
+        scene = self.scene_at(t, verts)
         import open3d as o3d
 
         hit = scene.cast_rays(o3d.core.Tensor(self.camera_rays(T_cw)))
@@ -250,28 +270,33 @@ class DeformingScene:
         b = hit["primitive_uvs"].numpy().astype(np.float64)
         bary = np.stack([1 - b[..., 0] - b[..., 1], b[..., 0], b[..., 1]], -1) * valid[..., None]
         frame = Frame(t=t, T_cw=T_cw, object_ids=gid, triangle_ids=tri, bary=bary, valid=valid)
+        flat = gid.ravel()
+        order = np.argsort(flat, kind="stable")
+        bounds = np.searchsorted(flat[order], np.arange(len(self.objects) + 1))
+        frame.groups = [order[bounds[k] : bounds[k + 1]] for k in range(len(self.objects))]
         frame.points_world = self.interpolate(verts, frame)
         frame.points = apply_pose(T_cw, frame.points_world) * valid[..., None]
         frame.depth = np.where(valid, frame.points[..., 2], 0.0)
         n = hit["primitive_normals"].numpy().astype(np.float64) @ T_cw[:3, :3].T
-        ray = frame.points / np.maximum(np.linalg.norm(frame.points, axis=-1, keepdims=True), 1e-12)
+        ray = frame.points / np.maximum(np.sqrt((frame.points**2).sum(-1, keepdims=True)), 1e-12)
         frame.normals = n * valid[..., None]
         frame.normal_dot_view = np.where(valid, np.abs((n * ray).sum(-1)), 0.0)
         frame.color = self.shade(frame)
-        frame.labels = np.full(gid.shape, -1, dtype=np.int64)
-        for k, o in enumerate(self.objects):
-            frame.labels[gid == k] = o.label
+        labels = np.full(gid.size, -1, dtype=np.int64)
+        for idx, o in zip(frame.groups, self.objects):
+            labels[idx] = o.label
+        frame.labels = labels.reshape(gid.shape)
         return frame
 
     def interpolate(self, verts: list[np.ndarray], frame: Frame) -> np.ndarray:
         """World points (H, W, 3) of the frame's (triangle, barycentric) hits on vertices ``verts``."""
-        out = np.zeros((*frame.object_ids.shape, 3))
-        for k, (v, o) in enumerate(zip(verts, self.objects)):
-            m = frame.object_ids == k
-            if m.any():
-                corners = v[o.faces[frame.triangle_ids[m]]]  # (n, 3, 3)
-                out[m] = np.einsum("nk,nkd->nd", frame.bary[m], corners)
-        return out
+        out = np.zeros((frame.object_ids.size, 3))
+        tri, bary = frame.triangle_ids.reshape(-1), frame.bary.reshape(-1, 3)
+        for idx, v, o in zip(frame.pixel_groups(), verts, self.objects):
+            if idx.size:
+                corners = v[o.faces[tri[idx]]]  # (n, 3, 3)
+                out[idx] = np.einsum("nk,nkd->nd", bary[idx], corners)
+        return out.reshape(*frame.object_ids.shape, 3)
 
     def shade(self, frame: Frame) -> np.ndarray:
         """(H, W, 3) albedo colour of the hits, mip-mapped (trilinear) against texture aliasing.
@@ -279,19 +304,21 @@ class DeformingScene:
         The albedo of a material point does not change under motion, so brightness constancy holds along
         the ground-truth flow up to the texture filtering.
         """
-        col = np.zeros((*frame.object_ids.shape, 3))
-        uv_img = np.full((*frame.object_ids.shape, 2), np.nan)
-        for k, o in enumerate(self.objects):
-            m = frame.object_ids == k
-            if m.any():
-                uv = np.einsum("nk,nkd->nd", frame.bary[m], o.uv[o.faces[frame.triangle_ids[m]]])
-                uv_img[m] = uv * np.array(o.texture.shape[1::-1])
-        fp = _footprint(uv_img, frame.object_ids)
-        for k, o in enumerate(self.objects):
-            m = frame.object_ids == k
-            if m.any():
-                uv = uv_img[m] / np.array(o.texture.shape[1::-1])
-                col[m] = sample_texture_mip(o.mips, uv, np.log2(np.maximum(fp[m], 1.0)))
+        HW = frame.object_ids.size
+        col = np.zeros((HW, 3))
+        uv_img = np.full((HW, 2), np.nan)
+        tri, bary = frame.triangle_ids.reshape(-1), frame.bary.reshape(-1, 3)
+        groups = frame.pixel_groups()
+        for idx, o in zip(groups, self.objects):
+            if idx.size:
+                uv = np.einsum("nk,nkd->nd", bary[idx], o.uv[o.faces[tri[idx]]])
+                uv_img[idx] = uv * np.array(o.texture.shape[1::-1])
+        fp = _footprint(uv_img.reshape(*frame.object_ids.shape, 2), frame.object_ids).reshape(-1)
+        for idx, o in zip(groups, self.objects):
+            if idx.size:
+                uv = uv_img[idx] / np.array(o.texture.shape[1::-1])
+                col[idx] = sample_texture_mip(o.mips, uv, np.log2(np.maximum(fp[idx], 1.0)))
+        col = col.reshape(*frame.object_ids.shape, 3)
         if self.shading > 0 and frame.normal_dot_view is not None:
             col *= (1 - self.shading + self.shading * frame.normal_dot_view)[..., None]
         return col
@@ -321,7 +348,7 @@ class DeformingScene:
         if in_view.any():
             import open3d as o3d
 
-            scene = self.raycasting_scene(verts)
+            scene = self.scene_at(t_target, verts)
             origin = -T_cw[:3, :3].T @ T_cw[:3, 3]
             d = pw[in_view] - origin
             rays = np.concatenate([np.broadcast_to(origin, d.shape), d], -1).astype(np.float32)
@@ -343,7 +370,7 @@ class DeformingScene:
         """(object ids, triangle ids, barycentrics (N, 3), closest points (N, 3)) on the scene at time t."""
         import open3d as o3d
 
-        scene = self.raycasting_scene(self.vertices(t))
+        scene = self.scene_at(t)
         res = scene.compute_closest_points(o3d.core.Tensor(np.asarray(points_world, dtype=np.float32)))
         gid = res["geometry_ids"].numpy().astype(np.int64)
         tri = res["primitive_ids"].numpy().astype(np.int64)
@@ -379,6 +406,15 @@ class Frame:
     labels: np.ndarray | None = None  # (H, W) motion class, -1 no hit
     normals: np.ndarray | None = None  # (H, W, 3) camera-frame triangle normals
     normal_dot_view: np.ndarray | None = None  # (H, W) |n . ray| in [0, 1]
+    groups: list | None = None  # per object: flat pixel indices of its hits
+
+    def pixel_groups(self) -> list[np.ndarray]:
+        """Flat pixel indices hitting each object (computed from ``object_ids`` when not cached)."""
+        if self.groups is None:
+            flat = self.object_ids.ravel()
+            n = int(flat.max(initial=-1)) + 1
+            self.groups = [np.flatnonzero(flat == k) for k in range(n)]
+        return self.groups
 
 
 def apply_pose(T: np.ndarray, p: np.ndarray) -> np.ndarray:

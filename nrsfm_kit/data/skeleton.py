@@ -112,10 +112,13 @@ def euler_matrix(angles_deg: np.ndarray, order: str = "XYZ") -> np.ndarray:
             rows = [ck, -sk, zero, sk, ck, zero, zero, zero, one]
         return np.stack(rows, axis=-1).reshape(*ck.shape, 3, 3)
 
-    R = np.broadcast_to(np.eye(3), (*a.shape[:-1], 3, 3)).copy()
+    R = None
     for letter in order:  # first letter applied first -> leftmost product is the last one
-        R = rot("XYZ".index(letter)) @ R
-    return R
+        k = "XYZ".index(letter)
+        if not a[..., k].any():  # identity factor: skip (cheap for 1- and 2-dof bones)
+            continue
+        R = rot(k) if R is None else rot(k) @ R
+    return np.broadcast_to(np.eye(3), (*a.shape[:-1], 3, 3)).copy() if R is None else R
 
 
 def forward_kinematics(
@@ -164,9 +167,14 @@ def forward_kinematics(
                 vals = np.asarray(vals, dtype=np.float64).reshape(F, len(b.dof))
                 for k, name in enumerate(b.dof):
                     angles[:, "xyz".index(name[1])] = vals[:, k]
-            C = euler_matrix(b.axis, b.axis_order)
             # the dof rotations are applied in the bone's axis order (CMU files use XYZ everywhere)
-            G[b.name] = G[b.parent] @ (C @ euler_matrix(angles, b.axis_order) @ C.T)
+            if not angles.any():
+                G[b.name] = G[b.parent]
+            elif not np.any(b.axis):
+                G[b.name] = G[b.parent] @ euler_matrix(angles, b.axis_order)
+            else:
+                C = euler_matrix(b.axis, b.axis_order)
+                G[b.name] = G[b.parent] @ (C @ euler_matrix(angles, b.axis_order) @ C.T)
             P[b.name] = P[b.parent] + b.length * (G[b.name] @ np.asarray(b.direction, dtype=np.float64))
         todo = [b for b in todo if b.name not in G]
     out = [P["root"]] + [P[b.name] for b in skeleton.bones]
