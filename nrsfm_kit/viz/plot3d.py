@@ -90,6 +90,6 @@ def figure3d(traces, title: str = "", height: int = 500, camera_view: str = "cam
     fig = go.Figure(data=list(traces))
     scene = {"aspectmode": "data", "xaxis_title": "x", "yaxis_title": "y", "zaxis_title": "z"}
     if camera_view == "camera":
-        scene["camera"] = {"up": {"x": 0, "y": -1, "z": 0}, "eye": {"x": 0.0, "y": -0.3, "z": -2.0}}
+        scene["camera"] = {"up": {"x": 0, "y": -1, "z": 0}, "eye": {"x": 0.6, "y": -0.9, "z": -2.2}}
     fig.update_layout(title=title, scene=scene, height=height, margin={"l": 0, "r": 0, "t": 40, "b": 0})
     return fig
