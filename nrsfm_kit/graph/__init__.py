@@ -3,6 +3,8 @@
 - :func:`build_graph` (:mod:`nrsfm_kit.graph.build`): mesh from depth, erosion, sigma-coverage node
   sampling, geodesic (or Euclidean) edges, clean-up, clusters, pixel anchors and skinning weights.
 - :mod:`nrsfm_kit.graph.io`: the reference implementation's binary graph files.
+- :mod:`nrsfm_kit.graph.motion`: node rotations from node translations (e.g. scene flow at the nodes).
+- :mod:`nrsfm_kit.graph.synthetic`: synthetic depth surfaces and smooth deformations with ground truth.
 - The warp field Q and ARAP residuals as Warp kernels: :mod:`nrsfm_kit.kernels.warp_field`.
 """
 
