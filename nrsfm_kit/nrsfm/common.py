@@ -1,0 +1,116 @@
+"""Shared plumbing of the NRSfM methods: input validation, normalisation, the result container.
+
+Every method works on centred, scale-normalised observations (orthographic NRSfM factors out the
+per-frame translation) and returns shapes in the camera frame of each view, in the input's units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from nrsfm_kit.data.types import NRSfMSequence
+from nrsfm_kit.utils.checks import check_tensor
+
+
+@dataclass
+class NRSfMResult:
+    """What every NRSfM method returns.
+
+    Attributes:
+        S: (F, P, 3) reconstructed shapes in each frame's camera frame (units of W); S[f] @ M[f]^T ~= W[f]
+            up to the frame's translation.
+        cameras: (F, 2, 3) orthographic cameras (orthonormal rows) mapping ``shapes`` to the image.
+        shapes: (F, P, 3) shapes in the method's canonical (object) frame, W_f ~= shapes_f cameras_f^T.
+        method: name of the method.
+        history: training history (list of dicts) for the learned methods, else empty.
+        extra: anything method-specific (e.g. the learned model, EM log-likelihoods).
+    """
+
+    S: torch.Tensor
+    cameras: torch.Tensor
+    shapes: torch.Tensor
+    method: str
+    history: list[dict] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+def complete_rotation(M: torch.Tensor) -> torch.Tensor:
+    """(…, 2, 3) orthonormal rows -> (…, 3, 3) rotation [m1; m2; m1 x m2]."""
+    return torch.cat([M, torch.linalg.cross(M[..., 0, :], M[..., 1, :], dim=-1)[..., None, :]], dim=-2)
+
+
+def to_camera_frame(shapes: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
+    """Canonical shapes (F, P, 3) and cameras (F, 2, 3) -> camera-frame shapes S R^T (F, P, 3)."""
+    return shapes @ complete_rotation(cameras).transpose(-1, -2)
+
+
+def validate_observations(
+    W: torch.Tensor, visibility: torch.Tensor | None = None, *, name: str = "W"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check NRSfM observations and return ``(W, visibility)`` with missing entries zeroed.
+
+    Args:
+        W: (F, P, 2) 2D points; entries of missing points may be anything finite or NaN.
+        visibility: (F, P) bool or None (all visible).
+
+    Raises:
+        ValueError naming the argument: wrong shape, F < 2, P < 4, a frame with no (or fewer than 4)
+        visible points, non-finite visible coordinates.
+    """
+    if not isinstance(W, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor of shape (F, P, 2), found {type(W).__name__}")
+    dims: dict = {}
+    check_tensor(name, W, ("F", "P", 2), dims=dims, finite=False)
+    F, P = dims["F"], dims["P"]
+    if F < 2:
+        raise ValueError(f"{name}: expected at least 2 frames (F >= 2), found F = {F}")
+    if P < 4:
+        raise ValueError(f"{name}: expected at least 4 points (P >= 4), found P = {P}")
+    if visibility is None:
+        vis = torch.ones(F, P, dtype=torch.bool, device=W.device)
+    else:
+        if not isinstance(visibility, torch.Tensor):
+            raise ValueError(f"visibility: expected a bool tensor of shape ({F}, {P}), found {type(visibility).__name__}")
+        check_tensor("visibility", visibility, (F, P), floating=False, finite=False)
+        vis = visibility.bool().to(W.device)
+    counts = vis.sum(1)
+    if (counts == 0).any():
+        f = int(torch.nonzero(counts == 0)[0, 0])
+        raise ValueError(f"visibility: expected at least 4 visible points per frame, found frame {f} with all points missing")
+    if (counts < 4).any():
+        f = int(torch.nonzero(counts < 4)[0, 0])
+        raise ValueError(f"visibility: expected at least 4 visible points per frame, found frame {f} with {int(counts[f])}")
+    bad = (~torch.isfinite(W)).any(-1) & vis
+    if bad.any():
+        raise ValueError(f"{name}: expected finite coordinates for visible points, found {int(bad.sum())} non-finite")
+    W = torch.where(vis[..., None], W, torch.zeros((), dtype=W.dtype, device=W.device))
+    return W, vis
+
+
+def validate_sequence(seq: NRSfMSequence) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate an :class:`NRSfMSequence` (see :func:`validate_observations`) and its ground truth shape."""
+    if not isinstance(seq, NRSfMSequence):
+        raise ValueError(f"seq: expected an NRSfMSequence, found {type(seq).__name__}")
+    W, vis = validate_observations(seq.W, seq.visibility, name="seq.W")
+    if seq.S is not None:
+        check_tensor("seq.S", seq.S, (W.shape[0], W.shape[1], 3))
+    return W, vis
+
+
+@dataclass
+class Normalization:
+    """Per-frame centring and one global scale: W_norm = (W - c_f) / scale."""
+
+    centers: torch.Tensor  # (F, 2) visible centroid of each frame
+    scale: float
+
+
+def normalize_observations(W: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, Normalization]:
+    """Centre each frame on its visible centroid, divide by the RMS visible coordinate (one scale)."""
+    w = vis.to(W.dtype)[..., None]
+    centers = (W * w).sum(1) / w.sum(1)
+    Wc = (W - centers[:, None]) * w
+    scale = float(torch.sqrt((Wc**2).sum() / (w.sum() * 2)).clamp_min(1e-12))
+    return Wc / scale, Normalization(centers=centers, scale=scale)

@@ -1,0 +1,248 @@
+r"""PR-RRN (Zeng et al., ICCV 2021): Pairwise-Regularized Residual-Recursive Networks.
+
+Shape network (an autoencoder of residual-recursive modules). The input 2D shape W (P x 2) is
+reshaped to P x 2 x 1, i.e. P channels over a 2-pixel image, so every layer is a 1x1 convolution
+that treats the x and y rows alike (like the block dictionaries of Deep NRSfM). A first layer maps
+P -> C_1 channels; then each residual-recursive (RR) module applies one recursive layer T times with
+a residual connection to the module's input,
+
+    y_0 = x,   y_t = ReLU(L y_{t-1} + c) + x  (t = 1..T),   then   x' = ReLU(H y_T + d)  (C -> C/2)
+
+for C = 128, 64, 32, 16 -> 8. The representation h (8 x 2) sits in the middle; a linear layer lifts it
+to 8 x 3 (the third, depth, row) and the inverse modules, with tied (transposed) weights H^T, L^T and
+the first layer's transpose, decode the 3D shape S (P x 3).
+
+Rotation network: linear layers 2P -> 128 -> 32 -> 8 -> 6 (ReLUs), the 6 outputs reshaped to 2x3 and
+orthonormalised (polar factor = U V^T of its SVD) into the orthographic camera R with W ~= S R^T.
+
+Losses (missing points masked everywhere):
+- reprojection  L_rep = mean_b ||vis (W_b - S_b R_b^T)||_F / ||vis W_b||_F;
+- rigidity-based pairwise contrastive loss (eq. 10-14): the unit-normalised representation h of each
+  frame is compared with a FIFO memory bank of N_mem = 1024 past (h, W) pairs; a bank entry is a
+  positive when the two 2D shapes are (nearly) rigidly related, msr < tau = 0.02 (msr of eq. 9),
+  a negative when msr > xi = 0.04, ignored in between. Positives are pulled (1 - cos), negatives
+  pushed until orthogonal (ReLU(cos));
+- pairwise consistency loss (eq. 15-17): the estimated shapes are re-projected with a random
+  permutation of the batch's cameras, W'_b = S_b R_{pi(b)}^T, and the networks must return the same
+  shape and the permuted camera: ||S(W'_b) - S_b|| / ||S_b|| + ||R(W'_b) - R_{pi(b)}||_F (targets
+  detached);
+- eq. 18: the two pairwise terms alternate between steps, L = L_rep + lambda_1 L_contrast (even steps)
+  and L = L_rep + lambda_2 L_consist (odd steps), lambda_1 = 0.1, lambda_2 = 0.2.
+
+The loss formulas of the pairwise terms are this package's reading of the paper's description.
+Defaults: channels 128..8, T = 3 for motion capture (2 for object categories), N_mem = 1024,
+tau = 0.02, xi = 0.04, lambda_1 = 0.1, lambda_2 = 0.2 (paper, §4 and §5.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from nrsfm_kit.geometry import orthonormalize
+from nrsfm_kit.nrsfm.msr import common_counts, msr_pairwise
+from nrsfm_kit.utils.checks import check_tensor
+
+
+@dataclass
+class PRRRNConfig:
+    """PR-RRN settings; defaults from the paper (ICCV 2021)."""
+
+    channels: tuple[int, ...] = (128, 64, 32, 16, 8)  # RR module widths, halving (paper Fig. 3)
+    recursions: int = 3  # T: 3 for MoCap, 2 for objects (paper §5.1)
+    rot_hidden: tuple[int, ...] = (128, 32, 8)  # rotation network linear layers (paper)
+    n_mem: int = 1024  # memory bank size N_mem (paper)
+    tau: float = 0.02  # msr below tau: positive pair (paper)
+    xi: float = 0.04  # msr above xi: negative pair (paper)
+    lambda1: float = 0.1  # weight of the contrastive loss (eq. 18)
+    lambda2: float = 0.2  # weight of the consistency loss (eq. 18)
+    use_contrast: bool = True  # ablation switches (paper Table 4): RRN, +contrast, +consist, full
+    use_consist: bool = True
+    learning_rate: float = 1e-3  # Adam
+    batch_size: int = 32
+
+
+class RRModule(nn.Module):
+    """Residual-recursive module: one layer L (C x C) applied T times with a residual, then H: C -> C_out.
+
+    Operates on (B, C, X) tensors (1x1 convolutions over the X columns). :meth:`inverse` runs the tied
+    transposed weights backwards: (B, C_out, X) -> (B, C, X).
+    """
+
+    def __init__(self, c_in: int, c_out: int, recursions: int):
+        super().__init__()
+        self.T = int(recursions)
+        self.L = nn.Parameter(torch.randn(c_in, c_in) / np.sqrt(c_in) * 0.5)
+        self.c = nn.Parameter(torch.zeros(c_in, 1))
+        self.H = nn.Parameter(torch.randn(c_out, c_in) / np.sqrt(c_in))
+        self.d = nn.Parameter(torch.zeros(c_out, 1))
+        self.c_inv = nn.Parameter(torch.zeros(c_in, 1))
+        self.d_inv = nn.Parameter(torch.zeros(c_in, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        for _ in range(self.T):
+            y = torch.relu(self.L @ y + self.c) + x
+        return torch.relu(self.H @ y + self.d)
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.H.T @ x + self.d_inv)
+        y = x
+        for _ in range(self.T):
+            y = torch.relu(self.L.T @ y + self.c_inv) + x
+        return y
+
+
+class PRRRN(nn.Module):
+    """Shape + rotation networks. ``forward(W (B, P, 2)) -> (S (B, P, 3), R (B, 2, 3), h (B, 2 C_n))``."""
+
+    def __init__(self, num_points: int, config: PRRRNConfig | None = None):
+        super().__init__()
+        if int(num_points) < 4:
+            raise ValueError(f"num_points: expected >= 4, found {num_points}")
+        self.config = cfg = config or PRRRNConfig()
+        ch = [int(c) for c in cfg.channels]
+        if len(ch) < 1 or min(ch) < 1:
+            raise ValueError(f"channels: expected a non-empty list of positive widths, found {cfg.channels}")
+        if int(cfg.recursions) < 1:
+            raise ValueError(f"recursions: expected >= 1, found {cfg.recursions}")
+        self.num_points = P = int(num_points)
+        self.E0 = nn.Parameter(torch.randn(ch[0], P) / np.sqrt(P))
+        self.e0 = nn.Parameter(torch.zeros(ch[0], 1))
+        self.modules_rr = nn.ModuleList([RRModule(ch[i], ch[i + 1], cfg.recursions) for i in range(len(ch) - 1)])
+        cn = ch[-1]
+        self.lift = nn.Linear(2 * cn, 3 * cn)  # h (C_n x 2) -> (C_n x 3)
+        self.out_bias = nn.Parameter(torch.zeros(P, 1))
+        dims = [2 * P, *[int(h) for h in cfg.rot_hidden]]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(dims[-1], 6))
+        self.rot = nn.Sequential(*layers)
+        with torch.no_grad():  # start near the identity camera (a well-conditioned 2x3)
+            self.rot[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1.0, 0]))
+
+    def representation(self, W: torch.Tensor) -> torch.Tensor:
+        """(B, P, 2) -> h (B, C_n, 2), the shape representation."""
+        x = torch.relu(self.E0 @ W + self.e0)
+        for m in self.modules_rr:
+            x = m(x)
+        return x
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        """h (B, C_n, 2) -> S (B, P, 3) through the inverse modules with tied weights."""
+        B, cn, _ = h.shape
+        x = self.lift(h.reshape(B, 2 * cn)).reshape(B, cn, 3)
+        for m in reversed(self.modules_rr):
+            x = m.inverse(x)
+        return self.E0.T @ x + self.out_bias
+
+    def rotation(self, W: torch.Tensor) -> torch.Tensor:
+        """(B, P, 2) -> orthographic camera (B, 2, 3): 6 outputs as 2x3, orthonormalised (polar factor)."""
+        return orthonormalize(self.rot(W.flatten(1)).reshape(-1, 2, 3))
+
+    def forward(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        check_tensor("W", W, ("B", self.num_points, 2))
+        h = self.representation(W)
+        return self.decode(h), self.rotation(W), h.flatten(1)
+
+
+def reprojection_loss(W: torch.Tensor, S: torch.Tensor, R: torch.Tensor, vis: torch.Tensor | None = None) -> torch.Tensor:
+    """mean_b ||vis (W_b - S_b R_b^T)||_F / ||vis W_b||_F: W (B, P, 2), S (B, P, 3), R (B, 2, 3) -> scalar."""
+    res = W - S @ R.transpose(-1, -2)
+    Wm = W
+    if vis is not None:
+        m = vis.to(W.dtype)[..., None]
+        res, Wm = res * m, W * m
+    return (res.flatten(1).norm(dim=1) / Wm.flatten(1).norm(dim=1).clamp_min(1e-12)).mean()
+
+
+class MemoryBank:
+    """FIFO bank of (unit h, W, vis) of the last ``size`` frames seen in training (detached)."""
+
+    def __init__(self, size: int, dim: int, num_points: int, dtype=torch.float32, device=None):
+        if int(size) < 1:
+            raise ValueError(f"n_mem: expected >= 1, found {size}")
+        self.size = int(size)
+        self.h = torch.zeros(self.size, dim, dtype=dtype, device=device)
+        self.W = torch.zeros(self.size, num_points, 2, dtype=dtype, device=device)
+        self.vis = torch.zeros(self.size, num_points, dtype=torch.bool, device=device)
+        self.count = 0
+        self.ptr = 0
+
+    def __len__(self) -> int:
+        return min(self.count, self.size)
+
+    def push(self, h: torch.Tensor, W: torch.Tensor, vis: torch.Tensor) -> None:
+        """Store a batch (replacing the oldest entries)."""
+        n = h.shape[0]
+        idx = (self.ptr + torch.arange(n)) % self.size
+        self.h[idx] = h.detach()
+        self.W[idx] = W.detach()
+        self.vis[idx] = vis.bool()
+        self.ptr = int((self.ptr + n) % self.size)
+        self.count += n
+
+    def entries(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = len(self)
+        return self.h[:n].clone(), self.W[:n].clone(), self.vis[:n].clone()
+
+
+def contrastive_loss(
+    h: torch.Tensor,
+    W: torch.Tensor,
+    vis: torch.Tensor,
+    bank_h: torch.Tensor,
+    bank_W: torch.Tensor,
+    bank_vis: torch.Tensor,
+    tau: float = 0.02,
+    xi: float = 0.04,
+) -> tuple[torch.Tensor, dict]:
+    """Rigidity-based pairwise contrastive loss against a memory bank.
+
+    Args:
+        h: (B, D) representations (normalised here to unit length); W (B, P, 2), vis (B, P) the batch.
+        bank_h (N, D) unit representations, bank_W (N, P, 2), bank_vis (N, P) the memory.
+        tau, xi: msr thresholds for positives (msr < tau) and negatives (msr > xi).
+
+    Returns:
+        (loss, stats) with loss = mean over positives of (1 - cos) + mean over negatives of ReLU(cos),
+        stats the numbers of positive and negative pairs.
+    """
+    hn = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    if bank_h.shape[0] == 0:
+        return hn.sum() * 0.0, {"n_pos": 0.0, "n_neg": 0.0}
+    with torch.no_grad():
+        m = msr_pairwise(W, bank_W, vis, bank_vis)
+        enough = common_counts(vis, bank_vis) >= 4
+        pos = (m < tau) & enough
+        neg = (m > xi) & enough
+    cos = hn @ bank_h.T
+    zero = hn.sum() * 0.0
+    lp = (1 - cos)[pos].mean() if pos.any() else zero
+    ln = torch.relu(cos)[neg].mean() if neg.any() else zero
+    return lp + ln, {"n_pos": float(pos.sum()), "n_neg": float(neg.sum())}
+
+
+def consistency_loss(
+    model: PRRRN, S: torch.Tensor, R: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Pairwise consistency (eq. 15-17): re-project S_b with a permuted camera R_pi(b), re-estimate.
+
+    S (B, P, 3), R (B, 2, 3) current estimates (used as detached targets) -> scalar
+    mean_b ||S'_b - S_b||_F / ||S_b||_F + ||R'_b - R_pi(b)||_F.
+    """
+    B = S.shape[0]
+    perm = torch.randperm(B, generator=generator, device="cpu").to(S.device)
+    St, Rt = S.detach(), R.detach()[perm]
+    Wn = St @ Rt.transpose(-1, -2)
+    Wn = Wn - Wn.mean(1, keepdim=True)
+    S2, R2, _ = model(Wn)
+    Sc = St - St.mean(1, keepdim=True)
+    S2c = S2 - S2.mean(1, keepdim=True)
+    ls = ((S2c - Sc).flatten(1).norm(dim=1) / Sc.flatten(1).norm(dim=1).clamp_min(1e-12)).mean()
+    lr = (R2 - Rt).flatten(1).norm(dim=1).mean()
+    return ls + lr
