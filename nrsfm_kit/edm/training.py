@@ -1,0 +1,264 @@
+"""Two-stage test-time training of the depth and motion-embedding networks (Takmaz et al., Sec. 3.4).
+
+Stage 1 (joint): the depth net and the motion-embedding net are trained together on the ARAP EDM loss,
+the embeddings weighting each sampled pair by w = 1 - tanh ||m_i - m_j|| (with the ||w||_1 regulariser).
+Stage 2: the embedding net is frozen, the depth net is re-initialised and trained again with the
+tau-offset weights clamp((w + tau)/(1 + tau), 0, 1). The "rigid" variant trains the depth net alone with
+all weights 1 (no embeddings). Everything trains on one sequence (test-time training) through
+:func:`nrsfm_kit.train.fit`; correspondences come from ground-truth flow (synthetic) or DIS optical flow.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nrsfm_kit.data.types import MonocularVideo
+from nrsfm_kit.edm.loss import EDMLossConfig, edm_view_pair_loss
+from nrsfm_kit.edm.segmentation import motion_scores, segment_motion
+from nrsfm_kit.metrics.depth import constant_depth_baseline, depth_metrics
+from nrsfm_kit.metrics.segmentation import roc_curve, segmentation_scores
+from nrsfm_kit.models import DepthNet, DepthNetConfig, MotionNet
+from nrsfm_kit.train import TrainConfig, fit
+from nrsfm_kit.utils.checks import check_tensor
+
+VARIANTS = ("embeddings", "rigid")
+
+
+@dataclass
+class TwoStageConfig:
+    """Test-time training settings.
+
+    steps_stage1 / steps_stage2: optimiser steps of the joint stage and of the frozen-embedding stage.
+    lr: Adam learning rate. The paper trains with Adam at 1e-4 from ImageNet-pretrained encoders for many
+        epochs; we train from scratch on one short video for a few hundred steps, hence 1e-3.
+    width: ResNet-18 base width (64 = the real network; smaller keeps CPU runs short).
+    tau: stage-2 weight offset (negative values sharpen the frozen weights: w < -tau -> 0).
+    loss: the EDM loss settings (S pairs, beta, sampling); ``loss.tau`` is overridden per stage.
+    seg_threshold: embedding distance above which a pixel is "moving".
+    border: border width (pixels) over which the static embedding is the channel-wise median.
+    """
+
+    steps_stage1: int = 300
+    steps_stage2: int = 300
+    lr: float = 1e-3
+    width: int = 64
+    tau: float = -0.5
+    loss: EDMLossConfig = field(default_factory=EDMLossConfig)
+    depth: DepthNetConfig = field(default_factory=lambda: DepthNetConfig(min_depth=0.1, max_depth=100.0))
+    seg_threshold: float = 0.3
+    border: int = 3
+    seed: int = 0
+    progress: bool = True
+    log_every: int = 10
+
+    def __post_init__(self):
+        for name in ("steps_stage1", "steps_stage2"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name}: expected >= 0, found {getattr(self, name)}")
+        if not float(self.lr) > 0:
+            raise ValueError(f"lr: expected > 0, found {self.lr}")
+        if not float(self.tau) > -1:
+            raise ValueError(f"tau: expected > -1, found {self.tau}")
+
+
+@dataclass
+class DepthFitResult:
+    """What :func:`fit_sequence` returns."""
+
+    variant: str
+    depth: torch.Tensor  # (T, H, W) predicted depth (network scale, metres up to an unknown factor)
+    embeddings: torch.Tensor | None  # (T-1, 3, H, W) motion embeddings of frames 0..T-2, or None
+    metrics: dict  # depth metrics (median scaling) {region: {metric: value}} when ground truth exists
+    segmentation: dict  # {"acc", "iou", "auc", ...} when embeddings and ground truth exist
+    history: list = field(default_factory=list)
+    model: nn.Module | None = None
+
+    def summary(self) -> dict:
+        out = {"variant": self.variant}
+        for region, m in self.metrics.items():
+            for k, v in m.items():
+                out[f"{region}/{k}"] = v
+        out.update({f"seg/{k}": v for k, v in self.segmentation.items()})
+        return out
+
+
+def check_video(video: MonocularVideo) -> tuple[int, int, int]:
+    """Validate frames / flow / depth sizes of a video; returns (T, H, W)."""
+    dims: dict = {}
+    check_tensor("video.frames", video.frames, ("T", 3, "H", "W"), dims=dims)
+    T, H, W = dims["T"], dims["H"], dims["W"]
+    if T < 2:
+        raise ValueError(f"video.frames: expected at least 2 frames, found {T}")
+    if video.flow is None:
+        raise ValueError("video.flow: expected (T-1, H, W, 2) forward flow, found None (compute DIS flow first)")
+    if tuple(video.flow.shape) != (T - 1, H, W, 2):
+        raise ValueError(f"video.flow: expected shape {(T - 1, H, W, 2)} matching the frames, found {tuple(video.flow.shape)}")
+    if video.depth is not None and tuple(video.depth.shape) != (T, H, W):
+        raise ValueError(f"video.depth: expected shape {(T, H, W)}, found {tuple(video.depth.shape)}")
+    if video.segmentation is not None and tuple(video.segmentation.shape) != (T, H, W):
+        raise ValueError(f"video.segmentation: expected shape {(T, H, W)}, found {tuple(video.segmentation.shape)}")
+    return T, H, W
+
+
+def _valid_masks(video: MonocularVideo):
+    vis = getattr(video, "flow_visibility", None)
+    return None if vis is None else vis.bool()
+
+
+def _edm_loss_over_video(depth, flow, intr, emb, cfg: EDMLossConfig, valid, gen, backend) -> torch.Tensor:
+    losses = []
+    for k in range(flow.shape[0]):
+        e = None if emb is None else emb[k]
+        m = None if valid is None else valid[k]
+        losses.append(edm_view_pair_loss(depth[k], depth[k + 1], flow[k], intr, e, config=cfg, valid=m,
+                                         generator=gen, backend=backend))
+    return torch.stack(losses).mean()
+
+
+def _train(model, step_fn, params, steps, cfg: TwoStageConfig, desc, out_dir):
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    tc = TrainConfig(steps=int(steps), seed=cfg.seed, grad_clip=10.0, log_every=cfg.log_every,
+                     checkpoint_every=max(1, int(steps)), progress=cfg.progress, desc=desc)
+    return fit(model, step_fn, opt, tc, out_dir=out_dir, resume=out_dir is not None)
+
+
+def fit_sequence(
+    video: MonocularVideo,
+    variant: str = "embeddings",
+    config: TwoStageConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    backend: str = "warp",
+    frozen_embeddings: torch.Tensor | None = None,
+) -> DepthFitResult:
+    """Test-time training on one video, then evaluation against its ground truth (when present).
+
+    Args:
+        video: frames (T, 3, H, W) in [0, 1], forward flow (T-1, H, W, 2) pixels, intrinsics; depth and
+            segmentation (optional) are used only for evaluation.
+        variant: "embeddings" (two-stage training with motion embeddings) or "rigid" (all weights 1).
+        config: :class:`TwoStageConfig`.
+        out_dir: optional folder for checkpoints / metrics.json of each stage (resumable).
+        backend: "warp" or "torch" EDM loss.
+        frozen_embeddings: reuse (T-1, 3, H, W) embeddings of an earlier stage 1 (skips stage 1).
+
+    Returns:
+        :class:`DepthFitResult`.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {VARIANTS}, found {variant!r}")
+    cfg = config or TwoStageConfig()
+    T, H, W = check_video(video)
+    frames = video.frames.float()
+    flow = video.flow.float()
+    intr = video.intrinsics.float()
+    valid = _valid_masks(video)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out = Path(out_dir) if out_dir is not None else None
+    history: list = []
+    dcfg = copy.deepcopy(cfg.depth)
+    dcfg.width = cfg.width
+
+    emb = None
+    motion = None
+    if variant == "embeddings":
+        if frozen_embeddings is None:
+            torch.manual_seed(cfg.seed)
+            model = nn.ModuleDict({"depth": DepthNet(dcfg), "motion": MotionNet(cfg.width)})
+            lcfg1 = EDMLossConfig(**{**asdict(cfg.loss), "tau": 0.0})
+
+            def step1(m, step):
+                d = m["depth"](frames)[:, 0]
+                e = m["motion"](frames[:-1], frames[1:])
+                return {"loss": _edm_loss_over_video(d, flow, intr, e, lcfg1, valid, gen, backend)}
+
+            r1 = _train(model, step1, model.parameters(), cfg.steps_stage1, cfg, "stage 1 (joint)",
+                        None if out is None else out / "stage1")
+            history += [{**h, "stage": 1} for h in r1.history]
+            motion = model["motion"].eval()
+            with torch.no_grad():
+                emb = motion(frames[:-1], frames[1:])
+        else:
+            check_tensor("frozen_embeddings", frozen_embeddings, (T - 1, 3, H, W))
+            emb = frozen_embeddings.float()
+        emb = emb.detach()
+
+    # stage 2 (or the rigid variant): a freshly initialised depth net, frozen embeddings, tau-offset
+    torch.manual_seed(cfg.seed + 1)
+    depth_model = nn.ModuleDict({"depth": DepthNet(dcfg)})
+    lcfg2 = EDMLossConfig(**{**asdict(cfg.loss), "tau": cfg.tau if emb is not None else 0.0,
+                             "beta": 0.0})
+
+    def step2(m, step):
+        d = m["depth"](frames)[:, 0]
+        return {"loss": _edm_loss_over_video(d, flow, intr, emb, lcfg2, valid, gen, backend)}
+
+    desc = "stage 2 (frozen embeddings)" if emb is not None else "rigid (no embeddings)"
+    r2 = _train(depth_model, step2, depth_model.parameters(), cfg.steps_stage2, cfg, desc,
+                None if out is None else out / ("stage2" if emb is not None else "rigid"))
+    history += [{**h, "stage": 2} for h in r2.history]
+    depth_model.eval()
+    with torch.no_grad():
+        depth = depth_model["depth"](frames)[:, 0]
+    metrics = evaluate_depth(depth, video)
+    seg = evaluate_segmentation(emb, video, cfg) if emb is not None else {}
+    model_out = nn.ModuleDict({"depth": depth_model["depth"], **({"motion": motion} if motion is not None else {})})
+    return DepthFitResult(variant, depth, emb, metrics, seg, history, model_out)
+
+
+def evaluate_depth(depth: torch.Tensor, video: MonocularVideo) -> dict:
+    """Median-scaled depth metrics over all / static / dynamic / rigid / non-rigid pixels ({} without GT)."""
+    if video.depth is None:
+        return {}
+    return depth_metrics(depth, video.depth.to(depth.dtype), segmentation=video.segmentation)
+
+
+def constant_baseline(video: MonocularVideo) -> dict:
+    """Metrics of a constant depth map (the baseline both variants must beat)."""
+    if video.depth is None:
+        raise ValueError("video.depth: expected ground-truth depth for the baseline, found None")
+    return depth_metrics(constant_depth_baseline(video.depth), video.depth, segmentation=video.segmentation)
+
+
+def evaluate_segmentation(emb: torch.Tensor, video: MonocularVideo, cfg: TwoStageConfig) -> dict:
+    """ACC / IoU at ``cfg.seg_threshold`` and ROC AUC of the embedding motion scores (frames 0..T-2)."""
+    if video.segmentation is None or emb is None:
+        return {}
+    gt = video.segmentation[:-1] > 0
+    pred = segment_motion(emb, cfg.seg_threshold, cfg.border)
+    out = segmentation_scores(pred, gt)
+    try:
+        out["auc"] = roc_curve(motion_scores(emb, cfg.border), gt)["auc"]
+    except ValueError:
+        out["auc"] = float("nan")
+    return out
+
+
+def synthetic_video(num_frames: int, height: int, width: int, seed: int = 0) -> MonocularVideo:
+    """The synthetic non-rigid video used for evaluation, with enough camera translation per frame.
+
+    :func:`nrsfm_kit.data.synthetic_monocular_video` at 2 frames per second and twice its default camera
+    path, so that consecutive frames have a few pixels of parallax (pure rotations carry no depth cue
+    for an EDM loss: they preserve every distance whatever the depth).
+    """
+    from nrsfm_kit.data import synthetic_monocular_video
+
+    return synthetic_monocular_video(int(num_frames), int(height), int(width), seed, fps=2.0, camera_motion=2.0)
+
+
+def preset_config(tiny: bool) -> tuple[TwoStageConfig, dict]:
+    """(config, {"frames", "height", "width"}) for smoke runs (``tiny``) or teaching runs on this CPU."""
+    if tiny:
+        cfg = TwoStageConfig(steps_stage1=30, steps_stage2=30, width=8, lr=5e-4,
+                             loss=EDMLossConfig(num_pairs=10_000),
+                             depth=DepthNetConfig(min_depth=0.5, max_depth=10.0), progress=False)
+        return cfg, {"frames": 3, "height": 48, "width": 64}
+    cfg = TwoStageConfig(steps_stage1=250, steps_stage2=250, width=16, lr=5e-4,
+                         loss=EDMLossConfig(num_pairs=20_000),
+                         depth=DepthNetConfig(min_depth=0.5, max_depth=10.0))
+    return cfg, {"frames": 4, "height": 48, "width": 64}

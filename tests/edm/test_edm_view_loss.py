@@ -1,0 +1,129 @@
+"""The view-pair EDM loss: correspondences from flow, masking, pair sampling, backends, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nrsfm_kit.edm.loss import (
+    EDMLossConfig,
+    bilinear_lookup,
+    edm_view_pair_loss,
+    flow_targets,
+    frame_pair_points,
+    sample_pairs,
+)
+from nrsfm_kit.geometry import depth_to_points, project
+
+INTR = torch.tensor([40.0, 40.0, 15.5, 11.5], dtype=torch.float64)
+
+
+def _rigid_pair(H=24, W=32, seed=0):
+    """A slanted, bumpy surface seen from two camera poses: exact depth and flow."""
+    g = torch.Generator().manual_seed(seed)
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    d0 = 2.0 + 0.02 * u + 0.3 * torch.sin(u / 5) * torch.cos(v / 4)
+    pts, _ = depth_to_points(d0, INTR)
+    ang = 0.03
+    R = torch.tensor([[1, 0, 0], [0, torch.cos(torch.tensor(ang)), -torch.sin(torch.tensor(ang))],
+                      [0, torch.sin(torch.tensor(ang)), torch.cos(torch.tensor(ang))]], dtype=torch.float64)
+    t = torch.tensor([0.08, -0.03, 0.05], dtype=torch.float64)
+    p1 = pts @ R.T + t
+    uv1 = project(p1, INTR)
+    grid = torch.stack([u, v], -1)
+    flow = uv1 - grid
+    # depth of view 1 sampled on its own pixel grid: re-render by inverse-warping (smooth surface)
+    from scipy.interpolate import griddata
+
+    d1 = griddata(uv1.reshape(-1, 2).numpy(), p1[..., 2].reshape(-1).numpy(), grid.reshape(-1, 2).numpy(),
+                  method="linear")
+    d1 = torch.from_numpy(d1).reshape(H, W)
+    d1 = torch.where(torch.isfinite(d1), d1, torch.full_like(d1, float("nan")))
+    _ = g
+    return d0, d1, flow
+
+
+def test_flow_targets_mask_outside_and_nonfinite():
+    flow = torch.zeros(4, 5, 2)
+    flow[0, 0] = torch.tensor([-1.0, 0.0])  # leaves the image
+    flow[1, 1] = torch.tensor([float("nan"), 0.0])
+    flow[2, 2] = torch.tensor([1.5, 1.0])
+    tgt, ok = flow_targets(flow)
+    assert not ok[0, 0] and not ok[1, 1] and ok[2, 2]
+    assert torch.allclose(tgt[2, 2], torch.tensor([3.5, 3.0]))
+    assert int(ok.sum()) == 18
+
+
+def test_bilinear_lookup_exact_on_linear_image():
+    H, W = 6, 7
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    img = (2 * u + 3 * v + 1)[None]
+    uv = torch.tensor([[0.5, 0.25], [5.9, 4.1], [0.0, 0.0]], dtype=torch.float64)
+    out = bilinear_lookup(img, uv)[:, 0]
+    assert torch.allclose(out, 2 * uv[:, 0] + 3 * uv[:, 1] + 1)
+
+
+def test_ground_truth_depth_beats_wrong_depth_on_rigid_scene():
+    d0, d1, flow = _rigid_pair()
+    cfg = EDMLossConfig(num_pairs=20000)
+    g = lambda: torch.Generator().manual_seed(0)
+    d1f = d1  # NaN where view 1 sees no surface: masked by the loss (documented)
+    gt = edm_view_pair_loss(d0, d1f, flow, INTR, config=cfg, generator=g())
+    flat = edm_view_pair_loss(torch.ones_like(d0), torch.ones_like(d1), flow, INTR, config=cfg, generator=g())
+    assert float(gt) < 0.5 * float(flat)
+    # scale invariance per view
+    s = edm_view_pair_loss(3 * d0, 0.5 * d1, flow, INTR, config=cfg, generator=g())
+    assert abs(float(s) - float(gt)) < 1e-6
+    # torch reference backend agrees with Warp
+    r = edm_view_pair_loss(d0, d1f, flow, INTR, config=cfg, generator=g(), backend="torch")
+    assert abs(float(r) - float(gt)) < 1e-9
+
+
+def test_gradient_flows_to_both_depths_and_embeddings():
+    d0, d1, flow = _rigid_pair()
+    d1 = torch.where(torch.isfinite(d1), d1, torch.ones_like(d1))
+    a = d0.clone().requires_grad_()
+    b = d1.clone().requires_grad_()
+    emb = torch.rand(3, *d0.shape, dtype=torch.float64, requires_grad=True)
+    loss = edm_view_pair_loss(a, b, flow, INTR, emb, config=EDMLossConfig(num_pairs=2000, beta=0.1))
+    loss.backward()
+    for t in (a, b, emb):
+        assert t.grad is not None and torch.isfinite(t.grad).all() and float(t.grad.abs().sum()) > 0
+
+
+def test_local_sampling_stays_inside_radius():
+    ok = torch.ones(20, 30, dtype=torch.bool)
+    index, i, j = sample_pairs(ok, 5000, sampling="local", radius=3, generator=torch.Generator().manual_seed(0))
+    pi, pj = index[i], index[j]
+    dy, dx = (pi // 30 - pj // 30).abs(), (pi % 30 - pj % 30).abs()
+    assert int(dx.max()) <= 3 and int(dy.max()) <= 3 and bool((i != j).all())
+    _, i2, j2 = sample_pairs(ok, 5000, generator=torch.Generator().manual_seed(0))
+    assert bool((i2 != j2).all()) and i2.numel() == 5000
+
+
+def test_nonfinite_depth_is_masked_not_propagated():
+    d0, d1, flow = _rigid_pair()
+    a = d0.clone()
+    a[3:6, 4:9] = float("nan")  # documented masking: these pixels give no pairs
+    xk, xl, ok = frame_pair_points(a, torch.where(torch.isfinite(d1), d1, torch.zeros_like(d1)), flow, INTR)
+    assert not ok[3:6, 4:9].any() and torch.isfinite(xk).all() and torch.isfinite(xl).all()
+    loss = edm_view_pair_loss(a, torch.where(torch.isfinite(d1), d1, torch.zeros_like(d1)), flow, INTR,
+                              config=EDMLossConfig(num_pairs=1000))
+    assert torch.isfinite(loss)
+
+
+def test_bad_inputs():
+    d0, d1, flow = _rigid_pair()
+    with pytest.raises(ValueError, match=r"flow: expected shape .* \(the flow must match the depth/image size\)"):
+        edm_view_pair_loss(d0, d0, flow[:-1], INTR)
+    with pytest.raises(ValueError, match=r"depth_l: expected shape"):
+        edm_view_pair_loss(d0, d0[:, :-1], flow, INTR)
+    far = torch.full_like(flow, 1000.0)  # every flow vector points outside the image
+    with pytest.raises(ValueError, match=r"expected at least 2 usable pixels.*found 0"):
+        edm_view_pair_loss(d0, d0, far, INTR)
+    with pytest.raises(ValueError, match=r"embeddings: expected shape \(3, 24, 32\)"):
+        edm_view_pair_loss(d0, d0, flow, INTR, torch.rand(2, 24, 32, dtype=torch.float64))
+    with pytest.raises(ValueError, match="sampling"):
+        EDMLossConfig(sampling="grid")
+    with pytest.raises(ValueError, match="backend"):
+        edm_view_pair_loss(d0, d0, flow, INTR, backend="jax")
