@@ -25,6 +25,7 @@ from nrsfm_kit.data.nrsfm import (
 from nrsfm_kit.data.pascal3d import load_c3dpo_keypoints, save_c3dpo_keypoints
 from nrsfm_kit.data.rgbd import (
     SyntheticRGBDPair,
+    SyntheticRGBDPairs,
     SyntheticRGBDSequence,
     synthetic_rgbd_pair,
     synthetic_rgbd_sequence,
@@ -78,6 +79,7 @@ __all__ = [
     "RGBDPair",
     "RGBDSequence",
     "SyntheticRGBDPair",
+    "SyntheticRGBDPairs",
     "SyntheticRGBDSequence",
     "center_sequence",
     "check_sequence",

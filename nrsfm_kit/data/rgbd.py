@@ -263,3 +263,49 @@ def synthetic_rgbd_sequence(
         _kinect=bool(kinect_noise),
         _seed=int(seed),
     )
+
+
+class SyntheticRGBDPairs(torch.utils.data.Dataset):
+    """A torch Dataset of synthetic RGB-D pairs generated on the fly (pair i uses seed ``seed + i``).
+
+    Each item is a dict of tensors (collatable with the default ``DataLoader`` collate): ``source_color``,
+    ``target_color`` (3, H, W), ``source_depth``, ``target_depth`` (H, W), ``intrinsics`` (4,),
+    ``optical_flow`` (H, W, 2), ``scene_flow`` (H, W, 3), ``flow_valid``, ``visibility``, ``source_mask``,
+    ``target_mask`` (H, W) bool, ``segmentation`` (H, W) int64, ``source_points`` (H, W, 3). The time gap of
+    pair i is drawn uniformly in ``time_gap_range`` (seconds) and its source time in [0, 10) s, so the
+    deformations vary across items. Keyword arguments go to :func:`synthetic_rgbd_pair`.
+    """
+
+    KEYS = ("source_color", "target_color", "source_depth", "target_depth", "intrinsics", "optical_flow",
+            "scene_flow", "flow_valid", "visibility", "source_mask", "target_mask", "segmentation",
+            "source_points")  # fmt: skip
+
+    def __init__(
+        self,
+        num_pairs: int,
+        height: int = 240,
+        width: int = 320,
+        seed: int = 0,
+        time_gap_range: tuple[float, float] = (0.1, 0.4),
+        **kwargs,
+    ):
+        if int(num_pairs) != num_pairs or num_pairs < 1:
+            raise ValueError(f"num_pairs: expected an integer >= 1, found {num_pairs!r}")
+        lo, hi = (float(x) for x in time_gap_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"time_gap_range: expected 0 < low <= high, found {time_gap_range!r}")
+        _check_common(height, width, kwargs.get("objects", OBJECTS), seed)
+        self.num_pairs, self.height, self.width, self.seed = int(num_pairs), int(height), int(width), int(seed)
+        self.time_gap_range, self.kwargs = (lo, hi), kwargs
+
+    def __len__(self) -> int:
+        return self.num_pairs
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < self.num_pairs:
+            raise IndexError(f"i: expected an index in [0, {self.num_pairs}), found {i}")
+        rng = np.random.default_rng([self.seed, i, 3])
+        gap = float(rng.uniform(*self.time_gap_range))
+        t0 = float(rng.uniform(0.0, 10.0))
+        p = synthetic_rgbd_pair(self.height, self.width, time_gap=gap, t_source=t0, seed=self.seed + i, **self.kwargs)
+        return {k: getattr(p, k) for k in self.KEYS}

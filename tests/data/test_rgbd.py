@@ -174,3 +174,21 @@ def test_pair_bad_inputs(kwargs, match):
 def test_sequence_bad_inputs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         synthetic_rgbd_sequence(**{"height": 16, "width": 16, **kwargs})
+
+
+def test_pairs_dataset_collates():
+    from nrsfm_kit.data import SyntheticRGBDPairs
+
+    ds = SyntheticRGBDPairs(3, 16, 20, seed=4, objects=("cloth", "box"))
+    assert len(ds) == 3
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    assert batch["optical_flow"].shape == (2, 16, 20, 2) and batch["flow_valid"].dtype == torch.bool
+    assert not torch.equal(batch["source_color"][0], batch["source_color"][1])
+    again = ds[1]
+    assert torch.equal(again["scene_flow"], batch["scene_flow"][1])
+    with pytest.raises(IndexError):
+        ds[3]
+    with pytest.raises(ValueError, match="num_pairs"):
+        SyntheticRGBDPairs(0)
+    with pytest.raises(ValueError, match="time_gap_range"):
+        SyntheticRGBDPairs(2, time_gap_range=(0.5, 0.1))
