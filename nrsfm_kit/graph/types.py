@@ -45,3 +45,38 @@ class DeformationGraph:
             f(self.nodes), f(self.edges), f(self.edge_weights), f(self.clusters), f(self.cluster_sizes),
             f(self.pixel_anchors), f(self.pixel_weights), self.node_coverage,
         )
+
+    def validate(self) -> DeformationGraph:
+        """Check shapes, dtypes, index ranges and finiteness; return ``self`` (raise ValueError otherwise).
+
+        Errors name the field, what was expected and what was found.
+        """
+        from nrsfm_kit.utils.checks import check_shape, check_tensor
+
+        dims: dict = {}
+        check_tensor("nodes", self.nodes, ("N", 3), dims=dims)
+        check_tensor("edge_weights", self.edge_weights, ("N", "K"), dims=dims)
+        check_shape("edges", self.edges, ("N", "K"), dims)
+        check_shape("clusters", self.clusters, ("N",), dims)
+        check_tensor("pixel_weights", self.pixel_weights, ("H", "W", "A"), dims=dims)
+        check_shape("pixel_anchors", self.pixel_anchors, ("H", "W", "A"), dims)
+        check_shape("cluster_sizes", self.cluster_sizes, ("C",), dims)
+        n = dims["N"]
+        for name in ("edges", "clusters", "cluster_sizes", "pixel_anchors"):
+            t = getattr(self, name)
+            if t.is_floating_point() or t.dtype == torch.bool:
+                raise ValueError(f"{name}: expected an integer tensor (int64), found dtype {t.dtype}")
+        for name, t, lo in (("edges", self.edges, -1), ("pixel_anchors", self.pixel_anchors, -1),
+                            ("clusters", self.clusters, 0)):
+            if t.numel() and (int(t.min()) < lo or int(t.max()) >= n):
+                raise ValueError(f"{name}: expected ids in [{lo}, {n - 1}], found range [{int(t.min())}, {int(t.max())}]")
+        if self.clusters.numel():
+            sizes = torch.bincount(self.clusters, minlength=int(self.cluster_sizes.numel()))
+            if sizes.shape != self.cluster_sizes.shape or not torch.equal(sizes.cpu(), self.cluster_sizes.cpu().long()):
+                raise ValueError(
+                    f"cluster_sizes: expected the node counts of clusters {sizes.tolist()}, "
+                    f"found {self.cluster_sizes.tolist()}"
+                )
+        if not (float(self.node_coverage) > 0):
+            raise ValueError(f"node_coverage: expected a value > 0 metres, found {self.node_coverage!r}")
+        return self

@@ -37,6 +37,7 @@ def wave():
 
 
 def _check_graph_invariants(graph, info, K=8):
+    graph.validate()
     N = graph.num_nodes
     e, w = graph.edges.numpy(), graph.edge_weights.numpy()
     valid = e >= 0
@@ -313,3 +314,25 @@ def test_bad_inputs():
     g = build_graph(noisy, mask, intr)
     assert (g.pixel_anchors[15, 20] == -1).all() and (g.pixel_anchors[16, 20] == -1).all()
     assert torch.isfinite(g.nodes).all() and torch.isfinite(g.pixel_weights).all()
+
+
+def test_graph_validate(wave):
+    *_, graph, _ = wave
+    assert graph.validate() is graph
+    assert graph.to(dtype=torch.float64).validate().nodes.dtype == torch.float64
+    import dataclasses
+
+    bad = dataclasses.replace(graph, edges=graph.edges.clone())
+    bad.edges[0, 0] = graph.num_nodes
+    with pytest.raises(ValueError, match=r"edges: expected ids in \[-1, \d+\]"):
+        bad.validate()
+    with pytest.raises(ValueError, match=r"edge_weights: expected shape \(N, K\)"):
+        dataclasses.replace(graph, edge_weights=graph.edge_weights[:-1]).validate()
+    with pytest.raises(ValueError, match="cluster_sizes: expected the node counts"):
+        dataclasses.replace(graph, cluster_sizes=graph.cluster_sizes + 1).validate()
+    with pytest.raises(ValueError, match="pixel_anchors: expected an integer tensor"):
+        dataclasses.replace(graph, pixel_anchors=graph.pixel_anchors.float()).validate()
+    nan = graph.nodes.clone()
+    nan[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="nodes: expected finite values"):
+        dataclasses.replace(graph, nodes=nan).validate()
