@@ -26,18 +26,28 @@ from nrsfm_kit.data.render import (
 OBJECTS = ("cloth", "cylinder", "box")
 
 
+def _plane(corner, du, dv, res: int, texture_period: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A res x res vertex grid spanning corner + [0, 1] du + [0, 1] dv: vertices, faces, uv (period in m)."""
+    s, t = np.meshgrid(np.linspace(0, 1, res), np.linspace(0, 1, res))
+    s, t = s.ravel(), t.ravel()
+    du, dv = np.asarray(du, dtype=np.float64), np.asarray(dv, dtype=np.float64)
+    v = np.asarray(corner, dtype=np.float64) + s[:, None] * du + t[:, None] * dv
+    uv = np.stack([s * np.linalg.norm(du), t * np.linalg.norm(dv)], 1) / texture_period
+    return v, grid_faces(res, res), uv
+
+
 def background(rng: np.random.Generator, depth: float = 2.6, half: float = 2.6, floor_y: float = 0.55) -> list:
-    """A textured back wall at z = ``depth`` and a floor at y = ``floor_y`` (static)."""
-    wall_v = np.array([[-half, -half, depth], [half, -half, depth], [half, half, depth], [-half, half, depth]])
-    wall_f = np.array([[0, 2, 1], [0, 3, 2]])
-    reps = 2 * half / 1.6  # one (seamless) texture repeat per 1.6 m
-    wall_uv = np.array([[0, 0], [reps, 0], [reps, reps], [0, reps]], dtype=np.float64)
-    floor_v = np.array([[-half, floor_y, 0.3], [half, floor_y, 0.3], [half, floor_y, depth], [-half, floor_y, depth]])
-    floor_uv = np.array([[0, 0], [reps, 0], [reps, (depth - 0.3) / 1.2], [0, (depth - 0.3) / 1.6]])
+    """A textured back wall at z = ``depth`` and a floor at y = ``floor_y`` (static).
+
+    Both are 9 x 9 vertex grids (small triangles keep float32 barycentrics precise) with a seamless texture
+    repeating every 1.6 m.
+    """
+    wall_v, wall_f, wall_uv = _plane([-half, -half, depth], [2 * half, 0, 0], [0, 2 * half, 0], 9, 1.6)
+    floor_v, floor_f, floor_uv = _plane([-half, floor_y, 0.3], [2 * half, 0, 0], [0, 0, depth - 0.3], 9, 1.6)
     return [
         MeshObject("wall", wall_f, wall_uv, procedural_texture(rng, 384, base=(0.62, 0.58, 0.5), contrast=0.8),
                    STATIC, lambda t, v=wall_v: v),
-        MeshObject("floor", wall_f, floor_uv, procedural_texture(rng, 384, base=(0.45, 0.38, 0.3), contrast=0.8),
+        MeshObject("floor", floor_f, floor_uv, procedural_texture(rng, 384, base=(0.45, 0.38, 0.3), contrast=0.8),
                    STATIC, lambda t, v=floor_v: v),
     ]
 
