@@ -184,7 +184,8 @@ def build_scene(
     """Background + the requested objects (``"cloth"``, ``"cylinder"``, ``"box"``).
 
     ``camera_motion`` > 0 moves the camera along a smooth path (sideways sway of ``0.3 camera_motion`` m,
-    slow forward and downward drift, a small pan); 0 keeps it static (the RGB-D generators).
+    forward and downward drift for 1.5 s that then oscillates within 0.2-0.4 ``camera_motion`` m, a small
+    pan); 0 keeps it static (the RGB-D generators).
     """
     bad = [o for o in objects if o not in OBJECTS]
     if bad or len(set(objects)) != len(objects):
@@ -204,7 +205,10 @@ def build_scene(
         def pose(t: float) -> np.ndarray:
             # camera centre path (world) and a pan about y: T_cw = [R | -R c]
             sway = 0.3 * (math.sin(0.8 * t + ph) - math.sin(ph))
-            cpos = camera_motion * np.array([sway, 0.03 * t, 0.2 * t])
+            # drift forward (0.2 m/s) and down (0.03 m/s) for 1.5 s, then oscillate (C1) so that long
+            # sequences stay inside the room and in front of the objects
+            drift = t if t <= 1.5 else 1.5 + 0.5 * math.sin((t - 1.5) / 0.5)
+            cpos = camera_motion * np.array([sway, 0.03 * drift, 0.2 * drift])
             R = rotation([0, 1, 0], camera_motion * 0.08 * math.sin(0.6 * t))
             T = np.eye(4)
             T[:3, :3] = R
