@@ -19,6 +19,7 @@ from nrsfm_kit.data.nrsfm import (
     center_sequence,
     check_sequence,
     load_nrsfm_mat,
+    save_nrsfm_mat,
     synthetic_nrsfm,
     views_from_shapes,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "load_cmu_mocap",
     "mocap_to_nrsfm",
     "views_from_shapes",
+    "save_nrsfm_mat",
     "DeepDeformLabel",
     "DeepDeformPairs",
     "load_deepdeform_labels",

@@ -375,6 +375,43 @@ def _to_camera_frame(path: Path, W: np.ndarray, vis: np.ndarray, S: np.ndarray, 
     return S @ R.transpose(0, 2, 1), M, S
 
 
+def save_nrsfm_mat(path: str | Path, seq: NRSfMSequence, layout: str = "X") -> Path:
+    """Write a sequence as a classic NRSfM .mat file (the inverse of :func:`load_nrsfm_mat`).
+
+    ``layout="X"``: variable ``X`` (3, P, F) = the camera-frame shapes ``seq.S`` (requires S), NaN where not
+    visible. ``layout="WS"``: ``W`` (2F, P) with rows x1, y1, x2, y2, ... (NaN where not visible), plus ``S``
+    (3F, P) and ``Rs`` (2F, 3) when the sequence has ``S_world`` and cameras (else ``S`` = camera frame).
+    Written atomically.
+    """
+    import io
+
+    import scipy.io
+
+    from nrsfm_kit.utils.io import atomic_write_bytes
+
+    check_sequence(seq)
+    vis = seq.visibility.cpu().numpy()
+    if layout == "X":
+        if seq.S is None:
+            raise ValueError("seq.S: layout 'X' needs camera-frame 3D shapes, found None")
+        S = np.where(vis[..., None], seq.S.detach().cpu().double().numpy(), np.nan)
+        mats = {"X": S.transpose(2, 1, 0)}
+    elif layout == "WS":
+        F, P = vis.shape
+        W = np.where(vis[..., None], seq.W.detach().cpu().double().numpy(), np.nan)
+        mats = {"W": W.transpose(0, 2, 1).reshape(2 * F, P)}
+        if seq.S_world is not None and seq.cameras is not None:
+            mats["S"] = seq.S_world.detach().cpu().double().numpy().transpose(0, 2, 1).reshape(3 * F, P)
+            mats["Rs"] = seq.cameras.detach().cpu().double().numpy().reshape(2 * F, 3)
+        elif seq.S is not None:
+            mats["S"] = seq.S.detach().cpu().double().numpy().transpose(0, 2, 1).reshape(3 * F, P)
+    else:
+        raise ValueError(f"layout: expected 'X' or 'WS', found {layout!r}")
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, mats)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def center_sequence(seq: NRSfMSequence) -> NRSfMSequence:
     """Remove the per-frame translation: W (and S, S_world) centred on the mean of the visible points.
 

@@ -51,6 +51,8 @@ class SyntheticRGBDPair(RGBDPair):
         source_points: (H, W, 3) camera-frame surface point of every source pixel (0 where none).
         target_points: (H, W, 3) where those material points are at the target time (camera frame).
         source_object_ids: (H, W) int64 index into ``object_names`` (-1 no surface).
+        source_triangle_ids: (H, W) int64 triangle of that object hit by the pixel's ray (-1 none).
+        source_barycentrics: (H, W, 3) float barycentric coordinates of the hit in that triangle.
         object_names: names of the scene objects (``wall``, ``floor``, ``cloth``, ``cylinder``, ``box``).
         times: (t_source, t_target) in seconds.
         scene: the :class:`DeformingScene` (for further ground truth queries).
@@ -61,6 +63,8 @@ class SyntheticRGBDPair(RGBDPair):
     source_points: torch.Tensor | None = None
     target_points: torch.Tensor | None = None
     source_object_ids: torch.Tensor | None = None
+    source_triangle_ids: torch.Tensor | None = None
+    source_barycentrics: torch.Tensor | None = None
     object_names: list[str] = field(default_factory=list)
     times: tuple[float, float] = (0.0, 0.0)
     scene: DeformingScene | None = field(default=None, repr=False)
@@ -117,6 +121,8 @@ def _make_pair(
         source_points=_np2t(src.points, dtype),
         target_points=_np2t(gt["points"], dtype),
         source_object_ids=torch.as_tensor(src.object_ids, dtype=torch.int64),
+        source_triangle_ids=torch.as_tensor(src.triangle_ids, dtype=torch.int64),
+        source_barycentrics=_np2t(src.bary, dtype),
         object_names=[o.name for o in scene.objects],
         times=(float(src.t), float(tgt.t)),
         scene=scene,

@@ -9,7 +9,7 @@ import pytest
 import scipy.io
 import torch
 
-from nrsfm_kit.data import NRSfMFrames, center_sequence, load_nrsfm_mat, synthetic_nrsfm
+from nrsfm_kit.data import NRSfMFrames, center_sequence, load_nrsfm_mat, save_nrsfm_mat, synthetic_nrsfm
 from nrsfm_kit.data.nrsfm import CAR_KEYPOINTS
 
 KINDS = ["skeleton", "lowrank", "category"]
@@ -229,3 +229,18 @@ def test_real_sequences(real_data, name):
     c = center_sequence(seq)
     spread = (c.S - c.S.mean(0)).norm(dim=-1).mean()
     assert spread > 1e-3 * c.S.norm(dim=-1).mean()
+
+
+@pytest.mark.parametrize("layout", ["X", "WS"])
+def test_save_load_round_trip(tmp_path, layout):
+    seq = synthetic_nrsfm("lowrank", num_frames=10, seed=1, missing_ratio=0.2, dtype=torch.float64)
+    save_nrsfm_mat(tmp_path / "s.mat", seq, layout=layout)
+    got = load_nrsfm_mat(tmp_path / "s.mat", dtype=torch.float64)
+    assert torch.equal(got.visibility, seq.visibility)
+    assert torch.allclose(got.W, seq.W)
+    v = seq.visibility
+    assert torch.allclose(got.S[v], seq.S[v], atol=1e-9)
+    if layout == "WS":
+        assert torch.allclose(got.cameras, seq.cameras) and torch.allclose(got.S, seq.S, atol=1e-9)
+    with pytest.raises(ValueError, match="layout"):
+        save_nrsfm_mat(tmp_path / "t.mat", seq, layout="Y")

@@ -192,3 +192,16 @@ def test_pairs_dataset_collates():
         SyntheticRGBDPairs(0)
     with pytest.raises(ValueError, match="time_gap_range"):
         SyntheticRGBDPairs(2, time_gap_range=(0.5, 0.1))
+
+
+def test_barycentric_interpolation_readable(pair):
+    """Eq. (5) by hand: target point = barycentric blend of the hit triangle's vertices at the target time."""
+    verts = pair.scene.vertices(pair.times[1])
+    ids, tri, bary = pair.source_object_ids, pair.source_triangle_ids, pair.source_barycentrics
+    ys, xs = torch.meshgrid(torch.arange(0, H, 9), torch.arange(0, W, 11), indexing="ij")
+    for y, x in zip(ys.flatten().tolist(), xs.flatten().tolist()):
+        obj = pair.scene.objects[int(ids[y, x])]
+        corners = torch.as_tensor(verts[int(ids[y, x])][obj.faces[int(tri[y, x])]])  # (3, 3)
+        p = (bary[y, x][:, None] * corners).sum(0)
+        assert torch.allclose(p, pair.target_points[y, x], atol=1e-12)  # static camera: world = camera
+    assert torch.allclose(bary.sum(-1), torch.ones(H, W, dtype=bary.dtype))
