@@ -34,15 +34,19 @@ from nrsfm_kit.nrsfm.common import (
 
 
 def _lowrank_fill(W2: torch.Tensor, mask: torch.Tensor, rank: int, iters: int) -> torch.Tensor:
-    """Fill the missing entries of a (2F, P) matrix by alternating rank-``rank`` SVD projections."""
+    """Fill the missing entries of a (2F, P) matrix by alternating projections onto {rank-``rank`` + row offsets}.
+
+    The row offsets are the per-frame translations (unknown when points are missing).
+    """
     X = W2.clone()
     if bool(mask.all()):
         return X
     rowmean = (W2 * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp_min(1)
     X = torch.where(mask, W2, rowmean.expand_as(W2))
     for _ in range(iters):
-        U, s, Vh = torch.linalg.svd(X, full_matrices=False)
-        L = (U[:, :rank] * s[:rank]) @ Vh[:rank]
+        mean = X.mean(1, keepdim=True)
+        U, s, Vh = torch.linalg.svd(X - mean, full_matrices=False)
+        L = (U[:, :rank] * s[:rank]) @ Vh[:rank] + mean
         X = torch.where(mask, W2, L)
     return X
 
@@ -82,7 +86,8 @@ def metric_upgrade(M_hat: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class TomasiKanadeConfig:
-    fill_iters: int = 50  # alternating rank-3 projections to impute missing points
+    fill_iters: int = 200  # alternating low-rank projections to impute missing points
+    fill_rank: int = 3  # rank used for the imputation (3 = rigid; EM-PPCA's init uses 3 (K + 1))
 
 
 def tomasi_kanade(
@@ -104,7 +109,7 @@ def tomasi_kanade(
     F, P, _ = Wn.shape
     W2 = Wn.permute(0, 2, 1).reshape(2 * F, P)
     mask = vis[:, None, :].expand(F, 2, P).reshape(2 * F, P)
-    W2 = _lowrank_fill(W2, mask, 3, cfg.fill_iters)
+    W2 = _lowrank_fill(W2, mask, max(3, min(int(cfg.fill_rank), min(2 * F, P) - 1)), cfg.fill_iters)
     W2 = W2 - W2.mean(1, keepdim=True)
     U, s, Vh = torch.linalg.svd(W2, full_matrices=False)
     M_hat = (U[:, :3] * s[:3].sqrt()).reshape(F, 2, 3)
@@ -119,6 +124,23 @@ def tomasi_kanade(
     )
 
 
+def _signed_permutations() -> torch.Tensor:
+    """The 48 signed 3x3 permutation matrices (float64)."""
+    import itertools
+
+    mats = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            Q = torch.zeros(3, 3, dtype=torch.float64)
+            for r, (c, sg) in enumerate(zip(perm, signs)):
+                Q[r, c] = sg
+            mats.append(Q)
+    return torch.stack(mats)
+
+
+_CUBE = _signed_permutations()
+
+
 @dataclass
 class EMPPCAConfig:
     num_bases: int = 3  # K deformation modes; Torresani et al. evaluate K = 1..5 per sequence
@@ -126,6 +148,7 @@ class EMPPCAConfig:
     camera_mm_steps: int = 3  # majorise-minimise polar updates of each camera per M-step
     tol: float = 1e-6  # stop when the relative change of the expected loss falls below it
     init_scale: float = 0.1  # initial deformation modes: residual PCA of the rigid fit, scaled
+    camera_search: bool = True  # per-frame search over the 48 signed axis permutations before the MM steps
     progress: bool = False
 
 
@@ -154,7 +177,7 @@ def em_ppca(
     nvis = v.sum()
 
     # --- initialisation: rigid TK, then deformation modes from the residual (per-point depth-free PCA)
-    tk = tomasi_kanade(Wn, vis)
+    tk = tomasi_kanade(Wn, vis, TomasiKanadeConfig(fill_rank=3 * (K + 1)))
     M = tk.cameras.double()  # (F, 2, 3)
     Sbar = tk.shapes[0].double() / 1.0  # (P, 3) normalised units (Wn was already normalised)
     Sbar = Sbar - Sbar.mean(0)
@@ -203,6 +226,12 @@ def em_ppca(
         C = torch.einsum("fp,pja,fab,pkb->fjk", v, Bp, E, Bp)  # sum_p E[x x^T] (F, 3, 3)
         Dm = torch.einsum("fpi,fpj->fij", (Wn - t[:, None]) * v[..., None], X)  # (F, 2, 3)
         lam = torch.linalg.eigvalsh(C)[:, -1]
+        if cfg.camera_search:
+            # escape local minima: try M Q for the 48 signed permutations Q (cube group with
+            # reflections, all keep M orthonormal) and keep the best candidate of each frame
+            cand = torch.einsum("fij,qjk->fqik", M, _CUBE)  # (F, 48, 2, 3)
+            obj = torch.einsum("fqij,fjk,fqik->fq", cand, C, cand) - 2 * torch.einsum("fqij,fij->fq", cand, Dm)
+            M = cand[torch.arange(F), obj.argmin(1)]
         for _ in range(int(cfg.camera_mm_steps)):
             G = Dm + M @ (lam[:, None, None] * torch.eye(3, dtype=torch.float64) - C)
             U2, _, Vh2 = torch.linalg.svd(G, full_matrices=False)
