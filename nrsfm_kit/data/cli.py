@@ -31,14 +31,12 @@ def _synth(args: argparse.Namespace) -> int:
         pair = synthetic_rgbd_pair(h, w, seed=args.seed, kinect_noise=args.kinect)
         save_deepdeform_pair(pair, out, 0, 1, "synthetic")
     elif args.what == "nrsfm":
-        import scipy.io
+        import torch
 
-        from nrsfm_kit.data.nrsfm import synthetic_nrsfm
+        from nrsfm_kit.data.nrsfm import save_nrsfm_mat, synthetic_nrsfm
 
-        seq = synthetic_nrsfm(args.kind, args.frames or 200, motion=args.motion, seed=args.seed,
-                              dtype=__import__("torch").float64)  # fmt: skip
-        out.parent.mkdir(parents=True, exist_ok=True)
-        scipy.io.savemat(out, {"X": seq.S.numpy().transpose(2, 1, 0)})
+        seq = synthetic_nrsfm(args.kind, args.frames or 200, motion=args.motion, seed=args.seed, dtype=torch.float64)
+        save_nrsfm_mat(out, seq, layout="X")
     elif args.what == "mocap":
         import numpy as np
 
