@@ -37,14 +37,14 @@ from nrsfm_kit.graph import build_graph  # noqa: E402
 from nrsfm_kit.graph.synthetic import synthetic_depth  # noqa: E402
 
 
-def _median_time(fn, reps: int, warmup: int = 1) -> float:
+def _median_time(fn, reps: int, warmup: int = 1, clock=time.perf_counter) -> float:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return statistics.median(times)
 
 
@@ -64,15 +64,18 @@ def _frame():
 def bench_build(reps: int) -> list[str]:
     depth, mask, intr, name = _frame()
     rows = [f"Frame: {name}, {int(mask.sum())} mask pixels.", "",
-            "| edges / anchors | nodes | median time (s) | peak Python memory (MB) |", "|---|---|---|---|"]
+            "| edges / anchors | nodes | median wall time (s) | median CPU time (s) | peak Python memory (MB) |",
+            "|---|---|---|---|---|"]
     for geodesic in (True, False):
         g = build_graph(depth, mask, intr, geodesic=geodesic)
         t = _median_time(lambda geo=geodesic: build_graph(depth, mask, intr, geodesic=geo), reps)
+        t_cpu = _median_time(lambda geo=geodesic: build_graph(depth, mask, intr, geodesic=geo), reps,
+                             clock=time.process_time)
         tracemalloc.start()
         build_graph(depth, mask, intr, geodesic=geodesic)
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
-        rows.append(f"| {'geodesic' if geodesic else 'Euclidean'} | {g.num_nodes} | {t:.3f} | {peak:.0f} |")
+        rows.append(f"| {'geodesic' if geodesic else 'Euclidean'} | {g.num_nodes} | {t:.3f} | {t_cpu:.3f} | {peak:.0f} |")
     return rows
 
 
@@ -113,15 +116,26 @@ def _run_warp(impl: str, device: str, backward: bool, H: int = 480, W: int = 640
     return step
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS in MB: VmHWM (per address space, so not inherited from the parent
+    through fork/exec as ``ru_maxrss`` is), else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child(impl: str, backward: bool) -> None:
     """Run one implementation in a fresh process; print its peak RSS growth (MB) over its inputs."""
     _run_warp(impl, "cpu", backward, 8, 8)()  # load the kernels / warm up on a tiny problem
     step = _run_warp(impl, "cpu", backward)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # after the inputs exist
+    base = _peak_rss_mb()  # after the inputs exist
     for _ in range(2):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_mb": (peak - base) / 1024}))
+    print(json.dumps({"peak_mb": _peak_rss_mb() - base}))
 
 
 def _child_peak(impl: str, backward: bool) -> float:
@@ -132,15 +146,18 @@ def _child_peak(impl: str, backward: bool) -> float:
 
 def bench_warp(reps: int) -> list[str]:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    rows = ["Q on a 640x480 point image, 4 anchors per pixel, 200 nodes, float32.", "",
-            "| device | pass | Warp median (ms) | torch median (ms) | torch / Warp | Warp peak (MB) | torch peak (MB) |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["Q on a 640x480 point image, 4 anchors per pixel, 200 nodes, float32. Wall and CPU (process) time "
+            "medians; on a shared machine the CPU-time ratio is the steadier one.", "",
+            "| device | pass | Warp wall (ms) | torch wall (ms) | torch / Warp (wall) | Warp CPU (ms) | torch CPU (ms) "
+            "| torch / Warp (CPU) | Warp peak (MB) | torch peak (MB) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for device in devices:
         for backward in (False, True):
-            med, peak = {}, {}
+            med, cpu, peak = {}, {}, {}
             for impl in ("warp", "torch"):
                 step = _run_warp(impl, device, backward)
                 med[impl] = _median_time(step, reps)
+                cpu[impl] = _median_time(step, reps, warmup=0, clock=time.process_time)
                 if device == "cuda":
                     torch.cuda.reset_peak_memory_stats()
                     step()
@@ -149,7 +166,8 @@ def bench_warp(reps: int) -> list[str]:
                     peak[impl] = _child_peak(impl, backward)
             rows.append(
                 f"| {device} | {'forward+backward' if backward else 'forward'} | {1e3 * med['warp']:.1f} | "
-                f"{1e3 * med['torch']:.1f} | {med['torch'] / med['warp']:.2f}x | {peak['warp']:.0f} | {peak['torch']:.0f} |"
+                f"{1e3 * med['torch']:.1f} | {med['torch'] / med['warp']:.2f}x | {1e3 * cpu['warp']:.1f} | "
+                f"{1e3 * cpu['torch']:.1f} | {cpu['torch'] / cpu['warp']:.2f}x | {peak['warp']:.0f} | {peak['torch']:.0f} |"
             )
     return rows
 
