@@ -141,3 +141,16 @@ def test_asf_amc_errors(tmp_path):
         load_amc(tmp_path / "e.amc", sk)
     with pytest.raises(FileNotFoundError, match=r"none\.amc"):
         load_amc(tmp_path / "none.amc", sk)
+
+
+def test_asf_real_file_features(tmp_path):
+    """CMU files carry :name/:documentation text, multi-line limits and e-notation; the parser skips/reads them."""
+    text = TINY_ASF.replace(":units", ":name VICON\n:documentation\n   generated from VICON data\n   by a tool\n:units")
+    text = text.replace("    dof rx ry rz\n", "    dof rx ry rz\n    limits (-160.0 20.0)\n           (-70.0 70.0)\n"
+                                                "           (-60.0 70.0)\n")  # fmt: skip
+    text = text.replace("direction 1 0 0\n     length 0.5", "direction 1 -4.48953e-011 1.43537e-026\n     length 0.5")
+    (tmp_path / "real.asf").write_text(text)
+    sk = load_asf(tmp_path / "real.asf")
+    assert [b.name for b in sk.bones] == ["a", "b", "c"]
+    assert sk.bone("a").dof == ("rx", "ry", "rz") and np.allclose(sk.bone("b").direction, [1, 0, 0])
+    np.testing.assert_allclose(sk.bone("b").axis, [0, 0, 90])
