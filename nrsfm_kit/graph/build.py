@@ -19,8 +19,10 @@ The construction follows the paper's reference implementation (DeformableFriends
 6. :func:`compute_clusters`: connected components of the symmetrised edge graph, with sizes; clusters
    smaller than ``min_cluster_size`` (3, the reference's limit) are removed (or raise, on request).
 7. :func:`geodesic_anchors` / :func:`euclidean_anchors`: every vertex's 4 nearest nodes, skinning
-   weights alpha = C exp(-d^2 / (2 sigma^2)) normalised to sum 1 (d geodesic in geodesic mode, as the
-   reference does; ||v - p|| in Euclidean mode); -1 / 0 for pixels without anchors.
+   weights alpha = C exp(-d^2 / (2 sigma^2)) normalised to sum 1; d is the geodesic distance in geodesic
+   mode (as the reference's ``compute_pixel_anchors_geodesic`` does) unless ``anchor_weight_distance =
+   "euclidean"`` (the ||v - p|| of the paper's formula), and ||v - p|| in Euclidean mode; -1 / 0 for
+   pixels without anchors.
 
 Public entry point: :func:`build_graph` (numpy or torch inputs) -> :class:`DeformationGraph`;
 :func:`build_graph_with_info` also returns every intermediate (mesh, erosion mask, node vertex ids).
@@ -64,6 +66,9 @@ class GraphConfig:
     num_anchors: int = 4  # anchors per pixel (GRAPH_K = 4 in graph_proc.h)
     geodesic: bool = True  # geodesic edges / anchors ("geodesic" graphs of the released data)
     max_influence: float = 2.0  # Dijkstra radius in units of sigma (maxInfluence = 2 * nodeCoverage)
+    # distance inside the skinning weights of geodesic anchors: "geodesic" (reference code) or
+    # "euclidean" (||v - p||, the paper's formula); Euclidean graphs always use ||v - p||
+    anchor_weight_distance: str = "geodesic"
     min_cluster_size: int = 3  # the reference refuses clusters of <= 2 nodes (MIN_CLUSTER_SIZE = 3)
     small_clusters: str = "remove"  # "remove" (documented filtering) or "raise"
     remove_weak: bool = True  # drop nodes with <= 1 neighbour (REMOVE_NODES_WITH_NOT_ENOUGH_NEIGHBORS)
@@ -81,6 +86,10 @@ class GraphConfig:
             v = getattr(self, name)
             if int(v) != v or v < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, found {v!r}")
+        if self.anchor_weight_distance not in ("geodesic", "euclidean"):
+            raise ValueError(
+                f"anchor_weight_distance: expected 'geodesic' or 'euclidean', found {self.anchor_weight_distance!r}"
+            )
         if self.small_clusters not in ("remove", "raise"):
             raise ValueError(f"small_clusters: expected 'remove' or 'raise', found {self.small_clusters!r}")
 
@@ -558,6 +567,10 @@ def build_graph_with_info(depth, mask, intrinsics, config: GraphConfig | None = 
     A = int(cfg.num_anchors)
     if cfg.geodesic:
         va, vw = geodesic_anchors(src, vid, gd, final_ids, V, A, sigma)
+        if cfg.anchor_weight_distance == "euclidean":
+            ok = va >= 0
+            d = np.linalg.norm(mesh.vertices[:, None] - nodes[np.clip(va, 0, None)], axis=-1)
+            vw = _normalise_rows(_gaussian(np.where(ok, d, 0.0), sigma), ok)
     else:
         va, vw = euclidean_anchors(mesh.vertices, nodes, A, sigma)
     pixel_anchors = np.full((H, W, A), -1, dtype=np.int64)

@@ -336,3 +336,18 @@ def test_graph_validate(wave):
     nan[0, 0] = float("nan")
     with pytest.raises(ValueError, match="nodes: expected finite values"):
         dataclasses.replace(graph, nodes=nan).validate()
+
+
+def test_anchor_weight_distance_option(wave):
+    depth, mask, intr, graph, info = wave
+    g2 = build_graph(depth, mask, intr, anchor_weight_distance="euclidean")
+    assert torch.equal(g2.pixel_anchors, graph.pixel_anchors)  # same (geodesic) anchors, other weights
+    pa, has = g2.pixel_anchors, (g2.pixel_anchors >= 0).any(-1)
+    pts = torch.from_numpy(info.mesh.vertices)[torch.from_numpy(info.mesh.pixel_vertex)[has]]
+    a = pa[has]
+    d = (pts[:, None] - g2.nodes.double()[a.clamp(min=0)]).norm(dim=-1)
+    w = torch.where(a >= 0, torch.exp(-(d**2) / (2 * SIGMA**2)), torch.zeros_like(d))
+    torch.testing.assert_close(g2.pixel_weights[has].double(), w / w.sum(1, keepdim=True), atol=1e-6, rtol=0)
+    assert not torch.allclose(g2.pixel_weights, graph.pixel_weights)  # geodesic >= Euclidean distances
+    with pytest.raises(ValueError, match="anchor_weight_distance: expected 'geodesic' or 'euclidean'"):
+        build_graph(depth, mask, intr, anchor_weight_distance="l1")
