@@ -39,7 +39,7 @@ from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial import cKDTree
 
 from nrsfm_kit.graph.types import DeformationGraph
-from nrsfm_kit.utils.checks import check_positive
+from nrsfm_kit.utils.checks import check_finite, check_positive, check_shape
 
 __all__ = [
     "GraphConfig", "GraphBuildInfo", "Mesh", "build_graph", "build_graph_with_info", "depth_to_mesh",
@@ -47,6 +47,26 @@ __all__ = [
     "euclidean_edges", "remove_weak_nodes", "compute_clusters", "geodesic_anchors", "euclidean_anchors",
     "coverage_distances",
 ]
+
+
+def _arr(name: str, x, spec, dims: dict | None = None, kind: str = "f", finite: bool = True) -> np.ndarray:
+    """Check a numpy / torch input of a step function: shape ``spec``, kind ("f" float, "i" integer,
+    "b" bool-like) and finiteness; return it as a numpy array."""
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    check_shape(name, a, spec, dims)
+    if kind == "f" and a.dtype.kind not in "fiu":
+        raise ValueError(f"{name}: expected real numbers, found dtype {a.dtype}")
+    if kind == "i" and a.dtype.kind not in "iu":
+        raise ValueError(f"{name}: expected integer ids, found dtype {a.dtype}")
+    if kind == "f" and finite:
+        check_finite(name, a)
+    return a
+
+
+def _ids(name: str, a: np.ndarray, lo: int, n: int) -> np.ndarray:
+    if a.size and (a.min() < lo or a.max() >= n):
+        raise ValueError(f"{name}: expected ids in [{lo}, {n - 1}], found range [{a.min()}, {a.max()}]")
+    return a
 
 
 # ==================================================================================================
@@ -151,6 +171,12 @@ def depth_to_mesh(points: np.ndarray, valid: np.ndarray, max_triangle_edge: floa
         :class:`Mesh`. Quad (y, x) gives triangles (00, 10, 01) and (01, 10, 11) (rows first digit),
         kept when their three vertices are valid and all edges are <= ``max_triangle_edge``.
     """
+    dims: dict = {}
+    valid = _arr("valid", valid, ("H", "W"), dims, kind="b").astype(bool)
+    points = _arr("points", points, ("H", "W", 3), dims, finite=False)
+    check_positive("max_triangle_edge", max_triangle_edge)
+    if not np.isfinite(points[valid]).all():
+        raise ValueError("points: expected finite values at valid pixels, found non-finite ones")
     H, W = valid.shape
     pixel_vertex = np.full((H, W), -1, dtype=np.int64)
     ys, xs = np.nonzero(valid)  # row-major order
@@ -176,7 +202,10 @@ def erode_mesh(faces: np.ndarray, num_vertices: int, iterations: int = 10, min_n
     Each iteration counts the faces incident to every vertex and drops the faces touching a vertex
     with fewer than ``min_neighbours`` of them (all faces are tested against the same counts).
     """
-    faces = np.asarray(faces).reshape(-1, 3)
+    faces = _ids("faces", _arr("faces", faces, (None, 3), kind="i"), 0, int(num_vertices))
+    for name, v in (("iterations", iterations), ("min_neighbours", min_neighbours)):
+        if int(v) != v or v < 0:
+            raise ValueError(f"{name}: expected an integer >= 0, found {v!r}")
     for _ in range(int(iterations)):
         if faces.size == 0:
             break
@@ -203,6 +232,10 @@ def sample_nodes(vertices: np.ndarray, candidates: np.ndarray, node_coverage: fl
     Returns:
         (N,) int64 vertex ids of the nodes, increasing.
     """
+    dims: dict = {}
+    vertices = _arr("vertices", vertices, ("V", 3), dims)
+    candidates = _arr("candidates", candidates, ("V",), dims, kind="b").astype(bool)
+    check_positive("node_coverage", node_coverage)
     cand = np.flatnonzero(candidates)
     if cand.size == 0:
         return np.zeros(0, dtype=np.int64)
@@ -223,6 +256,8 @@ def sample_nodes(vertices: np.ndarray, candidates: np.ndarray, node_coverage: fl
 
 def coverage_distances(vertices: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     """(V,) Euclidean distance from every vertex to its nearest node (inf without nodes), metres."""
+    vertices = _arr("vertices", vertices, (None, 3))
+    nodes = _arr("nodes", nodes, (None, 3))
     if len(nodes) == 0:
         return np.full(len(vertices), np.inf)
     return cKDTree(np.asarray(nodes, dtype=np.float64)).query(vertices, k=1)[0]
@@ -235,8 +270,9 @@ def coverage_distances(vertices: np.ndarray, nodes: np.ndarray) -> np.ndarray:
 
 def mesh_adjacency(vertices: np.ndarray, faces: np.ndarray) -> sp.csr_matrix:
     """(V, V) symmetric sparse matrix of mesh edge lengths (metres), the graph Dijkstra runs on."""
+    vertices = _arr("vertices", vertices, (None, 3))
     V = len(vertices)
-    f = np.asarray(faces).reshape(-1, 3)
+    f = _ids("faces", _arr("faces", faces, (None, 3), kind="i"), 0, V)
     a = np.concatenate([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
     b = np.concatenate([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
     w = np.maximum(np.linalg.norm(vertices[a] - vertices[b], axis=1), 1e-12)  # csgraph: 0 = no edge
@@ -258,6 +294,12 @@ def geodesic_distances(
         Sparse COO triplets ``(source_index (M,), vertex_id (M,), distance (M,))`` of every finite
         distance <= limit; ``source_index`` indexes ``sources``.
     """
+    if not sp.issparse(adjacency) or adjacency.shape[0] != adjacency.shape[1]:
+        raise ValueError(f"adjacency: expected a square scipy sparse matrix, found {type(adjacency).__name__}")
+    sources = _ids("sources", _arr("sources", sources, (None,), kind="i"), 0, adjacency.shape[0])
+    check_positive("limit", limit)
+    if int(chunk) != chunk or chunk < 1:
+        raise ValueError(f"chunk: expected an integer >= 1, found {chunk!r}")
     rows, cols, dists = [], [], []
     for s in range(0, len(sources), chunk):
         D = dijkstra(adjacency, directed=False, indices=sources[s:s + chunk], limit=limit)
@@ -309,7 +351,12 @@ def edges_from_distances(node_dist: np.ndarray, num_neighbours: int, node_covera
         edges (N, K) int64 (nearest first, -1 padding), weights (N, K) float64 exp(-d^2/(2 sigma^2))
         normalised per node (0 on padding), distances (N, K) float64 metres (inf on padding).
     """
-    d = np.array(node_dist, dtype=np.float64, copy=True)
+    d = np.array(_arr("node_dist", node_dist, ("N", "N"), finite=False), dtype=np.float64, copy=True)
+    if np.isnan(d).any() or (d < 0).any():
+        raise ValueError("node_dist: expected distances >= 0 (inf = unreachable), found NaN or negative values")
+    if int(num_neighbours) != num_neighbours or num_neighbours < 1:
+        raise ValueError(f"num_neighbours: expected an integer >= 1, found {num_neighbours!r}")
+    check_positive("node_coverage", node_coverage)
     np.fill_diagonal(d, np.inf)
     edges, dist = _k_smallest(d, num_neighbours)
     valid = edges >= 0
@@ -319,6 +366,7 @@ def edges_from_distances(node_dist: np.ndarray, num_neighbours: int, node_covera
 
 def euclidean_edges(nodes: np.ndarray, num_neighbours: int, node_coverage: float):
     """Euclidean K-NN edges (cKDTree), same outputs as :func:`edges_from_distances`."""
+    nodes = _arr("nodes", nodes, (None, 3))
     N = len(nodes)
     k = min(num_neighbours + 1, N)
     if N == 0:
@@ -342,7 +390,9 @@ def remove_weak_nodes(edges: np.ndarray) -> np.ndarray:
     Returns:
         (N,) bool mask of the nodes kept.
     """
+    edges = _arr("edges", edges, ("N", None), kind="i")
     N = len(edges)
+    _ids("edges", edges, -1, N)
     keep = np.ones(N, dtype=bool)
     while True:
         valid = (edges >= 0) & keep[np.clip(edges, 0, None)] if N else edges >= 0
@@ -373,7 +423,9 @@ def compute_clusters(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         clusters (N,) int64 component id per node (ids in order of their smallest node id),
         sizes (C,) int64 nodes per component.
     """
+    edges = _arr("edges", edges, ("N", None), kind="i")
     N = len(edges)
+    _ids("edges", edges, -1, N)
     if N == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     r, c = np.nonzero(edges >= 0)
@@ -432,6 +484,11 @@ def euclidean_anchors(points: np.ndarray, nodes: np.ndarray, num_anchors: int, n
     Returns:
         anchors (M, A) int64 (-1 padding when N < A), weights (M, A) float64 summing to 1.
     """
+    points = _arr("points", points, (None, 3))
+    nodes = _arr("nodes", nodes, (None, 3))
+    if int(num_anchors) != num_anchors or num_anchors < 1:
+        raise ValueError(f"num_anchors: expected an integer >= 1, found {num_anchors!r}")
+    check_positive("node_coverage", node_coverage)
     M, N = len(points), len(nodes)
     anchors = np.full((M, num_anchors), -1, dtype=np.int64)
     w = np.zeros((M, num_anchors))

@@ -351,3 +351,44 @@ def test_anchor_weight_distance_option(wave):
     assert not torch.allclose(g2.pixel_weights, graph.pixel_weights)  # geodesic >= Euclidean distances
     with pytest.raises(ValueError, match="anchor_weight_distance: expected 'geodesic' or 'euclidean'"):
         build_graph(depth, mask, intr, anchor_weight_distance="l1")
+
+
+def test_step_functions_bad_inputs():
+    pts, valid = np.zeros((4, 5, 3)), np.ones((4, 5), bool)
+    with pytest.raises(ValueError, match=r"valid: expected shape \(H, W\)"):
+        depth_to_mesh(pts, valid[None])
+    with pytest.raises(ValueError, match=r"points: expected shape \(H, W, 3\) with \{'H': 4, 'W': 5\}, found \(4, 6, 3\)"):
+        depth_to_mesh(np.zeros((4, 6, 3)), valid)
+    bad = pts.copy()
+    bad[1, 1, 2] = np.nan
+    with pytest.raises(ValueError, match="points: expected finite values at valid pixels"):
+        depth_to_mesh(bad, valid)
+    with pytest.raises(ValueError, match="max_triangle_edge: expected a finite value > 0"):
+        depth_to_mesh(pts, valid, 0.0)
+    with pytest.raises(ValueError, match=r"faces: expected ids in \[0, 2\], found range \[0, 5\]"):
+        erode_mesh(np.array([[0, 1, 5]]), 3)
+    with pytest.raises(ValueError, match="faces: expected integer ids, found dtype float64"):
+        erode_mesh(np.zeros((2, 3)), 3)
+    with pytest.raises(ValueError, match="iterations: expected an integer >= 0"):
+        erode_mesh(np.array([[0, 1, 2]]), 3, iterations=-1)
+    with pytest.raises(ValueError, match=r"candidates: expected shape \(V\) with \{'V': 4\}, found \(3,\)"):
+        sample_nodes(np.zeros((4, 3)), np.ones(3, bool), SIGMA)
+    with pytest.raises(ValueError, match="vertices: expected finite values"):
+        sample_nodes(np.full((4, 3), np.inf), np.ones(4, bool), SIGMA)
+    with pytest.raises(ValueError, match="node_coverage: expected a finite value > 0"):
+        sample_nodes(np.zeros((4, 3)), np.ones(4, bool), -1.0)
+    with pytest.raises(ValueError, match="adjacency: expected a square scipy sparse matrix"):
+        geodesic_distances(np.eye(3), np.array([0]), 0.1)
+    adj = mesh_adjacency(np.eye(3), np.array([[0, 1, 2]]))
+    with pytest.raises(ValueError, match=r"sources: expected ids in \[0, 2\]"):
+        geodesic_distances(adj, np.array([3]), 0.1)
+    with pytest.raises(ValueError, match=r"node_dist: expected shape \(N, N\)"):
+        edges_from_distances(np.zeros((3, 4)), 2, SIGMA)
+    with pytest.raises(ValueError, match="node_dist: expected distances >= 0"):
+        edges_from_distances(-np.ones((3, 3)), 2, SIGMA)
+    with pytest.raises(ValueError, match=r"edges: expected ids in \[-1, 1\], found range \[-1, 7\]"):
+        remove_weak_nodes(np.array([[1, -1], [7, 0]]))
+    with pytest.raises(ValueError, match=r"edges: expected ids in \[-1, 1\]"):
+        compute_clusters(np.array([[1, -2], [0, -1]]))
+    with pytest.raises(ValueError, match=r"nodes: expected shape \(\*, 3\)"):
+        euclidean_anchors(np.zeros((5, 3)), np.zeros((4, 2)), 4, SIGMA)
