@@ -80,6 +80,18 @@ def main(argv: list[str] | None = None) -> None:
     rows = [(name, *measure(fn, args.reps)) for name, fn in rgbd]
     print(table("Synthetic RGB-D / video (Open3D RaycastingScene)", rows, "pair 320x240 with flow < 1 s"))
 
+    from nrsfm_kit.data.render import raycast_reference
+
+    small = build_scene(height=24, width=32, seed=0)
+    rays = [
+        ("Open3D RaycastingScene (Embree)", lambda: small.render(0.3)),
+        ("torch Moller-Trumbore reference (brute force)", lambda: raycast_reference(small, 0.3)),
+    ]
+    rows = [(name, *measure(fn, max(1, args.reps // 2))) for name, fn in rays]
+    print()
+    print(table("Ray casting one 32x24 frame of the full scene (~5.3k triangles)", rows,
+                "the reference exists for checking, not speed"))  # fmt: skip
+
     nr = [
         ("skeleton, random cameras, 5 % noise, 10 % missing",
          lambda: synthetic_nrsfm("skeleton", 10000, noise_ratio=0.05, missing_ratio=0.1)),
