@@ -89,12 +89,16 @@ def graph_figure(graph: DeformationGraph, points=None, valid=None, weight_node: 
 
 def deformation_explorer(graph: DeformationGraph, points, nodes_to_move=None, max_points: int = 8000,
                          height: int = 550):
-    """Interactive embedded deformation: sliders rotate (about the x/y/z axes, degrees) and translate
-    (centimetres) the chosen nodes; the surface is re-warped by Q (Warp kernel) on every change.
+    """Interactive embedded deformation: sliders rotate (about the x/y/z axes, degrees, around the centroid
+    c of the chosen nodes) and translate (centimetres) the chosen nodes; the other nodes stay put and the
+    surface is re-warped by Q (Warp kernel) on every change. A chosen node gets R_k = R and
+    t_k = R (v_k - c) + c - v_k + shift, so the chosen part turns rigidly and the graph blends it smoothly
+    into the part that stays.
 
     Args:
         graph: the deformation graph. points: (H, W, 3) point image of the frame the graph was built on.
-        nodes_to_move: node ids driven by the sliders (default: the node nearest to the centroid).
+        nodes_to_move: node ids driven by the sliders (default: the nodes right of the median x, i.e. the
+            right half of the object).
 
     Returns:
         an ``ipywidgets.VBox`` (display it in a notebook); ``.children[-1]`` is the FigureWidget and
@@ -115,7 +119,7 @@ def deformation_explorer(graph: DeformationGraph, points, nodes_to_move=None, ma
     nodes = graph.nodes.float()
     N = graph.num_nodes
     if nodes_to_move is None:
-        nodes_to_move = [int((nodes - nodes.mean(0)).norm(dim=1).argmin())]
+        nodes_to_move = torch.nonzero(nodes[:, 0] > nodes[:, 0].median()).flatten().tolist() or [0]
     moving = torch.as_tensor(list(nodes_to_move), dtype=torch.int64)
     if moving.numel() == 0 or moving.min() < 0 or moving.max() >= N:
         raise ValueError(f"nodes_to_move: expected ids in [0, {N - 1}], found {list(nodes_to_move)}")
@@ -124,7 +128,8 @@ def deformation_explorer(graph: DeformationGraph, points, nodes_to_move=None, ma
 
     fig = go.FigureWidget(figure3d(
         [scatter3d(_np(P), color=color, size=2, name="warped surface", colorscale="Viridis"),
-         *graph_traces(graph)], title="drag the sliders: Q(p) = sum_k alpha_k (R_k (p - v_k) + v_k + t_k)",
+         *graph_traces(graph)], title="drag the sliders (the highlighted nodes turn about their centroid): "
+        "Q(p) = sum_k alpha_k (R_k (p - v_k) + v_k + t_k)",
         height=height))
     sliders = {k: widgets.FloatSlider(value=0.0, min=-90 if k.startswith("r") else -10,
                                       max=90 if k.startswith("r") else 10, step=1 if k.startswith("r") else 0.5,
@@ -136,11 +141,12 @@ def deformation_explorer(graph: DeformationGraph, points, nodes_to_move=None, ma
         shift = torch.tensor([sliders[k].value for k in ("tx (cm)", "ty (cm)", "tz (cm)")]) / 100
         R = torch.eye(3).repeat(N, 1, 1)
         t = torch.zeros(N, 3)
-        R[moving] = so3_exp(omega)
-        t[moving] = shift
+        Rm = so3_exp(omega)
+        c = nodes[moving].mean(0)
+        R[moving] = Rm
+        t[moving] = (nodes[moving] - c) @ Rm.T + c - nodes[moving] + shift
         Q = warp_points(P, A, W, nodes, R, t).numpy()
-        moved = nodes.clone()
-        moved[moving] = nodes[moving] + shift  # the node itself moves by t (R acts about v)
+        moved = nodes + t  # a node itself moves by its translation (R acts about v)
         with fig.batch_update():
             fig.data[0].x, fig.data[0].y, fig.data[0].z = Q[:, 0], Q[:, 1], Q[:, 2]
             new = graph_traces(graph, nodes=moved)
