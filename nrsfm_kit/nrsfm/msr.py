@@ -46,9 +46,10 @@ def msr_gram_pairwise(
 ) -> torch.Tensor:
     """4x4 Gram matrices A A^T of all pairs (a, b): (B, P, 2) x (N, P, 2) -> (B, N, 4, 4).
 
-    Built from 14 matrix products (B, P) x (P, N) with the pair mask m_abp = vis_a[a,p] vis_b[b,p]:
-    counts, masked first and second moments of each frame and the cross moments; each row of A is
-    centred on the common visible points: G = sum m x x^T - (sum m x)(sum m x)^T / sum m.
+    The pair mask m_abp = vis_a[a,p] vis_b[b,p] factorises, so the counts, the masked first and second
+    moments of each frame and the cross moments are all entries of ONE matrix product
+    (6B, P) x (P, 6N); each row of A is then centred on the common visible points:
+    G = sum m x x^T - (sum m x)(sum m x)^T / sum m.
     """
     dims: dict = {}
     check_tensor("Wa", Wa, ("B", "P", 2), dims=dims)
@@ -56,14 +57,26 @@ def msr_gram_pairwise(
     dtype = torch.promote_types(Wa.dtype, Wb.dtype)
     Wa, Wb = Wa.to(dtype), Wb.to(dtype)
     va, vb = _vis("vis_a", vis_a, Wa).to(dtype), _vis("vis_b", vis_b, Wb).to(dtype)
-    xa, xb = Wa * va[..., None], Wb * vb[..., None]  # masked coordinates (B, P, 2), (N, P, 2)
-    n = va @ vb.T  # (B, N) common visible points
-    sa = torch.einsum("bpc,np->bnc", xa, vb)  # sum of frame a's coordinates over common points
-    sb = torch.einsum("bp,npc->bnc", va, xb)
-    # second moments: frame a with itself (3 unique products), b with itself, a with b (4 products)
-    aa = torch.einsum("bpc,bpd,np->bncd", xa, xa, vb)
-    bb = torch.einsum("bp,npc,npd->bncd", va, xb, xb)
-    ab = torch.einsum("bpc,npd->bncd", xa, xb)
+    # one matrix product gives every masked moment: rows [m, x, y, xx, xy, yy] of each side (6B, P) x (P, 6N)
+    def stack(W: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        Wt = W.permute(2, 0, 1).contiguous()  # (2, n, P): contiguous x and y planes
+        out = torch.empty((6, *v.shape), dtype=W.dtype, device=W.device)
+        out[0] = v
+        torch.mul(Wt[0], v, out=out[1])
+        torch.mul(Wt[1], v, out=out[2])
+        torch.mul(out[1], Wt[0], out=out[3])
+        torch.mul(out[1], Wt[1], out=out[4])
+        torch.mul(out[2], Wt[1], out=out[5])
+        return out.reshape(-1, v.shape[-1])
+
+    B, N = Wa.shape[0], Wb.shape[0]
+    Z = (stack(Wa, va) @ stack(Wb, vb).T).reshape(6, B, 6, N).permute(1, 3, 0, 2)  # (B, N, 6, 6)
+    n = Z[..., 0, 0]  # common visible points
+    sa = Z[..., 1:3, 0]  # sum of frame a's coordinates over the common points (B, N, 2)
+    sb = Z[..., 0, 1:3]
+    aa = torch.stack([Z[..., 3, 0], Z[..., 4, 0], Z[..., 4, 0], Z[..., 5, 0]], -1).reshape(B, N, 2, 2)
+    bb = torch.stack([Z[..., 0, 3], Z[..., 0, 4], Z[..., 0, 4], Z[..., 0, 5]], -1).reshape(B, N, 2, 2)
+    ab = Z[..., 1:3, 1:3]  # sum m x_a x_b^T
     inv = torch.where(n > 0, 1.0 / n.clamp_min(1.0), torch.zeros_like(n))[..., None, None]
     Gaa = aa - sa[..., :, None] * sa[..., None, :] * inv
     Gbb = bb - sb[..., :, None] * sb[..., None, :] * inv

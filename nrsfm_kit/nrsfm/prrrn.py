@@ -75,9 +75,10 @@ class RRModule(nn.Module):
     def __init__(self, c_in: int, c_out: int, recursions: int):
         super().__init__()
         self.T = int(recursions)
-        self.L = nn.Parameter(torch.randn(c_in, c_in) / np.sqrt(c_in) * 0.5)
+        # small recursive weights: T residual recursions then keep activations O(1) at initialisation
+        self.L = nn.Parameter(torch.randn(c_in, c_in) / np.sqrt(c_in) * 0.1)
         self.c = nn.Parameter(torch.zeros(c_in, 1))
-        self.H = nn.Parameter(torch.randn(c_out, c_in) / np.sqrt(c_in))
+        self.H = nn.Parameter(torch.randn(c_out, c_in) / np.sqrt(c_in * (1 + self.T)))
         self.d = nn.Parameter(torch.zeros(c_out, 1))
         self.c_inv = nn.Parameter(torch.zeros(c_in, 1))
         self.d_inv = nn.Parameter(torch.zeros(c_in, 1))
@@ -232,8 +233,9 @@ def consistency_loss(
 ) -> torch.Tensor:
     """Pairwise consistency (eq. 15-17): re-project S_b with a permuted camera R_pi(b), re-estimate.
 
-    S (B, P, 3), R (B, 2, 3) current estimates (used as detached targets) -> scalar
-    mean_b ||S'_b - S_b||_F / ||S_b||_F + ||R'_b - R_pi(b)||_F.
+    S (B, P, 3), R (B, 2, 3) current estimates (detached targets) -> scalar
+    mean_b ||S'_b - S_b||_F / ||S_b||_F + ||R'_b - R_pi(b)||_F, with (S'_b, R'_b) the networks' output
+    for the new view W'_b = S_b R_pi(b)^T.
     """
     B = S.shape[0]
     perm = torch.randperm(B, generator=generator, device="cpu").to(S.device)

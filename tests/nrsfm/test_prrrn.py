@@ -1,0 +1,119 @@
+"""PR-RRN: residual-recursive modules, tied decoder, memory bank, pairwise losses, training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nrsfm_kit.nrsfm import PRRRN, LearnedFitConfig, MemoryBank, PRRRNConfig, contrastive_loss, fit_nrsfm
+from nrsfm_kit.nrsfm.prrrn import RRModule, consistency_loss, reprojection_loss
+
+SMALL = PRRRNConfig(channels=(16, 8, 4), recursions=2, rot_hidden=(16, 8), n_mem=64, batch_size=16)
+
+
+def test_rr_module_recursion_and_tied_inverse():
+    torch.manual_seed(0)
+    m = RRModule(6, 3, recursions=3).double()
+    x = torch.randn(2, 6, 2, dtype=torch.float64)
+    y = x
+    for _ in range(3):
+        y = torch.relu(m.L @ y + m.c) + x
+    assert torch.allclose(m(x), torch.relu(m.H @ y + m.d))
+    z = torch.randn(2, 3, 3, dtype=torch.float64)
+    u = torch.relu(m.H.T @ z + m.d_inv)
+    v = u
+    for _ in range(3):
+        v = torch.relu(m.L.T @ v + m.c_inv) + u
+    assert torch.allclose(m.inverse(z), v)  # the decoder uses the transposed (tied) weights
+
+
+def test_forward_shapes_default_architecture():
+    net = PRRRN(31)
+    S, R, h = net(torch.randn(5, 31, 2))
+    assert S.shape == (5, 31, 3) and R.shape == (5, 2, 3) and h.shape == (5, 16)
+    assert torch.allclose(R @ R.transpose(-1, -2), torch.eye(2).expand(5, 2, 2), atol=1e-5)
+    assert [m.H.shape for m in net.modules_rr] == [(64, 128), (32, 64), (16, 32), (8, 16)]
+    assert net.rot[0].out_features == 128 and net.rot[2].out_features == 32 and net.rot[4].out_features == 8
+
+
+def test_gradcheck_network_float64():
+    torch.manual_seed(0)
+    net = PRRRN(6, SMALL).double()
+    W = torch.randn(3, 6, 2, dtype=torch.float64, requires_grad=True)
+
+    def f(W):
+        S, R, h = net(W)
+        return reprojection_loss(W, S, R) + h.square().mean()
+
+    assert torch.autograd.gradcheck(f, (W,))
+
+
+def test_memory_bank_is_fifo():
+    bank = MemoryBank(5, 2, 4)
+    for i in range(3):
+        bank.push(torch.full((2, 2), float(i)), torch.full((2, 4, 2), float(i)), torch.ones(2, 4, dtype=torch.bool))
+    h, W, vis = bank.entries()
+    assert len(bank) == 5 and h.shape == (5, 2)
+    assert sorted(h[:, 0].tolist()) == [0.0, 1.0, 1.0, 2.0, 2.0]  # the oldest entry (a 0) was replaced
+
+
+def test_contrastive_loss_pulls_rigid_pairs_and_pushes_nonrigid():
+    g = torch.Generator().manual_seed(0)
+    P = 10
+    S = torch.randn(P, 3, generator=g)
+    from nrsfm_kit.geometry import random_rotation
+
+    R = random_rotation(4, generator=g)
+    rigid = S @ R[:, :2].transpose(-1, -2)  # 4 views of one rigid shape
+    other = torch.randn(4, P, 2, generator=g)  # unrelated shapes: large msr
+    vis = torch.ones(4, P, dtype=torch.bool)
+    h_same = torch.nn.functional.normalize(torch.randn(1, 6, generator=g), dim=-1).expand(4, 6)
+    bank_W = torch.cat([rigid, other])
+    bank_v = torch.ones(8, P, dtype=torch.bool)
+    h_other = torch.nn.functional.normalize(torch.randn(4, 6, generator=g), dim=-1)
+    # ideal: rigid views share h, unrelated shapes orthogonal/opposite -> the loss is small
+    good_bank = torch.cat([h_same, -h_same])
+    loss_good, stats = contrastive_loss(h_same.clone(), rigid, vis, good_bank, bank_W, bank_v)
+    assert stats["n_pos"] == 16 and stats["n_neg"] > 0
+    assert float(loss_good) < 1e-6
+    bad_bank = torch.cat([h_other, h_same])  # rigid views far apart, unrelated ones identical
+    loss_bad, _ = contrastive_loss(h_same.clone(), rigid, vis, bad_bank, bank_W, bank_v)
+    assert float(loss_bad) > 0.5
+    empty, _ = contrastive_loss(h_same.clone(), rigid, vis, bank_W.new_zeros(0, 6), bank_W[:0], bank_v[:0])
+    assert float(empty) == 0.0
+
+
+def test_consistency_loss_is_finite_and_differentiable():
+    torch.manual_seed(0)
+    net = PRRRN(8, SMALL)
+    W = torch.randn(6, 8, 2)
+    S, R, _ = net(W)
+    loss = consistency_loss(net, S, R, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is None or torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+@pytest.mark.parametrize("kw", [dict(use_contrast=False, use_consist=False), dict()])
+def test_training_reduces_reprojection_and_3d_error(make_lowrank, kw):
+    seq = make_lowrank(F=64, P=10, K=1, defo=0.2, seed=3)
+    cfg = PRRRNConfig(**{**SMALL.__dict__, **kw, "learning_rate": 3e-3})
+    res, metrics = fit_nrsfm(seq, "prrrn", epochs=40, model_config=cfg,
+                             config=LearnedFitConfig(progress=False, log_every=20))
+    first, last = res.history[0], res.history[-1]
+    assert last["rep"] < 0.7 * first["rep"], (first, last)
+    # measured on this seed: e3D 0.79 -> 0.52 (RRN), 0.94 -> 0.43 (full); TK reaches 0.17 here, so PR-RRN
+    # at this tiny budget is far from the paper's accuracy (see the report / RESULTS.md)
+    assert metrics["e3d"] < 0.75 * first["e3d"] and metrics["e3d"] < 0.6, metrics
+    if kw == {}:
+        assert any("contrast" in h for h in res.history) and any("consist" in h for h in res.history)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="num_points: expected >= 4"):
+        PRRRN(2)
+    with pytest.raises(ValueError, match="recursions: expected >= 1"):
+        PRRRN(8, PRRRNConfig(recursions=0))
+    with pytest.raises(ValueError, match=r"W: expected shape \(B, 8, 2\)"):
+        PRRRN(8, SMALL)(torch.randn(2, 7, 2))
+    with pytest.raises(ValueError, match="n_mem: expected >= 1"):
+        MemoryBank(0, 4, 4)
