@@ -12,7 +12,9 @@ The construction follows the paper's reference implementation (DeformableFriends
    becomes a node unless an existing node lies within sigma (so every non-eroded vertex is within
    sigma of a node, and nodes are more than sigma apart).
 4. :func:`geodesic_distances` + :func:`edges_from_distances`: Dijkstra over the mesh edge graph
-   (``scipy.sparse.csgraph.dijkstra``) from every node up to 2 sigma (the reference's max influence),
+   (``scipy.sparse.csgraph.dijkstra``) from every node up to 2 sigma (the reference's max influence;
+   the reference stops a node's search once it has found K neighbours, we always search the full
+   2 sigma so that every vertex sees all nodes within reach when its anchors are chosen),
    the K = 8 geodesically nearest nodes become edges with weights exp(-d^2 / (2 sigma^2)) normalised
    per node, -1 padding; :func:`euclidean_edges` is the Euclidean K-NN option (cKDTree).
 5. :func:`remove_weak_nodes`: iteratively drop nodes with <= 1 valid neighbour; ids are remapped.

@@ -76,3 +76,15 @@ def test_real_scene_flow_is_reproduced_by_the_graph(real_data):
     err_r = (warp_point_image(pts, g.pixel_anchors, w, nodes, R, t) - target).norm(dim=-1)[has].mean()
     assert sf.norm(dim=-1)[has].mean() > 0.1
     assert err_r < 3e-3 and err_r < err_t < 4e-3, (err_t, err_r)
+
+
+def test_gradchecks_float64():
+    g = torch.Generator().manual_seed(0)
+    nodes = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    edges = torch.tensor([[1, 2, 3], [0, 2, 4], [0, 1, 3], [0, 2, 4], [1, 3, -1]])
+    w = torch.rand(5, 3, generator=g, dtype=torch.float64)
+    t = (0.1 * torch.randn(5, 3, generator=g, dtype=torch.float64)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t_: node_rotations_from_translations(nodes, edges, w, t_), [t])
+    p = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    c = torch.tensor([0.1, 0.0, 1.0], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda p_: bend_field(p_, c, 1.5, (0.01, 0.0, 0.0)), [p])

@@ -218,3 +218,14 @@ def test_cuda_matches_cpu():
                                arap_residuals(cpu[3], cpu[6], cpu[4], cpu[5]), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="device"):
         warp_points(pts, anc.cpu(), w, nodes, R, t)
+
+
+def test_gradcheck_axis_angle_front_ends_and_increment():
+    _, _, _, nodes, _, t, edges = _problem(torch.float64, N=4, P=6, A=3, K=3)
+    omega = (0.5 * torch.randn(4, 3, dtype=torch.float64)).requires_grad_(True)
+    tt = t.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda o, t_: arap_residuals_axis_angle(nodes, edges, o, t_), [omega, tt])
+    R = so3_exp(0.5 * torch.randn(4, 3, dtype=torch.float64)).requires_grad_(True)
+    eps = (0.1 * torch.randn(4, 3, dtype=torch.float64)).requires_grad_(True)
+    dt = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda R_, t_, e, d: apply_increment(R_, t_, e, d), [R, tt, eps, dt])
