@@ -164,6 +164,8 @@ def prepare_problem(graph: DeformationGraph, source_points, correspondences, wei
         batched = correspondences.dim() == 3
         if anchor_weights is None:
             raise ValueError("anchor_weights: expected a (P, A) tensor with anchors, found None")
+        check_shape("anchors", anchors, ("P", "A"))
+        check_shape("correspondences", correspondences, ("B", anchors.shape[0], 2) if batched else (anchors.shape[0], 2))
     check_shape("correspondences", correspondences, ("B", "P", 2) if batched else ("P", 2))
     B = correspondences.shape[0] if batched else 1
     corr = correspondences if batched else correspondences.unsqueeze(0)

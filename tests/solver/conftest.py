@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from nrsfm_kit.solver.synthetic import make_synthetic_tracking
-
-
-def devices() -> list[str]:
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +24,8 @@ def nonrigid():
     return make_synthetic_tracking(batch=2, motion="nonrigid", seed=3)
 
 
-def solve_kwargs(s, **kw):
-    """Keyword arguments of solve_deformation in list mode for a SyntheticTracking."""
-    return {"anchors": s.anchors, "anchor_weights": s.anchor_weights, **kw}
-
-
-def positional(s):
-    return (s.graph, s.source_points, s.correspondences, s.weights, s.target_depth, s.intrinsics)
+@pytest.fixture(scope="session")
+def tiny_rigid():
+    """Like ``tiny`` with a rigid motion: zero residual at the optimum (Gauss-Newton Hessian = Hessian)."""
+    return make_synthetic_tracking(batch=2, grid=7, node_stride=3, size=0.3, image_size=(48, 64), focal=90.0,
+                                   motion="rigid", seed=1)
