@@ -71,7 +71,7 @@ def bench_epoch(quick: bool) -> str:
     F = 2000 if quick else 10000
     seq = synthetic_nrsfm("skeleton", num_frames=F, camera="random", seed=0)
     seq.S = None  # no evaluation pass: time the training only
-    rows = ["### One epoch over %d frames x 31 points (batch 32, %d steps)" % (F, (F + 31) // 32), "",
+    rows = [f"### One epoch over {F} frames x 31 points (batch 32, {(F + 31) // 32} steps)", "",
             "| method | epoch time (s) | ms / step |", "|---|---|---|"]
     for method, mc in (("dnrsfm", DeepNRSfMConfig()), ("prrrn", PRRRNConfig())):
         t0 = time.perf_counter()
