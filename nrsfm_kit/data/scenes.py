@@ -45,9 +45,9 @@ def background(rng: np.random.Generator, depth: float = 2.6, half: float = 2.6, 
     wall_v, wall_f, wall_uv = _plane([-half, -half, depth], [2 * half, 0, 0], [0, 2 * half, 0], 9, 1.6)
     floor_v, floor_f, floor_uv = _plane([-half, floor_y, 0.3], [2 * half, 0, 0], [0, 0, depth - 0.3], 9, 1.6)
     return [
-        MeshObject("wall", wall_f, wall_uv, procedural_texture(rng, 384, base=(0.62, 0.58, 0.5), contrast=0.8),
+        MeshObject("wall", wall_f, wall_uv, procedural_texture(rng, 256, base=(0.62, 0.58, 0.5), contrast=0.8),
                    STATIC, lambda t, v=wall_v: v),
-        MeshObject("floor", floor_f, floor_uv, procedural_texture(rng, 384, base=(0.45, 0.38, 0.3), contrast=0.8),
+        MeshObject("floor", floor_f, floor_uv, procedural_texture(rng, 256, base=(0.45, 0.38, 0.3), contrast=0.8),
                    STATIC, lambda t, v=floor_v: v),
     ]
 
