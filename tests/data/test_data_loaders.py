@@ -189,3 +189,41 @@ def test_c3dpo_errors(tmp_path):
     (tmp_path / "f.json").write_text(json.dumps([{"kp_vis": [1]}]))
     with pytest.raises(ValueError, match="record 0: expected keys 'kp_loc' and 'kp_vis'"):
         load_c3dpo_keypoints(tmp_path / "f.json")
+
+
+# ------------------------------------------------------------------------------------ misc bad inputs
+
+
+def test_misc_bad_inputs(tmp_path):
+    from nrsfm_kit.data import DeepDeformPairs, views_from_shapes, write_flow_binary
+    from nrsfm_kit.data.imageio import read_color, read_depth_png, read_intrinsics_txt, write_depth_png
+
+    with pytest.raises(ValueError, match=r"S_world: expected shape \(F, P, 3\)"):
+        views_from_shapes(np.zeros((4, 5, 2)))
+    bad = np.zeros((2, 3, 3))
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="S_world: expected finite"):
+        views_from_shapes(bad)
+    with pytest.raises(ValueError, match="camera"):
+        views_from_shapes(np.ones((2, 3, 3)), camera="wobbly")
+    with pytest.raises(FileNotFoundError, match="DeepDeform split folder not found"):
+        DeepDeformPairs(tmp_path, "val")
+    (tmp_path / "train" / "seq" / "optical_flow").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no .*oflow files found"):
+        DeepDeformPairs(tmp_path, "train")
+    with pytest.raises(ValueError, match=r"flow: expected shape \(H, W, C\)"):
+        write_flow_binary(tmp_path / "f.oflow", torch.zeros(4, 4))
+    with pytest.raises(ValueError, match="depth: expected finite values in"):
+        write_depth_png(tmp_path / "d.png", torch.full((2, 2), 70.0))
+    write_color(tmp_path / "c.png", torch.rand(3, 4, 5))
+    with pytest.raises(ValueError, match=r"c\.png: expected a single-channel uint16 depth PNG"):
+        read_depth_png(tmp_path / "c.png")
+    assert read_color(tmp_path / "c.png").shape == (3, 4, 5)
+    (tmp_path / "K.txt").write_text("500 0 320\n0 -1 240\n0 0 1\n")
+    with pytest.raises(ValueError, match=r"K\.txt: intrinsics: expected focal lengths"):
+        read_intrinsics_txt(tmp_path / "K.txt")
+    (tmp_path / "K2.txt").write_text("500 500 320 240\n")
+    assert read_intrinsics_txt(tmp_path / "K2.txt").tolist() == [500.0, 500.0, 320.0, 240.0]
+    (tmp_path / "K3.txt").write_text("a b\n")
+    with pytest.raises(ValueError, match=r"K3\.txt: expected a whitespace-separated numeric"):
+        read_intrinsics_txt(tmp_path / "K3.txt")
