@@ -8,7 +8,7 @@ import torch
 from nrsfm_kit.demo import DemoSection
 
 ORDER = 20
-TITLE = "Datasets: synthetic ground truth"
+TITLE = "Datasets: synthetic GT"
 
 
 def run(smoke: bool = False) -> DemoSection:
