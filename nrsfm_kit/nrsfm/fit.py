@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from nrsfm_kit.data.types import NRSfMSequence
-from nrsfm_kit.metrics.nrsfm import nrsfm_report
+from nrsfm_kit.metrics.nrsfm import e3d, nrsfm_report
 from nrsfm_kit.nrsfm.classical import EMPPCAConfig, TomasiKanadeConfig, em_ppca, tomasi_kanade
 from nrsfm_kit.nrsfm.common import NRSfMResult, normalize_observations, to_camera_frame, validate_sequence
 from nrsfm_kit.nrsfm.deep_nrsfm import DeepNRSfM, DeepNRSfMConfig, mutual_coherence
@@ -132,7 +132,8 @@ def fit_learned(
             out["coherence"] = float(mutual_coherence(net.final_dictionary()))
         if S_gt is not None and cfg.eval_every_log:
             shapes, cams = _predict(net, Wn, method)
-            out["e3d"] = float(nrsfm_report(to_camera_frame(shapes, cams), S_gt)["e3d"])
+            S_eval = to_camera_frame(shapes, cams) * norm.scale  # back to the units of W (e3D is not scale-free)
+            out["e3d"] = float(e3d(S_eval, S_gt))
         return out
 
     tcfg = TrainConfig(
