@@ -254,7 +254,7 @@ def synthetic_video(num_frames: int, height: int, width: int, seed: int = 0) -> 
 def preset_config(tiny: bool) -> tuple[TwoStageConfig, dict]:
     """(config, {"frames", "height", "width"}) for smoke runs (``tiny``) or teaching runs on this CPU."""
     if tiny:
-        cfg = TwoStageConfig(steps_stage1=30, steps_stage2=30, width=8, lr=5e-4,
+        cfg = TwoStageConfig(steps_stage1=6, steps_stage2=6, width=8, lr=5e-4,
                              loss=EDMLossConfig(num_pairs=10_000),
                              depth=DepthNetConfig(min_depth=0.5, max_depth=10.0), progress=False)
         return cfg, {"frames": 3, "height": 48, "width": 64}

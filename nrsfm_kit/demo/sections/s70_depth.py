@@ -35,25 +35,45 @@ def run(smoke: bool = False) -> DemoSection:
     sec.add("rigid surface by EDM optimisation: rel. depth error", err, target=f"< flat plane {flat:.3f} / 3",
             ok=err < flat / 3)
 
-    cfg, size = preset_config(smoke)
+    import dataclasses
+
+    from nrsfm_kit.data import synthetic_monocular_video
+    from nrsfm_kit.edm.loss import EDMLossConfig
+
+    cfg, size = preset_config(True)
     cfg.progress = False
+    # the rigid prior where it is exact: a static room seen by a translating camera
+    room = synthetic_monocular_video(3, 48, 64, 0, fps=2.0, camera_motion=2.0, objects=())
+    rcfg = dataclasses.replace(cfg, steps_stage2=25 if smoke else 60, lr=1e-3, loss=EDMLossConfig(num_pairs=10_000))
+    room_res = fit_sequence(room, "rigid", rcfg)
+    rb = constant_baseline(room)["all"]["abs_rel"]
+    ra = room_res.metrics["all"]["abs_rel"]
+    sec.add("static room: AbsRel (rigid EDM prior)", ra, target=f"< 0.5 x constant ({rb:.3f})",
+            ok=ra < 0.5 * rb if not smoke else None)
+
+    # the non-rigid video: reported, the issue's targets are not reached at demo/CPU scale (see notebook 12)
+    cfg.steps_stage1 = cfg.steps_stage2 = 6 if smoke else 30
     video = synthetic_video(size["frames"], size["height"], size["width"])
     base = constant_baseline(video)["all"]["abs_rel"]
-    sec.add("constant-depth baseline AbsRel", base, target="reference")
+    sec.add("non-rigid video: constant-depth AbsRel", base, target="reference")
     res = {}
     for var in ("rigid", "embeddings"):
         res[var] = fit_sequence(video, var, cfg)
-        a = res[var].metrics["all"]["abs_rel"]
-        # reported honestly: the targets of the issue are not reached at CPU-sized training (see notebook 12)
-        sec.add(f"AbsRel all ({var})", a, target=f"< baseline {base:.3f}")
-        sec.add(f"AbsRel non-rigid ({var})", res[var].metrics["nonrigid"]["abs_rel"], target="embeddings < rigid")
-    sec.add("motion segmentation IoU", res["embeddings"].segmentation.get("iou", float("nan")), target="> 0.7")
-    sec.add("motion segmentation ROC AUC", res["embeddings"].segmentation.get("auc", float("nan")), target="> 0.5")
-    s = video.depth[0].median() / res["embeddings"].depth[0].median()
+        sec.add(f"non-rigid video: AbsRel all ({var})", res[var].metrics["all"]["abs_rel"],
+                target=f"issue: far below {base:.3f} (not reached at CPU scale)")
+        sec.add(f"non-rigid video: AbsRel non-rigid ({var})", res[var].metrics["nonrigid"]["abs_rel"],
+                target="issue: embeddings < rigid")
+    seg = res["embeddings"].segmentation
+    sec.add("motion segmentation IoU", seg.get("iou", float("nan")), target="issue: > 0.7 (not reached)")
+    sec.add("motion segmentation ROC AUC", seg.get("auc", float("nan")), target="0.5 = chance")
+    s = room.depth[0].median() / room_res.depth[0].median()
+    sec.figures.append(maps_figure({"frame 0": room.frames[0], "GT depth": room.depth[0],
+                                    "EDM-trained depth": s * room_res.depth[0]}, title="Static room"))
+    sec.figures.append(point_cloud_figure({"ground truth": room.depth[0], "EDM-trained": s * room_res.depth[0]},
+                                          room.frames[0], room.intrinsics, title="Static room, frame 0 in 3D"))
     sec.figures.append(maps_figure({"frame 0": video.frames[0], "GT depth": video.depth[0],
                                     "rigid variant": res["rigid"].depth[0],
                                     "with embeddings": res["embeddings"].depth[0],
-                                    "embeddings": res["embeddings"].embeddings[0]}, title="Depth and motion embeddings"))
-    sec.figures.append(point_cloud_figure({"ground truth": video.depth[0], "with embeddings": s * res["embeddings"].depth[0]},
-                                          video.frames[0], video.intrinsics, title="Back-projected frame 0"))
+                                    "embeddings": res["embeddings"].embeddings[0]},
+                                   title="Non-rigid video: depth and motion embeddings"))
     return sec
