@@ -392,3 +392,15 @@ def test_step_functions_bad_inputs():
         compute_clusters(np.array([[1, -2], [0, -1]]))
     with pytest.raises(ValueError, match=r"nodes: expected shape \(\*, 3\)"):
         euclidean_anchors(np.zeros((5, 3)), np.zeros((4, 2)), 4, SIGMA)
+
+
+def test_mesh_adjacency_lengths_whatever_the_face_orientation():
+    v = np.array([[0, 0, 1.0], [0.01, 0, 1.0], [0, 0.02, 1.0], [0.01, 0.02, 1.0]])
+    consistent = np.array([[0, 2, 1], [1, 2, 3]])  # shared edge 1-2 traversed both ways
+    flipped = np.array([[0, 2, 1], [2, 1, 3]])  # shared edge traversed the same way twice
+    for faces in (consistent, flipped):
+        A = mesh_adjacency(v, faces).toarray()
+        np.testing.assert_allclose(A, A.T)
+        np.testing.assert_allclose(A[1, 2], np.linalg.norm(v[1] - v[2]))
+        np.testing.assert_allclose(A[0, 1], 0.01)
+        assert (A > 0).sum() == 2 * 5  # 5 undirected edges
