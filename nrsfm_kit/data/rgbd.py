@@ -148,6 +148,7 @@ def synthetic_rgbd_pair(
     t_source: float = 0.0,
     kinect_noise: bool = False,
     shading: float = 0.25,
+    camera_motion: float = 0.0,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
 ) -> SyntheticRGBDPair:
@@ -161,6 +162,9 @@ def synthetic_rgbd_pair(
         t_source: time of the source frame in seconds.
         kinect_noise: corrupt both depth maps with Kinect-like noise and holes.
         shading: headlight shading weight (0 = pure albedo).
+        camera_motion: 0 (default) keeps the camera static like a tripod capture; > 0 moves it along the
+            hand-held-like path of :func:`nrsfm_kit.data.scenes.build_scene` (then the scene flow, defined as
+            target-camera point minus source-camera point, includes the camera motion).
         seed: textures, object phases and noise are deterministic for a seed.
         dtype: floating dtype of the tensors.
 
@@ -175,7 +179,8 @@ def synthetic_rgbd_pair(
     check_positive("t_source", t_source, strict=False)
     if not 0.0 <= float(shading) <= 1.0:
         raise ValueError(f"shading: expected a value in [0, 1], found {shading!r}")
-    scene = build_scene(tuple(objects), int(height), int(width), int(seed))
+    check_positive("camera_motion", camera_motion, strict=False)
+    scene = build_scene(tuple(objects), int(height), int(width), int(seed), camera_motion=float(camera_motion))
     scene.shading = float(shading)
     t0, t1 = float(t_source), float(t_source) + float(time_gap)
     src, tgt = scene.render(t0), scene.render(t1)
@@ -229,15 +234,16 @@ def synthetic_rgbd_sequence(
     fps: float = 10.0,
     kinect_noise: bool = False,
     shading: float = 0.25,
+    camera_motion: float = 0.0,
     seed: int = 0,
     progress: bool = False,
     dtype: torch.dtype = torch.float32,
 ) -> SyntheticRGBDSequence:
-    """A deforming RGB-D sequence (static camera) with ground truth between any two frames.
+    """A deforming RGB-D sequence (static camera unless ``camera_motion`` > 0) with GT between any two frames.
 
     Frame t is rendered at t / fps seconds. Returns a :class:`SyntheticRGBDSequence` with colors
     (T, 3, H, W), depths (T, H, W) metres (noisy when ``kinect_noise``), masks (T, H, W) of the
-    non-background objects, segmentation (T, H, W), identity poses, and ``pair(i, j)`` /
+    non-background objects, segmentation (T, H, W), poses (T, 4, 4) world -> camera, and ``pair(i, j)`` /
     ``node_translations(nodes, i, j)`` for the ground truth. See :func:`synthetic_rgbd_pair` for the
     other arguments.
     """
@@ -247,7 +253,8 @@ def synthetic_rgbd_sequence(
     check_positive("fps", fps)
     if not 0.0 <= float(shading) <= 1.0:
         raise ValueError(f"shading: expected a value in [0, 1], found {shading!r}")
-    scene = build_scene(tuple(objects), int(height), int(width), int(seed))
+    check_positive("camera_motion", camera_motion, strict=False)
+    scene = build_scene(tuple(objects), int(height), int(width), int(seed), camera_motion=float(camera_motion))
     scene.shading = float(shading)
     times = [k / float(fps) for k in range(int(num_frames))]
     frames = [scene.render(t) for t in tqdm(times, desc="render RGB-D", disable=not progress, leave=False)]

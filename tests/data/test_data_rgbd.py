@@ -205,3 +205,22 @@ def test_barycentric_interpolation_readable(pair):
         p = (bary[y, x][:, None] * corners).sum(0)
         assert torch.allclose(p, pair.target_points[y, x], atol=1e-12)  # static camera: world = camera
     assert torch.allclose(bary.sum(-1), torch.ones(H, W, dtype=bary.dtype))
+
+
+def test_moving_camera_pair():
+    p = synthetic_rgbd_pair(H, W, seed=3, camera_motion=1.0, time_gap=0.4, dtype=torch.float64)
+    T_s, T_t = (torch.as_tensor(p.scene.pose_at(t)) for t in p.times)
+    rel = T_t @ torch.linalg.inv(T_s)
+    static = p.segmentation == 0
+    # static points move only by the camera motion: X_t = R X_s + t in camera coordinates
+    moved = p.source_points @ rel[:3, :3].T + rel[:3, 3]
+    assert (moved - p.target_points)[static].norm(dim=-1).max() < 1e-6
+    assert p.scene_flow[static].norm(dim=-1).mean() > 0.01
+    grid = pixel_grid(H, W, dtype=torch.float64)
+    assert (project(p.target_points, p.intrinsics) - grid - p.optical_flow).abs().max() < 1e-9
+    # node translations use the same camera-frame convention
+    ii, jj = torch.meshgrid(torch.arange(3, H, 9), torch.arange(4, W, 9), indexing="ij")
+    nodes = p.source_points[ii.flatten(), jj.flatten()]
+    assert (p.node_translations(nodes) - p.scene_flow[ii.flatten(), jj.flatten()]).norm(dim=-1).max() < 1e-5
+    with pytest.raises(ValueError, match="camera_motion"):
+        synthetic_rgbd_pair(16, 16, camera_motion=-1.0)
