@@ -2,14 +2,13 @@
 
 Run: ``.venv/bin/python benchmarks/bench_edm.py`` (prints a markdown table). Both implementations run on
 the same inputs in one process; median wall time over repetitions, ratio of medians, peak memory
-(CPU: growth of the peak resident set size, resource.getrusage, of one forward+backward in a forked
-child, since torch's CPU allocations are invisible to tracemalloc; CUDA: torch.cuda.max_memory_allocated).
+(CPU: growth of the peak resident set size (VmHWM) of one forward+backward in a fresh
+process, since torch's CPU allocations are invisible to tracemalloc; CUDA: torch.cuda.max_memory_allocated).
 """
 
 from __future__ import annotations
 
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -29,25 +28,36 @@ def _inputs(n: int, S: int, device: str, seed: int = 0):
     return xk, xl, m, i, j
 
 
+_CHILD = """
+import resource, sys
+sys.path.insert(0, {root!r})
+from bench_edm import _inputs
+from nrsfm_kit.kernels.edm_loss import edm_pair_loss, edm_pair_loss_reference
+import nrsfm_kit.warp_setup as ws
+ws.init()
+fn = edm_pair_loss if {warp} else edm_pair_loss_reference
+small = _inputs(64, 128, "cpu")
+fn(small[0], small[1], small[3], small[4], small[2]).backward()   # load kernels / lazy init on a tiny input
+xk, xl, m, i, j = _inputs({n}, {S}, "cpu")
+def hwm():  # VmHWM of this address space (ru_maxrss would include the parent's size before exec)
+    try:
+        return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+    except (OSError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm()
+fn(xk, xl, i, j, m, tau=-0.2, beta=0.1).backward()
+print((hwm() - base) / 1024)
+"""
+
+
 def _peak_cpu_mib(fn, n: int, S: int) -> float:
-    """Peak RSS growth (MiB) of one forward+backward, measured in a forked child (clean high-water mark)."""
-    import multiprocessing as mp
+    """Peak RSS growth (MiB) of one forward+backward in a fresh Python process (clean allocator state)."""
+    import subprocess
+    from pathlib import Path
 
-    def child(q):
-        args = _inputs(n, S, "cpu")
-        fn(*args[:2], args[3], args[4], args[2]).backward()  # warm-up outside the measurement
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        args = _inputs(n, S, "cpu", seed=1)
-        fn(*args[:2], args[3], args[4], args[2], tau=-0.2, beta=0.1).backward()
-        q.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
-
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    p = ctx.Process(target=child, args=(q,))
-    p.start()
-    out = q.get(timeout=600)
-    p.join()
-    return out
+    code = _CHILD.format(root=str(Path(__file__).resolve().parent), warp=fn is edm_pair_loss, n=n, S=S)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def _run(fn, args, reps: int, device: str):

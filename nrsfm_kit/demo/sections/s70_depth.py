@@ -29,7 +29,7 @@ def run(smoke: bool = False) -> DemoSection:
 
     sv = surface_views("rigid", side=8 if smoke else 10, frames=3)
     i, j = all_pairs(sv.rays.shape[1])
-    d, _ = reconstruct_depths(sv.rays, i, j, steps=150 if smoke else 300, lr=0.02)
+    d, _ = reconstruct_depths(sv.rays, i, j, steps=100 if smoke else 300, lr=0.02)
     err = float(relative_depth_error(d, sv.depth).mean())
     flat = float(relative_depth_error(torch.ones_like(d), sv.depth).mean())
     sec.add("rigid surface by EDM optimisation: rel. depth error", err, target=f"< flat plane {flat:.3f} / 3",
@@ -44,7 +44,7 @@ def run(smoke: bool = False) -> DemoSection:
     cfg.progress = False
     # the rigid prior where it is exact: a static room seen by a translating camera
     room = synthetic_monocular_video(3, 48, 64, 0, fps=2.0, camera_motion=2.0, objects=())
-    rcfg = dataclasses.replace(cfg, steps_stage2=25 if smoke else 60, lr=1e-3, loss=EDMLossConfig(num_pairs=10_000))
+    rcfg = dataclasses.replace(cfg, steps_stage2=20 if smoke else 60, lr=1e-3, loss=EDMLossConfig(num_pairs=10_000))
     room_res = fit_sequence(room, "rigid", rcfg)
     rb = constant_baseline(room)["all"]["abs_rel"]
     ra = room_res.metrics["all"]["abs_rel"]
