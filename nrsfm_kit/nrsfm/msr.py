@@ -60,7 +60,10 @@ def msr_gram_pairwise(
     # one matrix product gives every masked moment: rows [m, x, y, xx, xy, yy] of each side (6B, P) x (P, 6N)
     def stack(W: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         Wt = W.permute(2, 0, 1).contiguous()  # (2, n, P): contiguous x and y planes
-        out = torch.empty((6, *v.shape), dtype=W.dtype, device=W.device)
+        if torch.is_grad_enabled() and W.requires_grad:  # differentiable path (out= is not)
+            x, y = Wt[0] * v, Wt[1] * v
+            return torch.cat([v, x, y, x * Wt[0], x * Wt[1], y * Wt[1]], dim=0)
+        out = torch.empty((6, *v.shape), dtype=W.dtype, device=W.device)  # in-place path: less memory traffic
         out[0] = v
         torch.mul(Wt[0], v, out=out[1])
         torch.mul(Wt[1], v, out=out[2])
