@@ -69,3 +69,16 @@ def test_cli_bad_inputs(tmp_path, capsys):
     assert "expected 4 (fx fy cx cy), 9 (3x3) or 16 (4x4) numbers, found 3" in capsys.readouterr().err
     with pytest.raises(ValueError, match="frames: expected shape"):
         dis_flow(torch.rand(1, 3, 8, 8))
+
+
+def test_real_deepdeform_frames_load_with_dis_flow(real_data, tmp_path):
+    import shutil
+
+    src = real_data("deepdeform", "train", "seq258")
+    for name in ("000000.jpg", "000110.jpg"):
+        shutil.copy(src / "color" / name, tmp_path / name)
+    shutil.copy(src / "intrinsics.txt", tmp_path / "intrinsics.txt")
+    video = load_frame_folder(tmp_path, 48, 64)
+    K = read_intrinsics(src / "intrinsics.txt")  # 4x4 matrix in pixels of the 640x480 frames
+    assert video.frames.shape == (2, 3, 48, 64) and torch.isfinite(video.flow).all()
+    assert torch.allclose(video.intrinsics[:2], K[:2] * 0.1, rtol=1e-5)
