@@ -88,6 +88,7 @@ def fit_learned(
         model = PRRRN(P, mcfg)
     else:
         raise ValueError(f"method: expected 'dnrsfm' or 'prrrn', found {method!r}")
+    model = model.to(Wn.device)  # the device follows the input tensors
     bs = max(1, min(int(mcfg.batch_size), F))
     steps = int(cfg.epochs) * math.ceil(F / bs)
     opt = torch.optim.Adam(model.parameters(), lr=mcfg.learning_rate)
@@ -97,11 +98,11 @@ def fit_learned(
             opt, lambda s: mcfg.lr_decay_rate ** (s / mcfg.lr_decay_steps)
         )
     gen = torch.Generator().manual_seed(cfg.seed)
-    bank = MemoryBank(mcfg.n_mem, 2 * mcfg.channels[-1], P) if method == "prrrn" else None
-    S_gt = seq.S
+    bank = MemoryBank(mcfg.n_mem, 2 * mcfg.channels[-1], P, device=Wn.device) if method == "prrrn" else None
+    S_gt = None if seq.S is None else seq.S.to(Wn.device)
 
     def step_fn(net: torch.nn.Module, step: int) -> dict:
-        idx = torch.randint(0, F, (bs,), generator=gen)
+        idx = torch.randint(0, F, (bs,), generator=gen).to(Wn.device)
         Wb, vb = Wn[idx], vis[idx]
         S, M, h = net(Wb)
         if method == "dnrsfm":
