@@ -243,7 +243,7 @@ def solve_deformation(
         "energy": stack(hist["total"]),
         "energy_terms": {k: stack(hist[k]) for k in ("2d", "depth", "point", "plane", "arap")},
         "valid_nodes": prob.valid_nodes,
-        "valid_points": prob.valid_points,
+        "valid_points": prob.valid_points_full,
         "cluster_correspondences": prob.cluster_correspondences,
         "damping": stack(hist["damping"]),
         "accepted": stack(hist["accepted"]) if hist["accepted"] else torch.zeros(

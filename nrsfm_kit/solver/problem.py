@@ -58,11 +58,12 @@ class Problem:
     normals: torch.Tensor  # (B, P, 3)
     wt: torch.Tensor  # (B, P, 4) row weights sqrt(lambda) w (0 = off)
     intrinsics: torch.Tensor  # (B, 4)
-    valid_points: torch.Tensor  # (B, P) bool, after cluster filtering
+    valid_points: torch.Tensor  # (B, P) bool, after cluster filtering (compacted points)
+    valid_points_full: torch.Tensor  # (B, P_in) bool, in the caller's point layout (dense, then sparse)
     valid_nodes: torch.Tensor  # (B, N) bool
     cluster_correspondences: torch.Tensor  # (B, C) int64
     batched: bool
-    num_dense: int  # first num_dense points are the dense correspondences, the rest sparse matches
+    num_dense: int  # number of dense correspondences in the caller's layout (sparse matches follow)
 
     @property
     def num_nodes(self) -> int:
@@ -281,13 +282,22 @@ def prepare_problem(graph: DeformationGraph, source_points, correspondences, wei
         math.sqrt(lam[3]) * w * vp * sel[3],
     ], -1)
 
+    # points without any active row in any pair are dropped before the kernels (e.g. invalid pixels of
+    # a 640x480 point image); ``valid_points`` keeps the caller's layout
+    valid_full = valid_points
+    keep = valid_points.any(0)
+    if not bool(keep.all()):
+        idx = keep.nonzero().squeeze(1)
+        anchors, anchor_weights = anchors[idx], anchor_weights[idx]
+        points, corr, tz, tp, nrm, wt, valid_points = (x[:, idx] for x in (points, corr, tz, tp, nrm, wt, valid_points))
+
     edges = graph.edges.to(dev).long()
     e_ok = edges >= 0
     ew = graph.edge_weights.to(dt) if terms.use_edge_weights else torch.ones(edges.shape, dtype=dt, device=dev)
     arap_scale = torch.where(e_ok, torch.sqrt(terms.lambda_arap * ew.clamp(min=0)), torch.zeros_like(ew))
     return Problem(points=points, anchors=anchors, anchor_weights=anchor_weights.to(dt), nodes=nodes, edges=edges,
                    arap_scale=arap_scale, corr=corr, target_z=tz, target_points=tp, normals=nrm, wt=wt,
-                   intrinsics=intr, valid_points=valid_points, valid_nodes=valid_nodes,
+                   intrinsics=intr, valid_points=valid_points, valid_points_full=valid_full, valid_nodes=valid_nodes,
                    cluster_correspondences=counts, batched=batched, num_dense=num_dense)
 
 
