@@ -18,6 +18,8 @@ The construction follows the paper's reference implementation (DeformableFriends
    the K = 8 geodesically nearest nodes become edges with weights exp(-d^2 / (2 sigma^2)) normalised
    per node, -1 padding; :func:`euclidean_edges` is the Euclidean K-NN option (cKDTree).
 5. :func:`remove_weak_nodes`: iteratively drop nodes with <= 1 valid neighbour; ids are remapped.
+   (As in the reference, the vertices only such a node covered lose their sigma-coverage: the coverage
+   guarantee of step 3 is about the sampled nodes; ``GraphBuildInfo`` lists the removed ones.)
 6. :func:`compute_clusters`: connected components of the symmetrised edge graph, with sizes; clusters
    smaller than ``min_cluster_size`` (3, the reference's limit) are removed (or raise, on request).
 7. :func:`geodesic_anchors` / :func:`euclidean_anchors`: every vertex's 4 nearest nodes, skinning
@@ -95,6 +97,7 @@ class GraphConfig:
     small_clusters: str = "remove"  # "remove" (documented filtering) or "raise"
     remove_weak: bool = True  # drop nodes with <= 1 neighbour (REMOVE_NODES_WITH_NOT_ENOUGH_NEIGHBORS)
     dijkstra_chunk: int = 16  # nodes per Dijkstra batch (memory: chunk x vertices float64)
+    shuffle_seed: int | None = None  # random sampling order (SAMPLE_RANDOM_SHUFFLE = False: None)
 
     def __post_init__(self) -> None:
         check_positive("node_coverage", self.node_coverage)
@@ -221,18 +224,22 @@ def erode_mesh(faces: np.ndarray, num_vertices: int, iterations: int = 10, min_n
     return out
 
 
-def sample_nodes(vertices: np.ndarray, candidates: np.ndarray, node_coverage: float) -> np.ndarray:
-    """Greedy sigma-coverage sampling (reference ``sample_nodes`` without shuffling).
+def sample_nodes(
+    vertices: np.ndarray, candidates: np.ndarray, node_coverage: float, shuffle_seed: int | None = None
+) -> np.ndarray:
+    """Greedy sigma-coverage sampling (reference ``sample_nodes``).
 
-    Candidates are visited in index order; one becomes a node unless a node already lies within
-    ``node_coverage`` (<=). Implemented with a KD-tree: each new node marks its sigma-ball as covered,
-    and the next node is the first uncovered candidate.
+    Candidates are visited in index order (or, with ``shuffle_seed``, in a random order drawn from it:
+    the reference's ``SAMPLE_RANDOM_SHUFFLE``, off by default); one becomes a node unless a node already
+    lies within ``node_coverage`` (<=). Implemented with a KD-tree: each new node marks its sigma-ball as
+    covered, and the next node is the first uncovered candidate in the visiting order.
 
     Args:
         vertices: (V, 3) metres. candidates: (V,) bool. node_coverage: sigma, metres.
+        shuffle_seed: None (index order) or the seed of the random visiting order.
 
     Returns:
-        (N,) int64 vertex ids of the nodes, increasing.
+        (N,) int64 vertex ids of the nodes, in the order they were chosen (increasing without shuffle).
     """
     dims: dict = {}
     vertices = _arr("vertices", vertices, ("V", 3), dims)
@@ -241,6 +248,8 @@ def sample_nodes(vertices: np.ndarray, candidates: np.ndarray, node_coverage: fl
     cand = np.flatnonzero(candidates)
     if cand.size == 0:
         return np.zeros(0, dtype=np.int64)
+    if shuffle_seed is not None:
+        cand = cand[np.random.default_rng(int(shuffle_seed)).permutation(cand.size)]
     pts = vertices[cand]
     tree = cKDTree(pts)
     covered = np.zeros(cand.size, dtype=bool)
@@ -590,7 +599,7 @@ def build_graph_with_info(depth, mask, intrinsics, config: GraphConfig | None = 
             f"mask: every vertex was eroded (erosion_iterations={cfg.erosion_iterations}, "
             f"min_neighbours={cfg.min_neighbours}); the object region is too small or thin"
         )
-    sampled = sample_nodes(mesh.vertices, non_eroded, sigma)
+    sampled = sample_nodes(mesh.vertices, non_eroded, sigma, cfg.shuffle_seed)
     S = len(sampled)
 
     K = int(cfg.num_neighbours)

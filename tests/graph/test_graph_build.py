@@ -54,9 +54,18 @@ def _check_graph_invariants(graph, info, K=8):
     has = (pa >= 0).any(-1)
     np.testing.assert_allclose(pw.sum(-1)[has], 1.0, atol=1e-6)
     assert (pw[pa < 0] == 0).all() and (pa < N).all()
-    # sigma-coverage: every non-eroded vertex lies within sigma of a node
-    cov = coverage_distances(info.mesh.vertices[info.non_eroded], graph.nodes.double().numpy())
+    # sigma-coverage: every non-eroded vertex lies within sigma of a sampled node; after the clean-up,
+    # of a final node too unless the only nodes covering it were removed (weak / small cluster)
+    V = info.mesh.vertices[info.non_eroded]
+    cov = coverage_distances(V, info.mesh.vertices[info.sampled_vertex_ids])
     assert cov.max() <= graph.node_coverage + 1e-6
+    final = coverage_distances(V, graph.nodes.double().numpy())
+    if len(info.removed_weak) + len(info.removed_small_cluster) == 0:
+        assert final.max() <= graph.node_coverage + 1e-6
+    else:
+        removed = info.sampled_vertex_ids[np.concatenate([info.removed_weak, info.removed_small_cluster])]
+        near_removed = coverage_distances(V, info.mesh.vertices[removed]) <= graph.node_coverage
+        assert (final[~near_removed] <= graph.node_coverage + 1e-6).all()
 
 
 # ---------------------------------------------------------------------------------------------- mesh
@@ -404,3 +413,18 @@ def test_mesh_adjacency_lengths_whatever_the_face_orientation():
         np.testing.assert_allclose(A[1, 2], np.linalg.norm(v[1] - v[2]))
         np.testing.assert_allclose(A[0, 1], 0.01)
         assert (A > 0).sum() == 2 * 5  # 5 undirected edges
+
+
+def test_shuffled_sampling_keeps_coverage_and_is_seeded(wave):
+    depth, mask, intr, graph, info = wave
+    g1, i1 = build_graph_with_info(depth, mask, intr, shuffle_seed=3)
+    g2 = build_graph(depth, mask, intr, shuffle_seed=3)
+    assert torch.equal(g1.nodes, g2.nodes) and torch.equal(g1.edges, g2.edges)
+    assert not torch.equal(g1.nodes, graph.nodes)
+    _check_graph_invariants(g1, i1)
+    assert len(i1.removed_weak) == 1  # this order leaves one node with a single neighbour: removed
+    rng = np.random.default_rng(0)
+    v = rng.uniform(0, 0.3, size=(300, 3))
+    ids = sample_nodes(v, np.ones(300, bool), SIGMA, shuffle_seed=1)
+    perm = np.random.default_rng(1).permutation(300)
+    np.testing.assert_array_equal(ids, perm[_greedy_brute_force(v[perm], np.ones(300, bool), SIGMA)])
