@@ -28,6 +28,8 @@ are front ends taking axis-angle vectors omega (R = exp(omega^)), and :func:`app
 the delta-rotation update R <- exp(eps^) R, t <- t + dt of the paper's App. A.
 
 Devices: everything follows the input tensors (CPU now, CUDA when available); float32 and float64.
+The Warp Functions are first-order (``once_differentiable``): for second derivatives use the torch
+references, which autograd differentiates to any order.
 """
 
 from __future__ import annotations

@@ -229,3 +229,13 @@ def test_gradcheck_axis_angle_front_ends_and_increment():
     eps = (0.1 * torch.randn(4, 3, dtype=torch.float64)).requires_grad_(True)
     dt = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda R_, t_, e, d: apply_increment(R_, t_, e, d), [R, tt, eps, dt])
+
+
+def test_double_backward_is_refused_by_warp_but_available_in_the_reference():
+    pts, anc, w, nodes, R, t, _ = _problem(torch.float64, N=4, P=5, A=2)
+    tt = t.clone().requires_grad_(True)
+    g = torch.autograd.grad(warp_points_torch(pts, anc, w, nodes, R, tt).pow(2).sum(), tt, create_graph=True)[0]
+    assert g.requires_grad  # the reference supports higher-order derivatives
+    g2 = torch.autograd.grad(warp_points(pts, anc, w, nodes, R, tt).pow(2).sum(), tt, create_graph=True)[0]
+    with pytest.raises(RuntimeError):  # first-order only: no silent wrong second derivative
+        torch.autograd.grad(g2.sum(), tt)
