@@ -37,14 +37,14 @@ def run(smoke: bool = False) -> DemoSection:
         sec.add("EM-PPCA e3D", em["e3d"], "< TK", ok=em["e3d"] < tk["e3d"])
         small = DeepNRSfMConfig(num_atoms=64, num_atoms_bottleneck=8, num_dictionaries=4, learning_rate=3e-3,
                                 batch_size=64)  # fmt: skip
-        res_d, dn = fit_nrsfm(seq, "dnrsfm", epochs=60 if smoke else 300, model_config=small,
+        res_d, dn = fit_nrsfm(seq, "dnrsfm", epochs=60 if smoke else 150, model_config=small,
                               config=LearnedFitConfig(progress=False, log_every=10**6))
         if smoke:  # 60 optimiser steps only: shown, not judged
             sec.add("Deep NRSfM e3D (smoke: 60 steps)", dn["e3d"], "< TK at full size")
         else:
             sec.add("Deep NRSfM e3D", dn["e3d"], "< TK", ok=dn["e3d"] < tk["e3d"])
         sec.add("Deep NRSfM dictionary coherence", dn["coherence"], "in [0, 1]")
-        _, pr = fit_nrsfm(seq, "prrrn", epochs=3 if smoke else 40,
+        _, pr = fit_nrsfm(seq, "prrrn", epochs=3 if smoke else 10,
                           model_config=PRRRNConfig(batch_size=64, learning_rate=3e-3),
                           config=LearnedFitConfig(progress=False, log_every=10**6))
         sec.add("PR-RRN e3D", pr["e3d"], "(paper < 0.05 after long GPU training; see RESULTS.md)")
