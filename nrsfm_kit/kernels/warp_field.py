@@ -10,6 +10,19 @@ This module is the template every later kernel bridge follows:
 3. a **public function** that validates its inputs (shapes, dtypes, devices, index ranges,
    finiteness: errors name the argument, the expected and the found value) and calls the Function.
 
+Checklist for a new kernel topic (what this module and ``warp_kernels/warp_field.py`` do):
+
+- kernels generic over the float type (``typing.Any``), float32 and float64 overloads declared with
+  ``wp.overload`` so the module compiles once; ``wp.set_module_options({"enable_backward": False})``
+  when the adjoints are hand-written;
+- integer indices as int64 with -1 padding, checked to lie in [-1, N) before launch (an out-of-range
+  index would read arbitrary memory in the kernel);
+- scatter-adds of gradients with ``wp.atomic_add`` into zero-initialised torch tensors; rows owned by
+  one thread written directly;
+- tests (``tests/kernels/test_<topic>.py``): values and every gradient against the torch reference in
+  float32 and float64, parametrised over CPU and (when present) CUDA; ``gradcheck`` of the Warp Function
+  and of the reference in float64; exact cases (here: rigid motions); every bad input.
+
 Maths (Neural Non-Rigid Tracking, Bozic et al. NeurIPS 2020, eq. 2 / eq. 17, eq. 11; embedded
 deformation, Sumner et al. 2007). A node i has position v_i (metres), rotation R_i and translation t_i
 (metres). A point p with anchors k_1..k_A and skinning weights alpha_a moves to
