@@ -41,7 +41,7 @@ from nrsfm_kit.data.sintel import (
     write_flo,
 )
 from nrsfm_kit.data.types import MonocularVideo, NRSfMSequence, RGBDPair, RGBDSequence
-from nrsfm_kit.data.video import synthetic_monocular_video
+from nrsfm_kit.data.video import VideoFramePairs, synthetic_monocular_video
 from nrsfm_kit.data.volumedeform import (
     list_volumedeform_frames,
     load_volumedeform_sequence,
@@ -60,6 +60,7 @@ __all__ = [
     "SyntheticRGBDPair",
     "SyntheticRGBDPairs",
     "SyntheticRGBDSequence",
+    "VideoFramePairs",
     "center_sequence",
     "check_sequence",
     "list_volumedeform_frames",

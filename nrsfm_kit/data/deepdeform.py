@@ -72,8 +72,13 @@ def write_flow_binary(path: str | Path, flow: torch.Tensor, valid: torch.Tensor 
     f = flow.detach().cpu().float().numpy()
     if f.ndim != 3:
         raise ValueError(f"flow: expected shape (H, W, C), found {tuple(f.shape)}")
+    v = np.ones(f.shape[:2], bool) if valid is None else valid.cpu().numpy().astype(bool)
+    if v.shape != f.shape[:2]:
+        raise ValueError(f"valid: expected shape {f.shape[:2]} to match flow, found {v.shape}")
+    if not np.isfinite(f[v]).all():
+        raise ValueError(f"flow: expected finite values where valid (writing {path}), found non-finite")
     if valid is not None:
-        f = np.where(valid.cpu().numpy()[..., None], f, -np.inf).astype(np.float32)
+        f = np.where(v[..., None], f, -np.inf).astype(np.float32)
     h, w, c = f.shape
     header = np.array([w, h, c], dtype="<u4").tobytes()
     return atomic_write_bytes(path, header + np.ascontiguousarray(f.transpose(2, 0, 1)).astype("<f4").tobytes())

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nrsfm_kit.data._args import check_float_dtype, check_int
 from nrsfm_kit.data.skeleton import MOTIONS, cmu_skeleton, forward_kinematics, procedural_motion
 from nrsfm_kit.data.types import NRSfMSequence
 from nrsfm_kit.utils.checks import check_positive, check_tensor
@@ -193,18 +194,17 @@ def synthetic_nrsfm(
         raise ValueError(f"motion: expected one of {MOTIONS}, found {motion!r}")
     if camera not in CAMERAS:
         raise ValueError(f"camera: expected one of {CAMERAS}, found {camera!r}")
-    if int(num_frames) != num_frames or num_frames < 2:
-        raise ValueError(f"num_frames: expected an integer >= 2, found {num_frames!r}")
+    check_int("num_frames", num_frames, 2)
+    check_int("seed", seed, 0)
+    check_float_dtype(dtype)
     check_positive("noise_ratio", noise_ratio, strict=False)
     if not 0.0 <= float(missing_ratio) < 1.0:
         raise ValueError(f"missing_ratio: expected a value in [0, 1), found {missing_ratio!r}")
     fixed = {"skeleton": 31, "category": 12}.get(kind)
     if fixed is not None and num_points not in (None, fixed):
         raise ValueError(f"num_points: kind={kind!r} has {fixed} points, found num_points={num_points!r}")
-    P = fixed if fixed is not None else (40 if num_points is None else int(num_points))
-    if P < 3:
-        raise ValueError(f"num_points: expected >= 3, found {num_points!r}")
-    if kind == "lowrank" and not (1 <= int(rank) < P):
+    P = fixed if fixed is not None else (40 if num_points is None else check_int("num_points", num_points, 3))
+    if kind == "lowrank" and not (check_int("rank", rank, 1) < P):
         raise ValueError(f"rank: expected 1 <= rank < num_points={P}, found {rank!r}")
     F = int(num_frames)
     rng = np.random.default_rng(seed)

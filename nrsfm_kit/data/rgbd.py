@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from nrsfm_kit.data._args import check_float_dtype, check_int
 from nrsfm_kit.data.render import DeformingScene, Frame, apply_pose, kinect_noise
 from nrsfm_kit.data.scenes import OBJECTS, build_scene
 from nrsfm_kit.data.types import RGBDPair, RGBDSequence
@@ -129,14 +130,13 @@ def _make_pair(
     )
 
 
-def _check_common(height, width, objects, seed) -> None:
-    for name, v in (("height", height), ("width", width)):
-        if int(v) != v or v < 8:
-            raise ValueError(f"{name}: expected an integer >= 8, found {v!r}")
+def _check_common(height, width, objects, seed, dtype=torch.float32) -> None:
+    check_int("height", height, 8)
+    check_int("width", width, 8)
     if isinstance(objects, str) or not all(o in OBJECTS for o in objects) or len(set(objects)) != len(objects):
         raise ValueError(f"objects: expected distinct names from {OBJECTS}, found {objects!r}")
-    if int(seed) != seed:
-        raise ValueError(f"seed: expected an integer, found {seed!r}")
+    check_int("seed", seed, 0)
+    check_float_dtype(dtype)
 
 
 def synthetic_rgbd_pair(
@@ -174,7 +174,7 @@ def synthetic_rgbd_pair(
         non-background objects, segmentation (0 static, 1 rigid, 2 non-rigid), and the extra ground truth
         (clean depth, surface points, object ids, :meth:`~SyntheticRGBDPair.node_translations`).
     """
-    _check_common(height, width, objects, seed)
+    _check_common(height, width, objects, seed, dtype)
     check_positive("time_gap", time_gap)
     check_positive("t_source", t_source, strict=False)
     if not 0.0 <= float(shading) <= 1.0:
@@ -247,9 +247,8 @@ def synthetic_rgbd_sequence(
     ``node_translations(nodes, i, j)`` for the ground truth. See :func:`synthetic_rgbd_pair` for the
     other arguments.
     """
-    if int(num_frames) != num_frames or num_frames < 2:
-        raise ValueError(f"num_frames: expected an integer >= 2, found {num_frames!r}")
-    _check_common(height, width, objects, seed)
+    check_int("num_frames", num_frames, 2)
+    _check_common(height, width, objects, seed, dtype)
     check_positive("fps", fps)
     if not 0.0 <= float(shading) <= 1.0:
         raise ValueError(f"shading: expected a value in [0, 1], found {shading!r}")
@@ -302,12 +301,11 @@ class SyntheticRGBDPairs(torch.utils.data.Dataset):
         time_gap_range: tuple[float, float] = (0.1, 0.4),
         **kwargs,
     ):
-        if int(num_pairs) != num_pairs or num_pairs < 1:
-            raise ValueError(f"num_pairs: expected an integer >= 1, found {num_pairs!r}")
+        check_int("num_pairs", num_pairs, 1)
         lo, hi = (float(x) for x in time_gap_range)
         if not 0 < lo <= hi:
             raise ValueError(f"time_gap_range: expected 0 < low <= high, found {time_gap_range!r}")
-        _check_common(height, width, kwargs.get("objects", OBJECTS), seed)
+        _check_common(height, width, kwargs.get("objects", OBJECTS), seed, kwargs.get("dtype", torch.float32))
         self.num_pairs, self.height, self.width, self.seed = int(num_pairs), int(height), int(width), int(seed)
         self.time_gap_range, self.kwargs = (lo, hi), kwargs
 

@@ -68,6 +68,8 @@ def write_flo(path: str | Path, flow: torch.Tensor) -> Path:
     f = flow.detach().cpu().float().numpy()
     if f.ndim != 3 or f.shape[2] != 2:
         raise ValueError(f"flow: expected shape (H, W, 2), found {tuple(f.shape)}")
+    if np.isnan(f).any():
+        raise ValueError(f"flow: expected no NaN (use > 1e9 for unknown) writing {path}, found {int(np.isnan(f).sum())}")
     head = np.array([TAG_FLOAT], "<f4").tobytes() + np.array([f.shape[1], f.shape[0]], "<i4").tobytes()
     return atomic_write_bytes(path, head + f.astype("<f4").tobytes())
 
@@ -90,6 +92,8 @@ def write_dpt(path: str | Path, depth: torch.Tensor) -> Path:
     d = depth.detach().cpu().float().numpy()
     if d.ndim != 2:
         raise ValueError(f"depth: expected shape (H, W), found {tuple(d.shape)}")
+    if not np.isfinite(d).all() or (d < 0).any():
+        raise ValueError(f"depth: expected finite values >= 0 writing {path}")
     head = np.array([TAG_FLOAT], "<f4").tobytes() + np.array([d.shape[1], d.shape[0]], "<i4").tobytes()
     return atomic_write_bytes(path, head + d.astype("<f4").tobytes())
 
@@ -109,8 +113,11 @@ def read_cam(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 def write_cam(path: str | Path, M: torch.Tensor, N: torch.Tensor) -> Path:
     """Write (3, 3) intrinsics and (3, 4) extrinsics as a ``.cam`` file (atomic)."""
-    M = np.asarray(M, dtype="<f8").reshape(3, 3)
-    N = np.asarray(N, dtype="<f8").reshape(3, 4)
+    M, N = np.asarray(M, dtype="<f8"), np.asarray(N, dtype="<f8")
+    if M.shape != (3, 3) or N.shape != (3, 4):
+        raise ValueError(f"M, N: expected shapes (3, 3) and (3, 4), found {M.shape} and {N.shape}")
+    if not (np.isfinite(M).all() and np.isfinite(N).all()):
+        raise ValueError(f"M, N: expected finite camera matrices writing {path}")
     return atomic_write_bytes(path, np.array([TAG_FLOAT], "<f4").tobytes() + M.tobytes() + N.tobytes())
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nrsfm_kit.data._args import check_int
+
 # ASF length unit -> metres: CMU lengths are in inches / 0.45 (``:units length 0.45``).
 INCH = 0.0254
 
@@ -142,7 +144,19 @@ def forward_kinematics(
         raise ValueError(
             f"root_values: expected shape (F, {len(skeleton.root_dof_order)}), found {root_values.shape}"
         )
+    if not np.isfinite(root_values).all():
+        raise ValueError(f"root_values: expected finite values, found {int((~np.isfinite(root_values)).sum())} non-finite")
     F = root_values.shape[0]
+    known = {b.name: b for b in skeleton.bones}
+    for name, vals in bone_values.items():
+        b = known.get(name)
+        if b is None:
+            raise ValueError(f"bone_values: bone {name!r} is not in the skeleton (bones: {sorted(known)})")
+        a = np.asarray(vals, dtype=np.float64)
+        if a.size != F * len(b.dof):
+            raise ValueError(f"bone_values[{name!r}]: expected shape ({F}, {len(b.dof)}), found {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"bone_values[{name!r}]: expected finite angles, found non-finite values")
     trans = np.zeros((F, 3))
     rot = np.zeros((F, 3))
     for k, name in enumerate(skeleton.root_dof_order):
@@ -246,7 +260,9 @@ def procedural_motion(
     """
     if motion not in MOTIONS:
         raise ValueError(f"motion: expected one of {MOTIONS}, found {motion!r}")
-    F = int(num_frames)
+    F = check_int("num_frames", num_frames, 1)
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps: expected a finite value > 0, found {fps!r}")
     t = np.arange(F) / fps
     amp = lambda: float(rng.uniform(0.85, 1.15))
     phase0 = float(rng.uniform(0, 2 * math.pi))

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from nrsfm_kit.data._args import check_float_dtype, check_int
 from nrsfm_kit.data.scenes import OBJECTS, build_scene
 from nrsfm_kit.data.types import MonocularVideo
 from nrsfm_kit.utils.checks import check_positive
@@ -46,11 +47,11 @@ def synthetic_monocular_video(
         flow (T-1, H, W, 2) forward flow in pixels, flow_visibility (T-1, H, W), segmentation (T, H, W)
         int64, intrinsics (4,), poses (T, 4, 4) world -> camera.
     """
-    if int(num_frames) != num_frames or num_frames < 2:
-        raise ValueError(f"num_frames: expected an integer >= 2, found {num_frames!r}")
-    for name, v in (("height", height), ("width", width)):
-        if int(v) != v or v < 8:
-            raise ValueError(f"{name}: expected an integer >= 8, found {v!r}")
+    check_int("num_frames", num_frames, 2)
+    check_int("height", height, 8)
+    check_int("width", width, 8)
+    check_int("seed", seed, 0)
+    check_float_dtype(dtype)
     check_positive("fps", fps)
     check_positive("camera_motion", camera_motion, strict=False)
     scene = build_scene(tuple(objects), int(height), int(width), seed, camera_motion=float(camera_motion))
@@ -74,3 +75,59 @@ def synthetic_monocular_video(
         poses=t(np.stack([f.T_cw for f in frames])),
         flow_visibility=torch.as_tensor(np.stack(vis)),
     )
+
+
+class VideoFramePairs(torch.utils.data.Dataset):
+    """A torch Dataset of consecutive frame pairs (t, t + 1) of a :class:`MonocularVideo` (synthetic or Sintel).
+
+    Item t (0 <= t < T - 1): a dict of tensors (collatable by the default ``DataLoader`` collate):
+    ``source``, ``target`` (3, H, W) in [0, 1], ``intrinsics`` (4,) pixels, ``index`` (int), and when the
+    video has them: ``source_depth``, ``target_depth`` (H, W) metres, ``flow`` (H, W, 2) forward flow in
+    pixels, ``flow_visibility`` (H, W) bool, ``segmentation`` (H, W) int64 of the source frame,
+    ``relative_pose`` (4, 4) = T_{t+1} T_t^{-1} (source camera -> target camera, metres).
+
+    The video's fields are validated once (shapes consistent with ``frames``, finite values): ValueError
+    naming the field otherwise.
+    """
+
+    def __init__(self, video: MonocularVideo):
+        from nrsfm_kit.utils.checks import check_tensor
+
+        dims: dict = {}
+        check_tensor("video.frames", video.frames, ("T", 3, "H", "W"), dims=dims)
+        if dims["T"] < 2:
+            raise ValueError(f"video.frames: expected at least 2 frames, found {dims['T']}")
+        check_tensor("video.intrinsics", video.intrinsics, (4,))
+        if video.depth is not None:
+            check_tensor("video.depth", video.depth, ("T", "H", "W"), dims=dims)
+        if video.flow is not None:
+            dims["T1"] = dims["T"] - 1
+            check_tensor("video.flow", video.flow, ("T1", "H", "W", 2), dims=dims)
+        if video.flow_visibility is not None:
+            dims["T1"] = dims["T"] - 1
+            check_tensor("video.flow_visibility", video.flow_visibility, ("T1", "H", "W"), dims=dims, floating=False)
+        if video.segmentation is not None:
+            check_tensor("video.segmentation", video.segmentation, ("T", "H", "W"), dims=dims, floating=False)
+        if video.poses is not None:
+            check_tensor("video.poses", video.poses, ("T", 4, 4), dims=dims)
+        self.video = video
+
+    def __len__(self) -> int:
+        return int(self.video.frames.shape[0]) - 1
+
+    def __getitem__(self, t: int) -> dict:
+        if not 0 <= int(t) < len(self):
+            raise IndexError(f"t: expected an index in [0, {len(self)}), found {t}")
+        v, t = self.video, int(t)
+        item = {"source": v.frames[t], "target": v.frames[t + 1], "intrinsics": v.intrinsics, "index": t}
+        if v.depth is not None:
+            item["source_depth"], item["target_depth"] = v.depth[t], v.depth[t + 1]
+        if v.flow is not None:
+            item["flow"] = v.flow[t]
+        if v.flow_visibility is not None:
+            item["flow_visibility"] = v.flow_visibility[t]
+        if v.segmentation is not None:
+            item["segmentation"] = v.segmentation[t]
+        if v.poses is not None:
+            item["relative_pose"] = v.poses[t + 1] @ torch.linalg.inv(v.poses[t])
+        return item

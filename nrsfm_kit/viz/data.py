@@ -17,6 +17,13 @@ def _np(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def _need(name: str, a: np.ndarray, ndim: int, last: int | None, spec: str) -> np.ndarray:
+    """ValueError naming ``name`` unless ``a`` has ``ndim`` dims (and last dim ``last``)."""
+    if a.ndim != ndim or (last is not None and a.shape[-1] != last):
+        raise ValueError(f"{name}: expected shape {spec}, found {tuple(a.shape)}")
+    return a
+
+
 def _rgb8(img) -> np.ndarray:
     """(3, H, W) or (H, W, 3) float in [0, 1] -> (H, W, 3) uint8."""
     a = _np(img).astype(np.float64)
@@ -64,9 +71,14 @@ def image_row(images: Sequence, titles: Sequence[str] = (), height: int = 300) -
 
 def flow_arrows_2d(image, flow, valid=None, stride: int = 16, title: str = "", height: int = 400) -> go.Figure:
     """An image with optical-flow arrows (pixel -> pixel + flow) every ``stride`` pixels."""
-    f = _np(flow)
+    f = _need("flow", _np(flow), 3, 2, "(H, W, 2)")
     H, W = f.shape[:2]
     v = np.ones((H, W), bool) if valid is None else _np(valid).astype(bool)
+    if v.shape != (H, W):
+        raise ValueError(f"valid: expected shape {(H, W)} to match flow, found {v.shape}")
+    if int(stride) != stride or stride < 1:
+        raise ValueError(f"stride: expected an integer >= 1, found {stride!r}")
+    v = v & np.isfinite(f).all(-1)
     vv, uu = np.mgrid[stride // 2 : H : stride, stride // 2 : W : stride]
     keep = v[vv, uu]
     u0, v0 = uu[keep].astype(float), vv[keep].astype(float)
@@ -87,9 +99,13 @@ def scene_flow_figure(points, scene_flow, colors=None, stride: int = 8, title: s
 
     ``points``/``scene_flow`` (H, W, 3) metres with zeros where invalid; ``colors`` (3, H, W) or (H, W, 3).
     """
-    P = _np(points).astype(np.float64)
-    S = _np(scene_flow).astype(np.float64)
-    valid = P[..., 2] > 0
+    P = _need("points", _np(points).astype(np.float64), 3, 3, "(H, W, 3)")
+    S = _need("scene_flow", _np(scene_flow).astype(np.float64), 3, 3, "(H, W, 3)")
+    if S.shape != P.shape:
+        raise ValueError(f"scene_flow: expected shape {P.shape} to match points, found {S.shape}")
+    if int(stride) != stride or stride < 1:
+        raise ValueError(f"stride: expected an integer >= 1, found {stride!r}")
+    valid = (P[..., 2] > 0) & np.isfinite(P).all(-1) & np.isfinite(S).all(-1)
     sub = np.zeros_like(valid)
     sub[::stride, ::stride] = True
     arrows = valid & sub & (np.linalg.norm(S, axis=-1) > 0)
@@ -110,8 +126,12 @@ def scene_flow_figure(points, scene_flow, colors=None, stride: int = 8, title: s
 
 def rgbd_slider(colors, depths, title: str = "", height: int = 380, max_depth: float | None = None) -> go.Figure:
     """Scrub an RGB-D sequence with a plotly slider: colour (T, 3, H, W) and depth (T, H, W) side by side."""
-    C, D = _np(colors), _np(depths).astype(np.float64)
+    C = _need("colors", _np(colors), 4, None, "(T, 3, H, W)")
+    D = _need("depths", _np(depths).astype(np.float64), 3, None, "(T, H, W)")
     T, _, H, W = C.shape
+    if C.shape[1] != 3 or D.shape != (T, H, W):
+        raise ValueError(f"colors, depths: expected shapes (T, 3, H, W) and (T, H, W), found {C.shape} and {D.shape}")
+    D = np.where(np.isfinite(D), D, 0.0)
     dmax = max_depth or float(D.max())
     depth_rgb = lambda d: cv2.applyColorMap((np.clip(d / dmax, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)[..., ::-1]
     both = lambda t: np.concatenate([_rgb8(C[t]), np.zeros((H, 4, 3), np.uint8), depth_rgb(D[t])], 1)
@@ -128,7 +148,10 @@ def rgbd_slider(colors, depths, title: str = "", height: int = 380, max_depth: f
 def skeleton_animation(S, bones: Sequence[tuple[int, int]], title: str = "", step: int = 1,
                        color: str = "royalblue") -> go.Figure:  # fmt: skip
     """Animate 3D shapes (F, P, 3) (skeleton when ``bones`` is given) with play button and frame slider."""
-    A = _np(S).astype(np.float64)
+    A = _need("S", _np(S).astype(np.float64), 3, 3, "(F, P, 3)")
+    bad = [(i, j) for i, j in bones if not (0 <= i < A.shape[1] and 0 <= j < A.shape[1])]
+    if bad:
+        raise ValueError(f"bones: expected joint indices in [0, {A.shape[1]}), found {bad[:3]}")
     frames_idx = list(range(0, A.shape[0], max(1, int(step))))
     fig = figure3d(skeleton_traces(A[0], bones, name="shape", color=color), title=title, camera_view="default")
     lo, hi = A.reshape(-1, 3).min(0), A.reshape(-1, 3).max(0)
@@ -150,8 +173,10 @@ def skeleton_animation(S, bones: Sequence[tuple[int, int]], title: str = "", ste
 
 def keypoints_2d(W, visibility=None, bones: Sequence[tuple[int, int]] = (), title: str = "") -> go.Figure:
     """2D keypoints (P, 2) with bones; invisible points hidden. Image convention (y down)."""
-    w = _np(W).astype(np.float64)
+    w = _need("W", _np(W).astype(np.float64), 2, 2, "(P, 2)")
     v = np.ones(len(w), bool) if visibility is None else _np(visibility).astype(bool)
+    if v.shape != (len(w),):
+        raise ValueError(f"visibility: expected shape ({len(w)},), found {v.shape}")
     xs, ys = [], []
     for i, j in bones:
         if v[i] and v[j]:

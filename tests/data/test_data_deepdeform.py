@@ -48,11 +48,20 @@ def test_flow_binary_bad_files(tmp_path):
         read_flow_binary(tmp_path / "trunc.oflow")
     with pytest.raises(ValueError, match=r"t\.oflow: expected 3 channels, found 2"):
         read_flow_binary(p, channels=3)
-    nan = torch.zeros(4, 4, 2)
-    nan[1, 1, 0] = float("nan")
-    write_flow_binary(tmp_path / "nan.oflow", nan)
+    nan = np.zeros((2, 4, 4), "<f4")
+    nan[0, 1, 1] = np.nan
+    (tmp_path / "nan.oflow").write_bytes(np.array([4, 4, 2], "<u4").tobytes() + nan.tobytes())
     with pytest.raises(ValueError, match=r"nan\.oflow: expected finite values or -inf"):
         read_flow_binary(tmp_path / "nan.oflow")
+    # the writer refuses to produce such files (non-finite where valid) and mismatched masks
+    with pytest.raises(ValueError, match=r"flow: expected finite values where valid"):
+        write_flow_binary(tmp_path / "w.oflow", torch.from_numpy(nan.transpose(1, 2, 0).copy()))
+    valid = torch.ones(4, 4, dtype=torch.bool)
+    valid[1, 1] = False  # the NaN pixel is marked invalid: written as -inf, read back as invalid
+    f, v = read_flow_binary(write_flow_binary(tmp_path / "ok.oflow", torch.from_numpy(nan.transpose(1, 2, 0).copy()), valid))
+    assert torch.equal(v, valid) and torch.isfinite(f).all()
+    with pytest.raises(ValueError, match=r"valid: expected shape \(4, 4\)"):
+        write_flow_binary(tmp_path / "m.oflow", torch.zeros(4, 4, 2), torch.ones(3, 4, dtype=torch.bool))
 
 
 def test_pair_round_trip(tmp_path, synth):

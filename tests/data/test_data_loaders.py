@@ -53,11 +53,22 @@ def test_sintel_bad_files(tmp_path):
     (tmp_path / "short.flo").write_bytes(raw[:-8])
     with pytest.raises(ValueError, match=r"short\.flo: header says 4x3x2"):
         read_flo(tmp_path / "short.flo")
-    d = torch.ones(3, 4)
-    d[0, 0] = float("inf")
-    write_dpt(tmp_path / "inf.dpt", d)
+    d = np.ones((3, 4), "<f4")
+    d[0, 0] = np.inf
+    head = np.array([202021.25], "<f4").tobytes() + np.array([4, 3], "<i4").tobytes()
+    (tmp_path / "inf.dpt").write_bytes(head + d.tobytes())
     with pytest.raises(ValueError, match=r"inf\.dpt: expected finite depth"):
         read_dpt(tmp_path / "inf.dpt")
+    with pytest.raises(ValueError, match=r"depth: expected finite values >= 0 writing .*w\.dpt"):
+        write_dpt(tmp_path / "w.dpt", torch.from_numpy(d))
+    with pytest.raises(ValueError, match=r"depth: expected finite values >= 0"):
+        write_dpt(tmp_path / "w.dpt", -torch.ones(2, 2))
+    with pytest.raises(ValueError, match=r"flow: expected no NaN"):
+        write_flo(tmp_path / "n.flo", torch.full((2, 2, 2), float("nan")))
+    with pytest.raises(ValueError, match=r"M, N: expected shapes \(3, 3\) and \(3, 4\), found \(3, 3\) and \(4, 4\)"):
+        write_cam(tmp_path / "n.cam", torch.eye(3), torch.eye(4))
+    with pytest.raises(ValueError, match=r"M, N: expected finite camera matrices"):
+        write_cam(tmp_path / "n.cam", torch.full((3, 3), float("inf")), torch.zeros(3, 4))
     (tmp_path / "c.cam").write_bytes(np.array([202021.25], "<f4").tobytes() + b"\0" * 16)
     with pytest.raises(ValueError, match=r"c\.cam: expected 172 bytes"):
         read_cam(tmp_path / "c.cam")

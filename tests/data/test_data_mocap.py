@@ -154,3 +154,27 @@ def test_asf_real_file_features(tmp_path):
     assert [b.name for b in sk.bones] == ["a", "b", "c"]
     assert sk.bone("a").dof == ("rx", "ry", "rz") and np.allclose(sk.bone("b").direction, [1, 0, 0])
     np.testing.assert_allclose(sk.bone("b").axis, [0, 0, 90])
+
+
+def test_forward_kinematics_and_motion_bad_inputs():
+    sk = cmu_skeleton()
+    root, vals = procedural_motion(sk, "walking", 4, np.random.default_rng(0))
+    bad_root = root.copy()
+    bad_root[1, 3] = np.nan
+    with pytest.raises(ValueError, match="root_values: expected finite values, found 1 non-finite"):
+        forward_kinematics(sk, bad_root, vals)
+    with pytest.raises(ValueError, match=r"root_values: expected shape \(F, 6\)"):
+        forward_kinematics(sk, root[:, :5], vals)
+    with pytest.raises(ValueError, match="bone_values: bone 'tail' is not in the skeleton"):
+        forward_kinematics(sk, root, {**vals, "tail": np.zeros((4, 1))})
+    with pytest.raises(ValueError, match=r"bone_values\['lfemur'\]: expected shape \(4, 3\)"):
+        forward_kinematics(sk, root, {**vals, "lfemur": np.zeros((4, 2))})
+    inf = {**vals, "ltibia": np.full((4, 1), np.inf)}
+    with pytest.raises(ValueError, match=r"bone_values\['ltibia'\]: expected finite angles"):
+        forward_kinematics(sk, root, inf)
+    with pytest.raises(ValueError, match="num_frames: expected an integer >= 1, found 0"):
+        procedural_motion(sk, "walking", 0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="fps: expected a finite value > 0"):
+        procedural_motion(sk, "waving", 5, np.random.default_rng(0), fps=0.0)
+    with pytest.raises(ValueError, match="motion: expected one of"):
+        procedural_motion(sk, "jumping", 5, np.random.default_rng(0))

@@ -118,6 +118,11 @@ def test_noise_ratio_and_missing_ratio_exact():
         ({"noise_ratio": -0.1}, "noise_ratio"),
         ({"noise_ratio": float("nan")}, "noise_ratio"),
         ({"missing_ratio": 1.0}, "missing_ratio"),
+        ({"num_frames": float("nan")}, r"num_frames: expected an integer >= 2, found nan"),
+        ({"kind": "lowrank", "num_points": "40"}, "num_points"),
+        ({"kind": "lowrank", "rank": 0}, "rank"),
+        ({"seed": -1}, "seed"),
+        ({"dtype": torch.int64}, "dtype"),
     ],
 )
 def test_synthetic_bad_inputs(kwargs, match):

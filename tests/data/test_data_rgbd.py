@@ -163,6 +163,12 @@ def test_sequence_and_its_pairs():
         ({"time_gap": 0.0}, "time_gap"),
         ({"t_source": -1.0}, "t_source"),
         ({"shading": 2.0}, "shading"),
+        ({"height": float("nan")}, r"height: expected an integer >= 8, found nan"),
+        ({"width": "32"}, r"width: expected an integer >= 8, found '32'"),
+        ({"seed": -1}, r"seed: expected an integer >= 0, found -1"),
+        ({"seed": 1.5}, "seed"),
+        ({"time_gap": float("inf")}, "time_gap"),
+        ({"dtype": torch.int64}, r"dtype: expected a floating torch dtype"),
     ],
 )
 def test_pair_bad_inputs(kwargs, match):
@@ -170,7 +176,11 @@ def test_pair_bad_inputs(kwargs, match):
         synthetic_rgbd_pair(**{"height": 16, "width": 16, **kwargs})
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"num_frames": 1}, "num_frames"), ({"fps": -2}, "fps")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"num_frames": 1}, "num_frames"), ({"num_frames": float("nan")}, "num_frames"), ({"fps": -2}, "fps"),
+     ({"dtype": torch.bool}, "dtype")],
+)
 def test_sequence_bad_inputs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         synthetic_rgbd_sequence(**{"height": 16, "width": 16, **kwargs})
@@ -224,3 +234,26 @@ def test_moving_camera_pair():
     assert (p.node_translations(nodes) - p.scene_flow[ii.flatten(), jj.flatten()]).norm(dim=-1).max() < 1e-5
     with pytest.raises(ValueError, match="camera_motion"):
         synthetic_rgbd_pair(16, 16, camera_motion=-1.0)
+
+
+def test_node_translations_of_a_graph_built_on_the_source_frame(pair):
+    """Issue 3: GT node translations for a deformation graph built on the source frame (nrsfm_kit.graph)."""
+    from nrsfm_kit.graph.build import build_graph
+
+    cloth = pair.source_object_ids == pair.object_names.index("cloth")
+    graph = build_graph(pair.source_depth, cloth, pair.intrinsics, node_coverage=0.05)
+    nodes = torch.as_tensor(graph.nodes, dtype=torch.float64)
+    assert len(nodes) >= 8
+    tr = pair.node_translations(nodes)
+    # graph nodes are back-projected source pixels of the cloth: they move with their pixel's scene flow
+    uv = project(nodes, pair.intrinsics).round().long()
+    assert (pixel_grid(H, W, dtype=torch.float64)[uv[:, 1], uv[:, 0]] - project(nodes, pair.intrinsics)).abs().max() < 1e-3
+    assert cloth[uv[:, 1], uv[:, 0]].all()
+    sf = pair.scene_flow[uv[:, 1], uv[:, 0]]
+    assert (tr - sf).norm(dim=-1).max() < 1e-5  # metres (float32 node positions)
+    assert tr.norm(dim=-1).mean() > 0.005  # the cloth really deforms between the frames
+    # non-finite nodes never flow on
+    bad = nodes.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="nodes: expected finite"):
+        pair.node_translations(bad)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nrsfm_kit.data import synthetic_monocular_video
+from nrsfm_kit.data import MonocularVideo, VideoFramePairs, synthetic_monocular_video
 from nrsfm_kit.geometry import backproject, pixel_grid, project
 
 
@@ -81,8 +81,44 @@ def test_deterministic():
         ({"fps": 0}, "fps"),
         ({"camera_motion": -1}, "camera_motion"),
         ({"objects": ("cloth", "teapot")}, "objects"),
+        ({"height": float("nan")}, "height"),
+        ({"seed": -3}, "seed"),
+        ({"dtype": torch.int32}, "dtype"),
     ],
 )
 def test_bad_inputs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         synthetic_monocular_video(**kwargs)
+
+
+def test_frame_pairs_dataset(video):
+    ds = VideoFramePairs(video)
+    assert len(ds) == 3
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    assert batch["source"].shape == (2, 3, 96, 128) and batch["flow"].shape == (2, 96, 128, 2)
+    assert batch["relative_pose"].shape == (2, 4, 4) and batch["flow_visibility"].dtype == torch.bool
+    item = ds[2]
+    assert torch.equal(item["source"], video.frames[2]) and torch.equal(item["target"], video.frames[3])
+    # the relative pose carries static source points to the target camera: their projection is the flow
+    H, W = video.depth.shape[1:]
+    grid = pixel_grid(H, W, dtype=torch.float64)
+    X = backproject(grid, item["source_depth"], item["intrinsics"])
+    T = item["relative_pose"]
+    uv = project(X @ T[:3, :3].T + T[:3, 3], item["intrinsics"])
+    static = item["segmentation"] == 0
+    assert (uv - grid - item["flow"])[static].norm(dim=-1).max() < 1e-4
+    with pytest.raises(IndexError):
+        ds[3]
+
+
+def test_frame_pairs_dataset_bad_inputs(video):
+    one = MonocularVideo(frames=video.frames[:1], intrinsics=video.intrinsics)
+    with pytest.raises(ValueError, match="video.frames: expected at least 2 frames"):
+        VideoFramePairs(one)
+    bad = MonocularVideo(frames=video.frames, intrinsics=video.intrinsics, depth=video.depth.clone())
+    bad.depth[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="video.depth: expected finite"):
+        VideoFramePairs(bad)
+    short = MonocularVideo(frames=video.frames, intrinsics=video.intrinsics, flow=video.flow[:1])
+    with pytest.raises(ValueError, match="video.flow: expected shape"):
+        VideoFramePairs(short)

@@ -41,3 +41,33 @@ def test_figures_build():
     anim = skeleton_animation(s.S_world, s.bones, step=2)
     assert len(anim.frames) == 3
     assert len(keypoints_2d(s.W[0], s.visibility[0], s.bones).data) == 2
+
+
+def test_figure_bad_inputs():
+    with pytest.raises(ValueError, match=r"flow: expected shape \(H, W, 2\), found \(4, 4\)"):
+        flow_arrows_2d(torch.rand(3, 4, 4), torch.zeros(4, 4))
+    with pytest.raises(ValueError, match=r"valid: expected shape \(4, 4\)"):
+        flow_arrows_2d(torch.rand(3, 4, 4), torch.zeros(4, 4, 2), torch.ones(3, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="stride"):
+        flow_arrows_2d(torch.rand(3, 4, 4), torch.zeros(4, 4, 2), stride=0)
+    with pytest.raises(ValueError, match=r"scene_flow: expected shape \(4, 4, 3\) to match points"):
+        scene_flow_figure(torch.rand(4, 4, 3), torch.zeros(4, 5, 3))
+    with pytest.raises(ValueError, match=r"points: expected shape \(H, W, 3\)"):
+        scene_flow_figure(torch.rand(16, 3), torch.zeros(16, 3))
+    with pytest.raises(ValueError, match=r"colors, depths: expected shapes"):
+        rgbd_slider(torch.rand(2, 3, 4, 4), torch.rand(3, 4, 4))
+    with pytest.raises(ValueError, match=r"S: expected shape \(F, P, 3\)"):
+        skeleton_animation(torch.rand(5, 3), [])
+    with pytest.raises(ValueError, match=r"bones: expected joint indices in \[0, 3\)"):
+        skeleton_animation(torch.rand(2, 3, 3), [(0, 3)])
+    with pytest.raises(ValueError, match=r"visibility: expected shape \(3,\)"):
+        keypoints_2d(torch.rand(3, 2), torch.ones(4, dtype=torch.bool))
+
+
+def test_non_finite_values_are_not_drawn():
+    P = torch.rand(4, 4, 3) + torch.tensor([0.0, 0.0, 1.0])
+    S = torch.zeros(4, 4, 3) + 0.01
+    S[0, 0] = float("nan")
+    fig = scene_flow_figure(P, S, stride=1)
+    assert np.isfinite(np.asarray(fig.data[0].x, dtype=float)).all()
+    assert len(fig.data[2].x) == 15  # the NaN arrow is dropped, the 15 others drawn
