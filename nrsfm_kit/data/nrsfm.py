@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nrsfm_kit.data._args import check_float_dtype, check_int
+from nrsfm_kit.data._args import check_float_dtype, check_int, to_tensor
 from nrsfm_kit.data.skeleton import MOTIONS, cmu_skeleton, forward_kinematics, procedural_motion
 from nrsfm_kit.data.types import NRSfMSequence
 from nrsfm_kit.utils.checks import check_positive, check_tensor
@@ -263,7 +263,7 @@ def views_from_shapes(
         W = W + noise
     W = W * vis[..., None]
 
-    t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
+    t = lambda a: to_tensor(a, dtype)
     return NRSfMSequence(
         W=t(W),
         visibility=torch.as_tensor(vis),

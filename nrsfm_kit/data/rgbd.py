@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from nrsfm_kit.data._args import check_float_dtype, check_int
+from nrsfm_kit.data._args import check_float_dtype, check_int, to_tensor
 from nrsfm_kit.data.render import DeformingScene, Frame, apply_pose, kinect_noise
 from nrsfm_kit.data.scenes import OBJECTS, build_scene
 from nrsfm_kit.data.types import RGBDPair, RGBDSequence
@@ -25,7 +25,7 @@ from nrsfm_kit.utils.checks import check_positive, check_tensor
 
 
 def _np2t(a, dtype):
-    return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
+    return to_tensor(a, dtype)
 
 
 def _node_translations(

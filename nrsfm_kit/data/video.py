@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from nrsfm_kit.data._args import check_float_dtype, check_int
+from nrsfm_kit.data._args import check_float_dtype, check_int, to_tensor
 from nrsfm_kit.data.scenes import OBJECTS, build_scene
 from nrsfm_kit.data.types import MonocularVideo
 from nrsfm_kit.utils.checks import check_positive
@@ -64,7 +64,7 @@ def synthetic_monocular_video(
         gt = scene.correspondences(f, t_next)
         flows.append(gt["optical_flow"])
         vis.append(gt["visibility"])
-    t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
+    t = lambda a: to_tensor(a, dtype)
     return MonocularVideo(
         frames=t(np.stack([f.color for f in frames]).transpose(0, 3, 1, 2)),
         intrinsics=t(scene.intrinsics),
