@@ -157,3 +157,20 @@ def pair_backward(
             gm = (go * dldw * dwdrho / rho) * (mi - mj)
             wp.atomic_add(grad_emb, i, gm)
             wp.atomic_sub(grad_emb, j, gm)
+
+
+@wp.kernel
+def pair_sq_dists(
+    xk: wp.array(dtype=Any),
+    xl: wp.array(dtype=Any),
+    pi: wp.array(dtype=wp.int32),
+    pj: wp.array(dtype=wp.int32),
+    ek: wp.array(dtype=Any),
+    el: wp.array(dtype=Any),
+):
+    """Per-pair squared distances e^k_s, e^l_s (for the median normalisation), O(S) memory."""
+    s = wp.tid()
+    dk = xk[pi[s]] - xk[pj[s]]
+    dl = xl[pi[s]] - xl[pj[s]]
+    ek[s] = wp.dot(dk, dk)
+    el[s] = wp.dot(dl, dl)

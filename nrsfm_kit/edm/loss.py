@@ -38,6 +38,9 @@ class EDMLossConfig:
     sampling: "uniform" pairs over the image, or "local" pairs inside ``radius`` pixels (isometric prior).
     radius: neighbourhood radius in pixels for "local" sampling.
     eps: added to alpha = sum_s w_s.
+    normalization: per-set scale of the squared distances: "mean" (the paper) or "median" (our robust
+        variant: the mean admits a degenerate minimum on non-rigid scenes, see
+        :mod:`nrsfm_kit.kernels.edm_loss`).
     """
 
     num_pairs: int = 100_000
@@ -46,8 +49,11 @@ class EDMLossConfig:
     sampling: str = "uniform"
     radius: float = 8.0
     eps: float = 1e-8
+    normalization: str = "mean"
 
     def __post_init__(self):
+        if self.normalization not in ("mean", "median"):
+            raise ValueError(f"normalization: expected 'mean' or 'median', found {self.normalization!r}")
         if int(self.num_pairs) < 1:
             raise ValueError(f"num_pairs: expected >= 1, found {self.num_pairs}")
         if self.sampling not in SAMPLINGS:
@@ -225,4 +231,4 @@ def edm_view_pair_loss(
     if emb is not None:
         emb = emb[index]
     fn = edm_pair_loss if backend == "warp" else edm_pair_loss_reference
-    return fn(xk, xl, i, j, emb, tau=cfg.tau, beta=cfg.beta, eps=cfg.eps)
+    return fn(xk, xl, i, j, emb, tau=cfg.tau, beta=cfg.beta, eps=cfg.eps, normalization=cfg.normalization)

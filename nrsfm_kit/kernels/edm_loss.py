@@ -15,6 +15,11 @@ view l that pixel p of view k maps to), S sampled pairs ``(i, j)`` and optional 
     L = \\frac{1}{\\alpha} \\sum_s w_s |\\hat e^k_s - \\hat e^l_s| + \\beta (1 - \\|w\\|_1 / S),
     \\quad \\alpha = \\sum_s w_s + \\epsilon
 
+``normalization="median"`` divides each set by its median squared distance instead of the mean (our
+robust variant, not in the paper: with the mean, a network can push a few pixels far away so that the mean
+is dominated by them and every other normalised distance vanishes in both views, a degenerate minimum we
+observe on non-rigid videos; the median is insensitive to those few pixels).
+
 The regulariser ``beta (1 - ||w||_1 / S)`` rewards large weights (it is the paper's ``-beta ||w||_1`` up to a
 constant and the 1/S scale), so the embeddings cannot switch every pair off. Without embeddings every
 ``w_s = 1`` (the rigid prior of Table 1). Memory is O(n + S); no n x n matrix is ever formed.
@@ -33,7 +38,12 @@ _VEC = {torch.float32: wp.vec3f, torch.float64: wp.vec3d}
 _SCAL = {torch.float32: wp.float32, torch.float64: wp.float64}
 
 
-def _check_inputs(xk, xl, i, j, emb, tau, beta, eps) -> None:
+NORMALIZATIONS = ("mean", "median")
+
+
+def _check_inputs(xk, xl, i, j, emb, tau, beta, eps, normalization="mean") -> None:
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization: expected one of {NORMALIZATIONS}, found {normalization!r}")
     dims: dict = {}
     check_tensor("xk", xk, ("n", 3), dims=dims)
     check_tensor("xl", xl, ("n", 3), dims=dims)
@@ -61,7 +71,9 @@ def _check_inputs(xk, xl, i, j, emb, tau, beta, eps) -> None:
         raise ValueError(f"beta, eps: expected beta >= 0 and eps > 0, found beta={beta!r}, eps={eps!r}")
 
 
-def _set_means(ek: torch.Tensor, el: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _set_scales(ek: torch.Tensor, el: torch.Tensor, normalization: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if normalization == "median":
+        return ek.median(), el.median()
     return ek.mean(), el.mean()
 
 
@@ -73,16 +85,18 @@ def edm_pair_terms_reference(
     emb: torch.Tensor | None = None,
     *,
     tau: float = 0.0,
+    normalization: str = "mean",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-torch residuals and weights of the sampled pairs.
 
-    Returns ``(r, w)``, both (S,): ``r_s = e^k_s / mean(e^k) - e^l_s / mean(e^l)`` (unitless) and the
+    Returns ``(r, w)``, both (S,): ``r_s = e^k_s / mean(e^k) - e^l_s / mean(e^l)`` (unitless; median with
+    ``normalization="median"``) and the
     weights ``w_s`` in [0, 1] after the tau-offset (all ones without embeddings).
     """
     i, j = i.long(), j.long()
     ek = ((xk[i] - xk[j]) ** 2).sum(-1)
     el = ((xl[i] - xl[j]) ** 2).sum(-1)
-    mk, ml = _set_means(ek, el)
+    mk, ml = _set_scales(ek, el, normalization)
     r = ek / mk - el / ml
     if emb is None:
         w = torch.ones_like(r)
@@ -105,17 +119,18 @@ def edm_pair_loss_reference(
     tau: float = 0.0,
     beta: float = 0.0,
     eps: float = 1e-8,
+    normalization: str = "mean",
 ) -> torch.Tensor:
     """Pure-torch reference of :func:`edm_pair_loss` (same maths, autograd backward). Returns a scalar."""
-    _check_inputs(xk, xl, i, j, emb, tau, beta, eps)
-    r, w = edm_pair_terms_reference(xk, xl, i, j, emb, tau=tau)
+    _check_inputs(xk, xl, i, j, emb, tau, beta, eps, normalization)
+    r, w = edm_pair_terms_reference(xk, xl, i, j, emb, tau=tau, normalization=normalization)
     den = w.sum() + eps
     return (w * r.abs()).sum() / den + beta * (1 - w.sum() / r.numel())
 
 
 class _EDMPairLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xk, xl, emb, i, j, tau, beta, eps):
+    def forward(ctx, xk, xl, emb, i, j, tau, beta, eps, normalization):
         use_embed = 0 if emb is None else 1
         xk, xl = contiguous(xk.detach()), contiguous(xl.detach())
         dt, dev = xk.dtype, xk.device
@@ -126,9 +141,19 @@ class _EDMPairLoss(torch.autograd.Function):
         S = i32.numel()
         wxk, wxl, we = wview(xk, vec), wview(xl, vec), wview(e, vec)
         wi, wj = wview(i32), wview(j32)
-        sums = torch.zeros(2, dtype=dt, device=dev)
-        launch(wk.pair_sq_sums, S, [wxk, wxl, wi, wj, wview(sums)], like=xk)
-        mu = sums / S
+        med = None
+        if normalization == "median":
+            ek = torch.empty(S, dtype=dt, device=dev)
+            el = torch.empty(S, dtype=dt, device=dev)
+            launch(wk.pair_sq_dists, S, [wxk, wxl, wi, wj], [wview(ek), wview(el)], like=xk)
+            mk, ik = ek.median(dim=0)
+            ml, il = el.median(dim=0)
+            mu = torch.stack([mk, ml]).contiguous()
+            med = torch.stack([ik, il])
+        else:
+            sums = torch.zeros(2, dtype=dt, device=dev)
+            launch(wk.pair_sq_sums, S, [wxk, wxl, wi, wj, wview(sums)], like=xk)
+            mu = sums / S
         if not bool((mu > 0).all()):
             raise ValueError(
                 f"xk, xl: expected sampled pairs with non-zero distances, found mean squared distances {mu.tolist()}"
@@ -147,13 +172,13 @@ class _EDMPairLoss(torch.autograd.Function):
         data = sums2[0] / den
         loss = data + beta * (1 - sums2[1] / S)
         ctx.save_for_backward(xk, xl, e, i32, j32, mu, r, w, den, data)
-        ctx.cfg = (tau, beta, use_embed, S)
+        ctx.cfg = (tau, beta, use_embed, S, med)
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):
         xk, xl, e, i32, j32, mu, r, w, den, data = ctx.saved_tensors
-        tau, beta, use_embed, S = ctx.cfg
+        tau, beta, use_embed, S, med = ctx.cfg
         dt, dev = xk.dtype, xk.device
         vec, scal = _VEC[dt], _SCAL[dt]
         wxk, wxl, we = wview(xk, vec), wview(xl, vec), wview(e, vec)
@@ -167,12 +192,14 @@ class _EDMPairLoss(torch.autograd.Function):
             [wview(red)],
             like=xk,
         )
+        # mean: d mu / d e_t = 1 / S for every pair (folded into the kernel); median: only the median pair
+        share = red / S if med is None else torch.zeros_like(red)
         consts = torch.stack(
             [
                 inv_den,
                 data,
-                red[0] / S,
-                red[1] / S,
+                share[0],
+                share[1],
                 grad_out.reshape(()).to(dt),
                 torch.tensor(beta / S, dtype=dt, device=dev),
             ]
@@ -187,7 +214,16 @@ class _EDMPairLoss(torch.autograd.Function):
             [wview(gxk, vec), wview(gxl, vec), wview(ge, vec)],
             like=xk,
         )
-        return gxk, gxl, (ge if use_embed else None), None, None, None, None, None
+        if med is not None:
+            # d L / d e_t* = -c_k / mu_k (view k) and +c_l / mu_l (view l) for the median pair t* of each set
+            # (c = red, see pair_backward_reduce)
+            go = grad_out.reshape(()).to(dt)
+            for X, G, t, c, sgn in ((xk, gxk, med[0], red[0] / mu[0], -1.0), (xl, gxl, med[1], red[1] / mu[1], 1.0)):
+                a, b = i32[t].long(), j32[t].long()
+                dvec = 2 * (X[a] - X[b]) * (sgn * c) * go
+                G[a] += dvec
+                G[b] -= dvec
+        return gxk, gxl, (ge if use_embed else None), None, None, None, None, None, None
 
 
 def edm_pair_loss(
@@ -200,6 +236,7 @@ def edm_pair_loss(
     tau: float = 0.0,
     beta: float = 0.0,
     eps: float = 1e-8,
+    normalization: str = "mean",
 ) -> torch.Tensor:
     """ARAP EDM loss over sampled pairs, forward and backward in Warp (device follows ``xk``).
 
@@ -211,11 +248,12 @@ def edm_pair_loss(
         tau: weight offset, w <- clamp((w + tau) / (1 + tau), 0, 1), tau > -1 (0 = no offset).
         beta: weight of the ||w||_1 regulariser (>= 0).
         eps: added to alpha = sum w against division by zero.
+        normalization: "mean" (the paper's per-set normalisation) or "median" (robust, see the module doc).
 
     Returns:
         scalar tensor (unitless), differentiable w.r.t. ``xk``, ``xl`` and ``emb``.
     """
-    _check_inputs(xk, xl, i, j, emb, tau, beta, eps)
+    _check_inputs(xk, xl, i, j, emb, tau, beta, eps, normalization)
     if xk.dtype not in _VEC:
         raise ValueError(f"xk: expected dtype float32 or float64, found {xk.dtype}")
-    return _EDMPairLoss.apply(xk, xl, emb, i, j, float(tau), float(beta), float(eps))
+    return _EDMPairLoss.apply(xk, xl, emb, i, j, float(tau), float(beta), float(eps), normalization)

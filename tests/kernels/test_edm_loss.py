@@ -44,6 +44,45 @@ def test_gradcheck_warp_float64():
     assert torch.autograd.gradcheck(lambda a, b: edm_pair_loss(a, b, i, j), (xk, xl))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_parity_median_normalization(device, dtype):
+    xk, xl, m, i, j = _inputs(S=61, dtype=dtype, device=device)
+    keep = i != j
+    i, j = i[keep], j[keep]
+    a = edm_pair_loss(xk, xl, i, j, m, tau=-0.2, beta=0.1, normalization="median")
+    b = edm_pair_loss_reference(xk, xl, i, j, m, tau=-0.2, beta=0.1, normalization="median")
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert abs(float(a) - float(b)) <= tol * max(1.0, abs(float(b)))
+    for x, y in zip(torch.autograd.grad(a, [xk, xl, m]), torch.autograd.grad(b, [xk, xl, m]), strict=True):
+        assert torch.allclose(x, y, atol=tol, rtol=1e-4 if dtype == torch.float32 else 1e-9)
+
+
+def test_gradcheck_median_float64():
+    xk, xl, m, i, j = _inputs(n=10, S=31)
+    keep = i != j
+    i, j = i[keep], j[keep]
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: edm_pair_loss(a, b, i, j, c, tau=-0.2, beta=0.1, normalization="median"), (xk, xl, m)
+    )
+
+
+def test_median_is_robust_to_a_few_far_points():
+    """The degenerate minimum of the mean normalisation: a few far points make every other distance vanish."""
+    g = torch.Generator().manual_seed(3)
+    n = 200
+    xk = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    xl = xk + 0.3 * torch.randn(n, 3, generator=g, dtype=torch.float64)  # non-rigid change everywhere
+    i, j = torch.randint(0, n, (4000,), generator=g), torch.randint(0, n, (4000,), generator=g)
+    far = torch.zeros(n, 1, dtype=torch.float64)
+    far[:4] = 1.0
+    shrink = lambda x: 0.01 * x * (1 - far) + far * (x + torch.tensor([0.0, 0.0, 50.0], dtype=torch.float64))
+    for norm, better in (("mean", True), ("median", False)):
+        honest = float(edm_pair_loss(xk, xl, i, j, normalization=norm))
+        degenerate = float(edm_pair_loss(shrink(xk), shrink(xl), i, j, normalization=norm))
+        assert (degenerate < honest) == better, (norm, degenerate, honest)
+
+
 def test_gradcheck_reference_float64():
     xk, xl, m, i, j = _inputs(n=10, S=30)
     assert torch.autograd.gradcheck(
@@ -102,3 +141,5 @@ def test_bad_inputs():
         edm_pair_loss(xk, xl, i, j, m, tau=-1.0)
     with pytest.raises(ValueError, match=r"non-zero distances"):
         edm_pair_loss(xk, xl, i, i)
+    with pytest.raises(ValueError, match=r"normalization: expected one of"):
+        edm_pair_loss(xk, xl, i, j, normalization="max")
