@@ -117,3 +117,21 @@ def test_bad_inputs():
         PRRRN(8, SMALL)(torch.randn(2, 7, 2))
     with pytest.raises(ValueError, match="n_mem: expected >= 1"):
         MemoryBank(0, 4, 4)
+
+
+def test_pairwise_losses_gradients_float64():
+    torch.manual_seed(1)
+    net = PRRRN(6, SMALL).double()
+    W = torch.randn(4, 6, 2, dtype=torch.float64)
+    S, R, _ = net(W)
+    # consistency: the targets are detached, so the loss is a function of the network weights only
+    Sd = S.detach().requires_grad_(True)
+    consistency_loss(net, Sd, R.detach(), torch.Generator().manual_seed(0)).backward()
+    assert Sd.grad is None or float(Sd.grad.abs().max()) == 0.0
+    bank_h = torch.nn.functional.normalize(torch.randn(5, 4, dtype=torch.float64), dim=-1)
+    bank_W = torch.randn(5, 6, 2, dtype=torch.float64)
+    vis = torch.ones(4, 6, dtype=torch.bool)
+    h = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda h: contrastive_loss(h, W, vis, bank_h, bank_W, torch.ones(5, 6, dtype=torch.bool), 0.3, 0.0)[0], (h,)
+    )
