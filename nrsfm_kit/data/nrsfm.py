@@ -306,7 +306,7 @@ def load_nrsfm_mat(path: str | Path, dtype: torch.dtype = torch.float32) -> NRSf
       least-squares orthographic fit of the centred W_f to the centred S_f, orthonormalised; S is then
       rotated into the camera frame and the given S is kept as ``S_world``.
 
-    NaN entries in W/X mark missing points (visibility False, W set to 0). No centring is applied (see
+    NaN entries in W/X mark missing points (visibility False, W set to 0); infinite entries raise. No centring is applied (see
     :func:`center_sequence`). Raises FileNotFoundError for a missing file and ValueError (with the path)
     for an unknown layout, inconsistent sizes or non-finite ground truth.
     """
@@ -319,6 +319,7 @@ def load_nrsfm_mat(path: str | Path, dtype: torch.dtype = torch.float32) -> NRSf
         if X.ndim != 3 or X.shape[0] != 3:
             raise ValueError(f"{path}: X: expected shape (3, P, F), found {X.shape}")
         S = X.transpose(2, 1, 0)  # (F, P, 3)
+        _no_inf(path, "X", S)
         vis = np.isfinite(S).all(axis=-1)
         W = np.where(vis[..., None], S[..., :2], 0.0)
         S_out = np.where(vis[..., None], S, 0.0)  # missing points zeroed, visibility says where
@@ -328,6 +329,7 @@ def load_nrsfm_mat(path: str | Path, dtype: torch.dtype = torch.float32) -> NRSf
             raise ValueError(f"{path}: W: expected shape (2F, P), found {Wm.shape}")
         F, P = Wm.shape[0] // 2, Wm.shape[1]
         W = Wm.reshape(F, 2, P).transpose(0, 2, 1)
+        _no_inf(path, "W", W)
         vis = np.isfinite(W).all(axis=-1)
         W = np.where(vis[..., None], W, 0.0)
         S_out = None
@@ -348,6 +350,13 @@ def load_nrsfm_mat(path: str | Path, dtype: torch.dtype = torch.float32) -> NRSf
         W=t(W), visibility=torch.as_tensor(vis), S=t(S_out), cameras=t(cameras), name=path.stem,
         S_world=t(S_world),
     )  # fmt: skip
+
+
+def _no_inf(path: Path, name: str, a: np.ndarray) -> None:
+    """NaN marks a missing point; +-inf is a corrupt value: ValueError naming the file and the variable."""
+    n = int(np.isinf(a).sum())
+    if n:
+        raise ValueError(f"{path}: {name}: expected finite values or NaN (missing), found {n} infinite")
 
 
 def _to_camera_frame(path: Path, W: np.ndarray, vis: np.ndarray, S: np.ndarray, Rs) -> tuple:

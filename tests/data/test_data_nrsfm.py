@@ -213,6 +213,16 @@ def test_load_bad_files(tmp_path):
     scipy.io.savemat(tmp_path / "ws.mat", {"W": np.zeros((4, 5)), "S": np.zeros((5, 5))})
     with pytest.raises(ValueError, match=r"S: expected shape \(3F, P\)"):
         load_nrsfm_mat(tmp_path / "ws.mat")
+    X = np.ones((3, 4, 5))
+    X[2, 1, 3] = -np.inf
+    scipy.io.savemat(tmp_path / "xinf.mat", {"X": X})
+    with pytest.raises(ValueError, match=r"xinf\.mat: X: expected finite values or NaN \(missing\), found 1 infinite"):
+        load_nrsfm_mat(tmp_path / "xinf.mat")
+    Wi = np.zeros((4, 5))
+    Wi[1, 1] = np.inf
+    scipy.io.savemat(tmp_path / "winf.mat", {"W": Wi})
+    with pytest.raises(ValueError, match=r"winf\.mat: W: expected finite values or NaN"):
+        load_nrsfm_mat(tmp_path / "winf.mat")
     S = np.ones((6, 5))
     S[0, 0] = np.inf
     scipy.io.savemat(tmp_path / "wsinf.mat", {"W": np.zeros((4, 5)), "S": S})
