@@ -73,9 +73,19 @@ def _worker(impl: str, grid: int, stride: int, reps: int, device: str, queue) ->
 
 
 def run(impl: str, grid: int, stride: int, reps: int, device: str) -> dict:
+    import sys
+    from pathlib import Path
+
+    # import this file as a module so the spawned worker can unpickle its target even when the script
+    # runs as __main__ of benchmarks/run_all.py (runpy)
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import bench_solver
+
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_worker, args=(impl, grid, stride, reps, device, q))
+    p = ctx.Process(target=bench_solver._worker, args=(impl, grid, stride, reps, device, q))
     p.start()
     p.join()
     if p.exitcode != 0:
@@ -88,13 +98,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, one repetition (smoke run)")
     ap.add_argument("--no-sweep", action="store_true", help="skip the PCG vs dense sweep")
-    args = ap.parse_args()
+    ap.add_argument("--sweep-only", action="store_true", help="only the PCG vs dense sweep")
+    args, _ = ap.parse_known_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     machine = f"{platform.processor() or platform.machine()}, {mp.cpu_count()} cores" + (
         f", {torch.cuda.get_device_name()}" if device == "cuda" else ", no GPU")
     print(f"# bench_solver ({device}; {machine}; torch {torch.__version__})\n")
 
     grid, stride, reps = (40, 6, 1) if args.quick else (100, 6, 5)
+    if not args.sweep_only:
+        _main_table(grid, stride, reps, device)
+    if not args.no_sweep:
+        _sweep(args.quick, device)
+
+
+def _main_table(grid: int, stride: int, reps: int, device: str) -> None:
     print(f"## Forward + backward, 3 iterations, float32 (grid {grid}x{grid} points, node stride {stride})\n")
     rows = [run("warp", grid, stride, reps, device), run("torch", grid, stride, max(1, reps // 2), device),
             run("autograd", grid, stride, max(1, reps // 2), device)]
@@ -110,14 +128,15 @@ def main() -> None:
     if device == "cuda":
         print(f"\nTime per keyframe (Warp path, forward+backward): {base * 1e3:.1f} ms (paper: 27 ms)")
 
-    if args.no_sweep:
-        return
+
+
+def _sweep(quick: bool, device: str) -> None:
     print("\n## PCG vs dense Cholesky as N grows (Warp path, forward + backward, 3 iterations)\n")
-    sweep = [(40, 10), (60, 6)] if args.quick else [(100, 10), (100, 6), (100, 4), (100, 3), (90, 2)]
+    sweep = [(40, 10), (60, 6)] if quick else [(100, 10), (100, 6), (100, 4), (100, 3), (90, 2)]
     print("| N nodes | P points | dense s | PCG s | PCG / dense | dense peak MB | PCG peak MB |")
     print("|---|---|---|---|---|---|---|")
     for g, st in sweep:
-        r_reps = 1 if (args.quick or st <= 3) else 3
+        r_reps = 1 if (quick or st <= 3) else 3
         d = run("warp:dense", g, st, r_reps, device)
         p = run("warp:pcg", g, st, r_reps, device)
         print(f"| {d['N']} | {d['P']} | {d['median_s']:.3f} | {p['median_s']:.3f} | "

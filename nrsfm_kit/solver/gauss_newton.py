@@ -14,8 +14,11 @@ Backward modes (``SolverConfig.backward``):
 - ``"unrolled"``: autograd follows all iterations (each step's Jacobian depends on the previous T).
 - ``"implicit"``: iterations run without a graph; one differentiable step x = -(J^T J + D)^-1 J^T r is
   taken at the solution T*. Since J^T r = 0 at a stationary point, its derivative is
-  dT/dtheta = -(J^T J + D)^-1 d(J^T r)/dtheta, the implicit-function-theorem gradient (with the
-  Gauss-Newton Hessian): memory independent of the number of iterations.
+  dT/dtheta = -(J^T J + D)^-1 d(J^T r)/dtheta, the implicit-function-theorem gradient with the
+  Gauss-Newton Hessian: memory independent of the number of iterations. It equals the limit of the
+  unrolled gradient when the residuals vanish at the solution (the unrolled one converges to the
+  true-Hessian gradient); with large residuals it is an approximation (tests: 0.4 % on a rigid pair).
+  The forward value is that of ``max_iter + 1`` iterations.
 """
 
 from __future__ import annotations
