@@ -29,7 +29,7 @@ def run(smoke: bool = False) -> DemoSection:
 
     sv = surface_views("rigid", side=8 if smoke else 10, frames=3)
     i, j = all_pairs(sv.rays.shape[1])
-    d, _ = reconstruct_depths(sv.rays, i, j, steps=100 if smoke else 300, lr=0.02)
+    d, _ = reconstruct_depths(sv.rays, i, j, steps=80 if smoke else 250, lr=0.02)
     err = float(relative_depth_error(d, sv.depth).mean())
     flat = float(relative_depth_error(torch.ones_like(d), sv.depth).mean())
     sec.add("rigid surface by EDM optimisation: rel. depth error", err, target=f"< flat plane {flat:.3f} / 3",
@@ -52,7 +52,7 @@ def run(smoke: bool = False) -> DemoSection:
             ok=ra < 0.5 * rb if not smoke else None)
 
     # the non-rigid video: reported, the targets are not reached at demo/CPU scale (see notebook 12)
-    cfg.steps_stage1 = cfg.steps_stage2 = 6 if smoke else 30
+    cfg.steps_stage1 = cfg.steps_stage2 = 6 if smoke else 20
     video = synthetic_video(size["frames"], size["height"], size["width"])
     base = constant_baseline(video)["all"]["abs_rel"]
     sec.add("non-rigid video: constant-depth AbsRel", base, target="reference")
