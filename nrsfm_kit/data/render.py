@@ -448,6 +448,16 @@ def kinect_noise(
     - random dropout blobs covering about ``hole_fraction`` of the image,
     - quantisation to millimetres (the uint16 PNG storage).
     """
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f"depth: expected shape (H, W), found {depth.shape}")
+    if not np.isfinite(depth).all() or (depth < 0).any():
+        raise ValueError("depth: expected finite values >= 0 (metres, 0 = no surface)")
+    if normals_dot_view is not None and np.shape(normals_dot_view) != depth.shape:
+        raise ValueError(f"normals_dot_view: expected shape {depth.shape}, found {np.shape(normals_dot_view)}")
+    for name, v in (("hole_fraction", hole_fraction), ("edge_threshold", edge_threshold), ("grazing_cos", grazing_cos)):
+        if not (np.isfinite(v) and 0 <= v < (1 if name != "edge_threshold" else np.inf)):
+            raise ValueError(f"{name}: expected a finite value in [0, {1 if name != 'edge_threshold' else 'inf'}), found {v!r}")
     d = depth.astype(np.float64).copy()
     valid = d > 0
     sigma = 0.0012 + 0.0019 * (d - 0.4) ** 2

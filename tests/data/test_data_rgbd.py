@@ -257,3 +257,19 @@ def test_node_translations_of_a_graph_built_on_the_source_frame(pair):
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="nodes: expected finite"):
         pair.node_translations(bad)
+
+
+def test_kinect_noise_bad_inputs():
+    from nrsfm_kit.data.render import kinect_noise
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"depth: expected shape \(H, W\)"):
+        kinect_noise(np.ones((2, 3, 4)), None, rng)
+    with pytest.raises(ValueError, match="depth: expected finite values >= 0"):
+        kinect_noise(np.full((4, 4), np.nan), None, rng)
+    with pytest.raises(ValueError, match=r"normals_dot_view: expected shape \(4, 4\)"):
+        kinect_noise(np.ones((4, 4)), np.ones((3, 4)), rng)
+    with pytest.raises(ValueError, match="hole_fraction"):
+        kinect_noise(np.ones((4, 4)), None, rng, hole_fraction=1.5)
+    out = kinect_noise(np.ones((16, 16)), None, rng, hole_fraction=0.0)
+    assert np.isfinite(out).all() and (np.abs(out - 1) < 0.02).all()  # sigma(1 m) ~ 1.9 mm, no holes
