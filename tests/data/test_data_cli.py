@@ -36,3 +36,13 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["data", "info", str(tmp_path / "x.txt")]) == 2
     with pytest.raises(SystemExit):
         main(["data", "synth", "rgbd-pair", str(tmp_path), "--size", "big"])
+
+
+def test_cli_bad_values_exit_2_with_the_argument_named(tmp_path, capsys):
+    assert main(["data", "synth", "nrsfm", str(tmp_path / "s.mat"), "--frames", "1"]) == 2
+    assert "num_frames: expected an integer >= 2, found 1" in capsys.readouterr().err
+    assert main(["data", "synth", "mocap", str(tmp_path / "m"), "--frames", "0"]) == 2
+    assert "num_frames: expected an integer >= 1, found 0" in capsys.readouterr().err
+    assert main(["data", "synth", "video", str(tmp_path / "v"), "--size", "4x4"]) == 2
+    assert "height: expected an integer >= 8, found 4" in capsys.readouterr().err
+    assert not (tmp_path / "s.mat").exists() and not (tmp_path / "v").exists()
