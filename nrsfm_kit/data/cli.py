@@ -23,6 +23,9 @@ def _size(text: str) -> tuple[int, int]:
 
 def _synth(args: argparse.Namespace) -> int:
     out = Path(args.out)
+
+    def n_frames(default: int) -> int:  # 0 / negative values go on to the generators' checks (exit 2)
+        return default if args.frames is None else args.frames
     if args.what == "rgbd-pair":
         from nrsfm_kit.data.deepdeform import save_deepdeform_pair
         from nrsfm_kit.data.rgbd import synthetic_rgbd_pair
@@ -35,7 +38,7 @@ def _synth(args: argparse.Namespace) -> int:
 
         from nrsfm_kit.data.nrsfm import save_nrsfm_mat, synthetic_nrsfm
 
-        seq = synthetic_nrsfm(args.kind, (200 if args.frames is None else args.frames), motion=args.motion, seed=args.seed, dtype=torch.float64)
+        seq = synthetic_nrsfm(args.kind, n_frames(200), motion=args.motion, seed=args.seed, dtype=torch.float64)
         save_nrsfm_mat(out, seq, layout="X")
     elif args.what == "mocap":
         import numpy as np
@@ -44,7 +47,7 @@ def _synth(args: argparse.Namespace) -> int:
         from nrsfm_kit.data.skeleton import cmu_skeleton, procedural_motion
 
         sk = cmu_skeleton()
-        root, vals = procedural_motion(sk, args.motion, (120 if args.frames is None else args.frames), np.random.default_rng(args.seed))
+        root, vals = procedural_motion(sk, args.motion, n_frames(120), np.random.default_rng(args.seed))
         write_asf(out / "synthetic.asf", sk)
         write_amc(out / f"synthetic_{args.motion}.amc", sk, root, vals)
     else:  # video -> Sintel layout
@@ -54,7 +57,7 @@ def _synth(args: argparse.Namespace) -> int:
         from nrsfm_kit.geometry import intrinsics_matrix
 
         h, w = args.size or (96, 128)
-        v = synthetic_monocular_video((8 if args.frames is None else args.frames), h, w, seed=args.seed)
+        v = synthetic_monocular_video(n_frames(8), h, w, seed=args.seed)
         base, scene = out / "training", "synthetic"
         K = intrinsics_matrix(v.intrinsics.double())
         for t in range(v.frames.shape[0]):
