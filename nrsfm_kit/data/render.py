@@ -217,6 +217,7 @@ class DeformingScene:
     _rays: dict = field(default_factory=dict, repr=False)  # pose bytes -> rays
 
     def vertices(self, t: float) -> list[np.ndarray]:
+        """World vertices of every object at time ``t`` seconds: a list of (V_k, 3) float64 arrays, metres."""
         return [np.asarray(o.vertices_at(t), dtype=np.float64) for o in self.objects]
 
     def scene_at(self, t: float, verts: list[np.ndarray] | None = None):
