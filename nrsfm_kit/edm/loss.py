@@ -32,7 +32,7 @@ class EDMLossConfig:
 
     num_pairs: S = 100k sampled pixel pairs per view pair (Takmaz et al., Sec. 4 / the issue).
     beta: weight of the ||w||_1 regulariser keeping motion-embedding weights from collapsing to 0
-        (tuned on our synthetic video; the paper's value could not be retrieved offline).
+        (our choice: the paper's value could not be retrieved offline; 0, 0.02, 0.05, 0.1 tried, see nb 12).
     tau: weight offset (w + tau)/(1 + tau) clamped to [0, 1]; 0 in stage 1 (joint training), set for
         stage 2 (frozen embeddings) by :class:`nrsfm_kit.edm.training.TwoStageConfig`.
     sampling: "uniform" pairs over the image, or "local" pairs inside ``radius`` pixels (isometric prior).

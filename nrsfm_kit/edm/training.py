@@ -37,10 +37,11 @@ class TwoStageConfig:
     lr: Adam learning rate. The paper trains with Adam at 1e-4 from ImageNet-pretrained encoders for many
         epochs; we train from scratch on one short video for a few hundred steps, hence 1e-3.
     width: ResNet-18 base width (64 = the real network; smaller keeps CPU runs short).
-    tau: stage-2 weight offset (negative values sharpen the frozen weights: w < -tau -> 0).
+    tau: stage-2 weight offset (negative values sharpen the frozen weights: w < -tau -> 0); our choice,
+        the paper's value could not be retrieved offline.
     loss: the EDM loss settings (S pairs, beta, sampling); ``loss.tau`` is overridden per stage.
-    seg_threshold: embedding distance above which a pixel is "moving".
-    border: border width (pixels) over which the static embedding is the channel-wise median.
+    seg_threshold: embedding distance above which a pixel is "moving" (ours; the ROC covers all thresholds).
+    border: border width (pixels) over which the static embedding is the channel-wise median (ours).
     """
 
     steps_stage1: int = 300
