@@ -84,8 +84,9 @@ def _rd(anchors, points, nodes, R):
 # ==================================================================================================
 
 
-def data_terms_torch(points, anchors, anchor_weights, nodes, rotations, translations, corr, target_z,
-                     target_points, normals, wt, intrinsics, min_depth: float = 1e-3):
+def data_terms_torch(points: torch.Tensor, anchors: torch.Tensor, anchor_weights: torch.Tensor, nodes: torch.Tensor, rotations: torch.Tensor, translations: torch.Tensor, corr: torch.Tensor,
+                     target_z: torch.Tensor, target_points: torch.Tensor, normals: torch.Tensor, wt: torch.Tensor, intrinsics: torch.Tensor,
+                     min_depth: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-torch data residuals and analytic Jacobians (reference of :func:`data_terms`).
 
     Args: see :func:`data_terms`. Returns (r (B, P, 7), J (B, P, 7, A*6)).
@@ -123,7 +124,7 @@ def data_terms_torch(points, anchors, anchor_weights, nodes, rotations, translat
     return r, J.reshape(B, P, 7, A * 6)
 
 
-def arap_terms_torch(nodes, edges, scale, rotations, translations):
+def arap_terms_torch(nodes: torch.Tensor, edges: torch.Tensor, scale: torch.Tensor, rotations: torch.Tensor, translations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-torch ARAP residuals and Jacobians (reference of :func:`arap_terms`).
 
     Returns (r (B, N*K, 3), J (B, N*K, 3, 12)) with columns (eps_i, t_i, eps_j, t_j).
@@ -151,7 +152,7 @@ def _cols6(cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return c6, valid
 
 
-def normal_equations_torch(J, r, cols, num_nodes: int):
+def normal_equations_torch(J: torch.Tensor, r: torch.Tensor, cols: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-torch A = J^T J (B, 6N, 6N) and b = J^T r (B, 6N) from a block-sparse residual family."""
     B = J.shape[0]
     n = 6 * num_nodes
@@ -166,7 +167,7 @@ def normal_equations_torch(J, r, cols, num_nodes: int):
     return A.view(B, n, n), b
 
 
-def block_diagonal_torch(J, cols, num_nodes: int):
+def block_diagonal_torch(J: torch.Tensor, cols: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """Pure-torch diagonal 6x6 blocks of J^T J: (B, N, 6, 6)."""
     B, G, g, nb6 = J.shape
     nb = nb6 // 6
@@ -180,14 +181,14 @@ def block_diagonal_torch(J, cols, num_nodes: int):
     return D
 
 
-def jac_vec_torch(J, cols, v):
+def jac_vec_torch(J: torch.Tensor, cols: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Pure-torch u = J v: v (B, 6N) -> (B, G, g)."""
     c6, valid = _cols6(cols)
     vg = v[:, c6] * valid.to(v.dtype)  # (B, G, nb6)
     return torch.einsum("bgrk,bgk->bgr", J, vg)
 
 
-def jac_t_vec_torch(J, cols, u, num_nodes: int):
+def jac_t_vec_torch(J: torch.Tensor, cols: torch.Tensor, u: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """Pure-torch y = J^T u: u (B, G, g) -> (B, 6N)."""
     c6, valid = _cols6(cols)
     y = torch.einsum("bgrk,bgr->bgk", J, u) * valid.to(u.dtype)
@@ -196,7 +197,7 @@ def jac_t_vec_torch(J, cols, u, num_nodes: int):
     )
 
 
-def solve_adjoint_jacobian_torch(J, r, cols, x, gc):
+def solve_adjoint_jacobian_torch(J: torch.Tensor, r: torch.Tensor, cols: torch.Tensor, x: torch.Tensor, gc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-torch matrix-free backward of x = -(J^T J + D)^-1 J^T r given gc = (J^T J + D)^-1 dL/dx.
 
     Returns (dL/dJ (B, G, g, nb*6), dL/dr (B, G, g)).
@@ -340,8 +341,9 @@ def _pad_anchors(anchors, anchor_weights):
     return anchors, anchor_weights
 
 
-def data_terms(points, anchors, anchor_weights, nodes, rotations, translations, corr, target_z, target_points,
-               normals, wt, intrinsics, min_depth: float = 1e-3):
+def data_terms(points: torch.Tensor, anchors: torch.Tensor, anchor_weights: torch.Tensor, nodes: torch.Tensor, rotations: torch.Tensor, translations: torch.Tensor, corr: torch.Tensor,
+               target_z: torch.Tensor, target_points: torch.Tensor, normals: torch.Tensor, wt: torch.Tensor, intrinsics: torch.Tensor,
+               min_depth: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
     """Data residuals (2D, depth, point-to-point, point-to-plane) and their analytic Jacobians (Warp).
 
     Args:
@@ -378,7 +380,7 @@ def data_terms(points, anchors, anchor_weights, nodes, rotations, translations, 
     return r, J[..., : 6 * A]
 
 
-def arap_terms(nodes, edges, scale, rotations, translations):
+def arap_terms(nodes: torch.Tensor, edges: torch.Tensor, scale: torch.Tensor, rotations: torch.Tensor, translations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """ARAP residuals (eq. 11) and Jacobians (Warp).
 
     Args:
@@ -407,14 +409,14 @@ def _check_block(J, r, cols):
         raise ValueError(f"J: expected last dimension 6 * nb = {6 * cols.shape[1]}, found {J.shape[-1]}")
 
 
-def normal_equations(J, r, cols, num_nodes: int):
+def normal_equations(J: torch.Tensor, r: torch.Tensor, cols: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A = J^T J (B, 6N, 6N) and b = J^T r (B, 6N), assembled with atomics in Warp; differentiable
     (explicit adjoint kernel: dJ_row = J_row (gA + gA^T) + r_row gb, dr_row = J_row . gb)."""
     _check_block(J, r, cols)
     return NormalEquationsFunction.apply(J, r, cols.to(torch.int32), int(num_nodes))
 
 
-def block_diagonal(J, cols, num_nodes: int):
+def block_diagonal(J: torch.Tensor, cols: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """Diagonal 6x6 blocks of J^T J (B, N, 6, 6) in Warp (not differentiable; PCG preconditioner)."""
     J, cols = contiguous(J.detach()), contiguous(cols.to(torch.int32))
     D = torch.zeros(J.shape[0], num_nodes, 6, 6, dtype=J.dtype, device=J.device)
@@ -423,7 +425,7 @@ def block_diagonal(J, cols, num_nodes: int):
     return D
 
 
-def jac_vec(J, cols, v):
+def jac_vec(J: torch.Tensor, cols: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """u = J v (B, G, g) in Warp (not differentiable; used inside the PCG Function)."""
     J, cols, v = contiguous(J.detach()), contiguous(cols.to(torch.int32)), contiguous(v.detach())
     u = torch.zeros(J.shape[:3], dtype=J.dtype, device=J.device)
@@ -432,7 +434,7 @@ def jac_vec(J, cols, v):
     return u
 
 
-def jac_t_vec(J, cols, u, num_nodes: int):
+def jac_t_vec(J: torch.Tensor, cols: torch.Tensor, u: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """y = J^T u (B, 6N) in Warp with atomics (not differentiable; used inside the PCG Function)."""
     J, cols, u = contiguous(J.detach()), contiguous(cols.to(torch.int32)), contiguous(u.detach())
     y = torch.zeros(J.shape[0], 6 * num_nodes, dtype=J.dtype, device=J.device)
@@ -441,7 +443,7 @@ def jac_t_vec(J, cols, u, num_nodes: int):
     return y
 
 
-def solve_adjoint_jacobian(J, r, cols, x, gc):
+def solve_adjoint_jacobian(J: torch.Tensor, r: torch.Tensor, cols: torch.Tensor, x: torch.Tensor, gc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Warp version of :func:`solve_adjoint_jacobian_torch`: (dL/dJ, dL/dr) of x = -(J^T J + D)^-1 J^T r."""
     J, r, cols = contiguous(J.detach()), contiguous(r.detach()), contiguous(cols.to(torch.int32))
     x, gc = contiguous(x.detach()), contiguous(gc.detach())

@@ -122,8 +122,10 @@ def _batch(x: torch.Tensor, B: int, name: str, core: int) -> torch.Tensor:
     raise ValueError(f"{name}: expected {core} dims or a leading batch of {B}, found shape {tuple(x.shape)}")
 
 
-def prepare_problem(graph: DeformationGraph, source_points, correspondences, weights, target_depth, intrinsics, *,
-                    terms: EnergyTerms, anchors=None, anchor_weights=None, target_points=None, target_normals=None,
+def prepare_problem(graph: DeformationGraph, source_points: torch.Tensor, correspondences: torch.Tensor,
+                    weights: torch.Tensor | None, target_depth: torch.Tensor, intrinsics, *, terms: EnergyTerms,
+                    anchors: torch.Tensor | None = None, anchor_weights: torch.Tensor | None = None,
+                    target_points: torch.Tensor | None = None, target_normals: torch.Tensor | None = None,
                     sparse: SparseMatches | None = None, min_cluster_correspondences: int = 2000) -> Problem:
     """Validate and batch the inputs of :func:`nrsfm_kit.solver.solve_deformation` (see there)."""
     if not isinstance(graph, DeformationGraph):
