@@ -6,13 +6,38 @@ Import :func:`init` (idempotent) before launching a kernel; the torch bridge doe
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import sys
 import threading
 
 import warp as wp
 
 _lock = threading.Lock()
 _initialized = False
+
+
+def _cuda_driver_loadable() -> bool:
+    try:
+        ctypes.CDLL("libcuda.so.1" if sys.platform.startswith("linux") else "nvcuda.dll")
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _silenced_stderr():
+    """Redirect file descriptor 2 (native code writes there directly) to /dev/null."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def init() -> None:
@@ -31,7 +56,11 @@ def init() -> None:
         if cache:
             os.makedirs(cache, exist_ok=True)
             wp.config.kernel_cache_dir = cache
-        wp.init()
+        if _cuda_driver_loadable():
+            wp.init()
+        else:  # CPU-only machine: Warp's native code would print a CUDA-driver warning on stderr
+            with _silenced_stderr():
+                wp.init()
         _initialized = True
 
 
