@@ -8,9 +8,18 @@ a residual connection to the module's input,
 
     y_0 = x,   y_t = ReLU(L y_{t-1} + c) + x  (t = 1..T),   then   x' = ReLU(H y_T + d)  (C -> C/2)
 
-for C = 128, 64, 32, 16 -> 8. The representation h (8 x 2) sits in the middle; a linear layer lifts it
-to 8 x 3 (the third, depth, row) and the inverse modules, with tied (transposed) weights H^T, L^T and
-the first layer's transpose, decode the 3D shape S (P x 3).
+for C = 128, 64, 32, 16 -> 8. The representation h (8 x 2) sits in the middle. The decoder must produce a
+shape in a *canonical* frame from a *camera-free* code: a linear layer maps h (both image-axis columns) to
+one code column (8 x 1); the inverse modules, with tied (transposed) weights H^T, L^T, decode it to a
+C_1-vector; a last layer, a 3D basis D (3 x P x C_1), gives S (P x 3) = sum_c x_c D[:, :, c]^T.
+
+Why not decode column by column (x, y, depth) with the same 1x1 layers as the encoder? Every column of a
+camera-frame shape S R^T lies in the same low-rank column space of the basis shapes, so a per-column decoder
+reproduces W's two columns exactly and can put *any* element of that space in the depth column: the
+reprojection is fitted, the depth is not (e3D ~0.5-0.7 on the synthetic skeleton). With one code and a
+3D basis, the shapes are a low-rank model S = B(code) in one frame and the orthonormal camera pins the
+depth (the metric constraint of factorisation methods), as the shared 3D dictionary does in Deep NRSfM.
+The first layer (P -> C_1, one image axis per column) and the 3D basis are therefore separate parameters.
 
 Rotation network: linear layers 2P -> 128 -> 32 -> 8 -> 6 (ReLUs), the 6 outputs reshaped to 2x3 and
 orthonormalised (polar factor = U V^T of its SVD) into the orthographic camera R with W ~= S R^T.
@@ -115,8 +124,12 @@ class PRRRN(nn.Module):
         self.e0 = nn.Parameter(torch.zeros(ch[0], 1))
         self.modules_rr = nn.ModuleList([RRModule(ch[i], ch[i + 1], cfg.recursions) for i in range(len(ch) - 1)])
         cn = ch[-1]
-        self.lift = nn.Linear(2 * cn, 3 * cn)  # h (C_n x 2) -> (C_n x 3)
-        self.out_bias = nn.Parameter(torch.zeros(P, 1))
+        # h (C_n x 2, one column per image axis) -> one camera-free code column (C_n x 1): the decoder works
+        # on codes, not on image columns, so the 3D structure (depth included) lives in the shared basis
+        self.lift = nn.Linear(2 * cn, cn)
+        # last layer: a 3D basis (3, P, C_1) mapping the decoded C_1-vector to P x 3 (x, y, z slices)
+        self.D_out = nn.Parameter(torch.randn(3, P, ch[0]) / np.sqrt(ch[0]))
+        self.out_bias = nn.Parameter(torch.zeros(P, 3))
         dims = [2 * P, *[int(h) for h in cfg.rot_hidden]]
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
@@ -136,10 +149,10 @@ class PRRRN(nn.Module):
     def decode(self, h: torch.Tensor) -> torch.Tensor:
         """h (B, C_n, 2) -> S (B, P, 3) through the inverse modules with tied weights."""
         B, cn, _ = h.shape
-        x = self.lift(h.reshape(B, 2 * cn)).reshape(B, cn, 3)
+        x = self.lift(h.reshape(B, 2 * cn))[..., None]  # (B, C_n, 1) code
         for m in reversed(self.modules_rr):
             x = m.inverse(x)
-        return self.E0.T @ x + self.out_bias
+        return torch.einsum("dpc,bc->bpd", self.D_out, x[..., 0]) + self.out_bias
 
     def rotation(self, W: torch.Tensor) -> torch.Tensor:
         """(B, P, 2) -> orthographic camera (B, 2, 3): 6 outputs as 2x3, orthonormalised (polar factor)."""

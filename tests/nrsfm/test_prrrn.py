@@ -93,19 +93,51 @@ def test_consistency_loss_is_finite_and_differentiable():
     assert torch.isfinite(loss) and all(p.grad is None or torch.isfinite(p.grad).all() for p in net.parameters())
 
 
-@pytest.mark.parametrize("kw", [dict(use_contrast=False, use_consist=False), dict()])
-def test_training_reduces_reprojection_and_3d_error(make_lowrank, kw):
+def test_decoder_is_a_3d_basis_of_one_camera_free_code():
+    """The shape is decoded from ONE code column through a 3D basis, not column by column (x, y, depth).
+
+    A per-column decoder can reproduce W's two columns and put any vector of the same column space in the
+    depth column (the failure mode this architecture avoids): here the code is 8 x 1 and the x, y and z
+    slices of the last layer are independent parameters.
+    """
+    net = PRRRN(31)
+    assert net.lift.in_features == 16 and net.lift.out_features == 8
+    assert net.D_out.shape == (3, 31, 128)
+    h = torch.randn(4, 8, 2)
+    S = net.decode(h)
+    code = net.lift(h.reshape(4, 16))[..., None]
+    x = code
+    for m in reversed(net.modules_rr):
+        x = m.inverse(x)
+    assert x.shape == (4, 128, 1)
+    assert torch.allclose(S, torch.einsum("dpc,bc->bpd", net.D_out, x[..., 0]) + net.out_bias, atol=1e-5)
+
+
+def test_training_recovers_depth_on_skeleton():
+    """RRN (reprojection only), paper architecture, 300 steps: the depth is recovered better than rigid TK."""
+    from nrsfm_kit.data import synthetic_nrsfm
+
+    seq = synthetic_nrsfm("skeleton", num_frames=128, camera="random", seed=1)
+    tk = fit_nrsfm(seq, "tk")[1]["e3d"]
+    cfg = PRRRNConfig(use_contrast=False, use_consist=False, batch_size=64, learning_rate=1e-2)
+    res, metrics = fit_nrsfm(seq, "prrrn", epochs=150, model_config=cfg,
+                             config=LearnedFitConfig(progress=False, log_every=50))
+    # measured: e3D 0.29 after 50 steps -> 0.17 after 300 (TK 0.19, EM-PPCA 0.056); the former per-column
+    # decoder stayed at ~0.68 on this data after 640 steps
+    assert res.history[-1]["rep"] < 0.5 * res.history[0]["rep"]
+    assert metrics["e3d"] < 0.22 and metrics["e3d"] < tk + 0.02, (metrics["e3d"], tk)
+
+
+def test_training_full_losses_small_network(make_lowrank):
     seq = make_lowrank(F=64, P=10, K=1, defo=0.2, seed=3)
-    cfg = PRRRNConfig(**{**SMALL.__dict__, **kw, "learning_rate": 3e-3})
+    cfg = PRRRNConfig(**{**SMALL.__dict__, "learning_rate": 3e-3})
     res, metrics = fit_nrsfm(seq, "prrrn", epochs=40, model_config=cfg,
                              config=LearnedFitConfig(progress=False, log_every=5))
     first, last = res.history[0], res.history[-1]
     assert last["rep"] < 0.7 * first["rep"], (first, last)
-    # measured on this seed: e3D 0.79 -> 0.52 (RRN), 0.94 -> 0.43 (full); TK reaches 0.17 here, so PR-RRN
-    # at this tiny budget is far from the paper's accuracy (see the report / RESULTS.md)
-    assert metrics["e3d"] < 0.75 * first["e3d"] and metrics["e3d"] < 0.6, metrics
-    if kw == {}:
-        assert any("contrast" in h for h in res.history) and any("consist" in h for h in res.history)
+    # measured on this seed (tiny 16-8-4 network, 160 steps): e3D 0.99 -> 0.37
+    assert metrics["e3d"] < 0.6 * first["e3d"] and metrics["e3d"] < 0.5, metrics
+    assert any("contrast" in h for h in res.history) and any("consist" in h for h in res.history)
 
 
 def test_bad_inputs():
