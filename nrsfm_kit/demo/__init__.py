@@ -52,12 +52,12 @@ def discover_sections() -> list:
 
 
 def _table(results: list[tuple[DemoSection, float]]) -> str:
-    lines = [f"{'section':<24} {'result':<48} {'value':>12}  target"]
-    lines.append("-" * len(lines[0]) + "-" * 10)
+    lines = []
     for sec, seconds in results:
+        status = "" if sec.passed else "  [MISSED A TARGET]"
+        lines.append(f"== {sec.title} ({seconds:.1f} s){status}")
         for name, value, target in sec.rows:
-            lines.append(f"{sec.title[:24]:<24} {name[:48]:<48} {value:>12}  {target}")
-        lines.append(f"{sec.title[:24]:<24} {'(seconds)':<48} {seconds:>12.1f}")
+            lines.append(f"   {name[:62]:<62} {value:>14}   {target}")
     return "\n".join(lines)
 
 
