@@ -34,6 +34,11 @@ def test_forward_shapes_default_architecture():
     assert torch.allclose(R @ R.transpose(-1, -2), torch.eye(2).expand(5, 2, 2), atol=1e-5)
     assert [m.H.shape for m in net.modules_rr] == [(64, 128), (32, 64), (16, 32), (8, 16)]
     assert net.rot[0].out_features == 128 and net.rot[2].out_features == 32 and net.rot[4].out_features == 8
+    # the bottleneck module has no ReLU: h is signed, so the contrastive push (cos <= 0) does not need disjoint supports
+    assert (h < 0).any() and (h > 0).any()
+    x = torch.randn(5, 16, 2)
+    m = net.modules_rr[-1]
+    assert torch.allclose(m(x), torch.relu(m(x, activate=False)))
 
 
 def test_gradcheck_network_float64():
