@@ -150,20 +150,27 @@ def _empty_like_grads(nodes, rotations, translations):
     return torch.zeros_like(nodes), torch.zeros_like(rotations), torch.zeros_like(translations)
 
 
-class WarpPointsFunction(torch.autograd.Function):
-    """Q on a point list via :func:`warp_kernels.warp_field.warp_points_forward` / ``_backward``.
+class _WarpFieldFunction(torch.autograd.Function):
+    """Shared forward/backward of Q; subclasses name the kernel pair and the launch shape.
 
-    Inputs must already be validated and contiguous (use :func:`warp_points`). Gradients flow to
+    Inputs must already be validated and contiguous (use the public functions). Gradients flow to
     points, weights, nodes, rotations and translations (not to the integer anchors).
     """
 
+    forward_kernel = None
+    backward_kernel = None
+
     @staticmethod
-    def forward(ctx, points, anchors, weights, nodes, rotations, translations):
+    def launch_dim(points: torch.Tensor):
+        raise NotImplementedError
+
+    @classmethod
+    def forward(cls, ctx, points, anchors, weights, nodes, rotations, translations):
         vec, mat = _VEC[points.dtype], _MAT[points.dtype]
         out = torch.empty_like(points)
         launch(
-            wk.warp_points_forward,
-            points.shape[0],
+            cls.forward_kernel,
+            cls.launch_dim(points),
             [wview(points, vec), wview(anchors), wview(weights), wview(nodes, vec),
              wview(rotations, mat), wview(translations, vec)],
             [wview(out, vec)],
@@ -172,17 +179,17 @@ class WarpPointsFunction(torch.autograd.Function):
         ctx.save_for_backward(points, anchors, weights, nodes, rotations, translations)
         return out
 
-    @staticmethod
+    @classmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
+    def backward(cls, ctx, grad_out):
         points, anchors, weights, nodes, rotations, translations = ctx.saved_tensors
         vec, mat = _VEC[points.dtype], _MAT[points.dtype]
         grad_out = contiguous(grad_out)
         gp, gw = torch.empty_like(points), torch.empty_like(weights)
         gv, gR, gt = _empty_like_grads(nodes, rotations, translations)
         launch(
-            wk.warp_points_backward,
-            points.shape[0],
+            cls.backward_kernel,
+            cls.launch_dim(points),
             [wview(points, vec), wview(anchors), wview(weights), wview(nodes, vec),
              wview(rotations, mat), wview(translations, vec), wview(grad_out, vec)],
             [wview(gp, vec), wview(gw), wview(gv, vec), wview(gR, mat), wview(gt, vec)],
@@ -193,43 +200,26 @@ class WarpPointsFunction(torch.autograd.Function):
                 gv if need[3] else None, gR if need[4] else None, gt if need[5] else None)
 
 
-class WarpPointImageFunction(torch.autograd.Function):
-    """Q on a point image (H, W, 3) with a 2D launch; see :class:`WarpPointsFunction`."""
+class WarpPointsFunction(_WarpFieldFunction):
+    """Q on a point list (P, 3) via :func:`warp_kernels.warp_field.warp_points_forward` / ``_backward``."""
+
+    forward_kernel = wk.warp_points_forward
+    backward_kernel = wk.warp_points_backward
 
     @staticmethod
-    def forward(ctx, points, anchors, weights, nodes, rotations, translations):
-        vec, mat = _VEC[points.dtype], _MAT[points.dtype]
-        out = torch.empty_like(points)
-        launch(
-            wk.warp_image_forward,
-            (points.shape[0], points.shape[1]),
-            [wview(points, vec), wview(anchors), wview(weights), wview(nodes, vec),
-             wview(rotations, mat), wview(translations, vec)],
-            [wview(out, vec)],
-            like=points,
-        )
-        ctx.save_for_backward(points, anchors, weights, nodes, rotations, translations)
-        return out
+    def launch_dim(points: torch.Tensor):
+        return points.shape[0]
+
+
+class WarpPointImageFunction(_WarpFieldFunction):
+    """Q on a point image (H, W, 3) with a 2D launch via ``warp_image_forward`` / ``_backward``."""
+
+    forward_kernel = wk.warp_image_forward
+    backward_kernel = wk.warp_image_backward
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        points, anchors, weights, nodes, rotations, translations = ctx.saved_tensors
-        vec, mat = _VEC[points.dtype], _MAT[points.dtype]
-        grad_out = contiguous(grad_out)
-        gp, gw = torch.empty_like(points), torch.empty_like(weights)
-        gv, gR, gt = _empty_like_grads(nodes, rotations, translations)
-        launch(
-            wk.warp_image_backward,
-            (points.shape[0], points.shape[1]),
-            [wview(points, vec), wview(anchors), wview(weights), wview(nodes, vec),
-             wview(rotations, mat), wview(translations, vec), wview(grad_out, vec)],
-            [wview(gp, vec), wview(gw), wview(gv, vec), wview(gR, mat), wview(gt, vec)],
-            like=points,
-        )
-        need = ctx.needs_input_grad
-        return (gp if need[0] else None, None, gw if need[2] else None,
-                gv if need[3] else None, gR if need[4] else None, gt if need[5] else None)
+    def launch_dim(points: torch.Tensor):
+        return (points.shape[0], points.shape[1])
 
 
 class ArapResidualsFunction(torch.autograd.Function):
