@@ -24,6 +24,7 @@ from nrsfm_kit.data.render import (
 )
 
 OBJECTS = ("cloth", "cylinder", "box")
+SCENES = ("room", "cluttered")
 
 
 def _plane(corner, du, dv, res: int, texture_period: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -50,6 +51,37 @@ def background(rng: np.random.Generator, depth: float = 2.6, half: float = 2.6, 
         MeshObject("floor", floor_f, floor_uv, procedural_texture(rng, 256, base=(0.45, 0.38, 0.3), contrast=0.8),
                    STATIC, lambda t, v=floor_v: v),
     ]
+
+
+def static_box(rng: np.random.Generator, name: str, center, size, yaw: float = 0.0, base=None) -> MeshObject:
+    """A static textured box of ``size`` (m) centred at ``center`` (m), turned by ``yaw`` radians about y."""
+    v0, faces, uv = box_mesh(size)
+    v = v0 @ rotation([0, 1, 0], yaw).T + np.asarray(center, dtype=np.float64)
+    return MeshObject(name, faces, uv, procedural_texture(rng, 256, base=base, contrast=0.9), STATIC,
+                      lambda t, v=v: v)
+
+
+def clutter(rng: np.random.Generator, depth: float = 2.6, floor_y: float = 0.55) -> list:
+    """Static geometry that makes the room non-planar (the ``"cluttered"`` scene, label 0).
+
+    A left side wall at x = -1.3 m (a corner with the back wall), a pillar standing on the floor, crates and
+    a low step on the floor and a shelf box on the back wall: surfaces at 1.3-2.6 m whose depth differs from
+    the two room planes, so that a moving camera sees parallax beyond a homography everywhere.
+    """
+    side_v, side_f, side_uv = _plane([-1.3, -2.6, 0.3], [0, 0, depth - 0.3], [0, 2.6 + floor_y, 0], 9, 1.6)
+    objs = [MeshObject("side wall", side_f, side_uv, procedural_texture(rng, 256, base=(0.55, 0.6, 0.62),
+                                                                        contrast=0.8), STATIC,
+                       lambda t, v=side_v: v)]
+    specs = [  # name, centre (x, y, z), size (x, y, z), yaw
+        ("pillar", (0.85, floor_y - 0.7, 2.0), (0.3, 1.4, 0.3), 0.4),
+        ("crate", (-0.85, floor_y - 0.2, 1.45), (0.4, 0.4, 0.4), 0.5),
+        ("step", (0.35, floor_y - 0.09, 2.1), (0.8, 0.18, 0.45), -0.2),
+        ("stack", (-0.45, floor_y - 0.35, 2.3), (0.35, 0.7, 0.35), 0.3),
+        ("shelf", (0.1, -0.55, depth - 0.15), (0.7, 0.22, 0.3), 0.0),
+    ]
+    for name, c, size, yaw in specs:
+        objs.append(static_box(rng, name, c, size, yaw))
+    return objs
 
 
 def cloth(
@@ -166,6 +198,15 @@ def rigid_box(
     return MeshObject("box", faces, uv, procedural_texture(rng, 256, base=(0.35, 0.7, 0.35)), RIGID, verts)
 
 
+# the movers of the "cluttered" scene: smaller and a little farther than in the "room" (a minority of the
+# pixels, about 10 % instead of 29 % at the default camera path), same motion laws
+CLUTTERED_MOVERS = {
+    "cloth": {"center": (-0.25, -0.2, 1.75), "size": (0.42, 0.36), "res": 31},
+    "cylinder": {"base": (0.2, 0.0, 1.45), "length": 0.34, "radius": 0.045},
+    "box": {"center": (0.1, 0.3, 1.25), "size": (0.14, 0.12, 0.13)},
+}
+
+
 def default_intrinsics(height: int, width: int) -> np.ndarray:
     """(fx, fy, cx, cy) with a 60 degree horizontal field of view, principal point at the centre."""
     f = 0.5 * width / math.tan(math.radians(30))
@@ -180,8 +221,13 @@ def build_scene(
     speed: float = 1.0,
     camera_motion: float = 0.0,
     intrinsics=None,
+    scene: str = "room",
 ) -> DeformingScene:
     """Background + the requested objects (``"cloth"``, ``"cylinder"``, ``"box"``).
+
+    ``scene="room"`` is a back wall and a floor (two planes); ``"cluttered"`` adds the static geometry of
+    :func:`clutter` (side wall, pillar, crates, step, shelf; their textures come from a second random stream,
+    so the room, the movers and the camera path are those of ``"room"`` for the same seed).
 
     ``camera_motion`` > 0 moves the camera along a smooth path (sideways sway of ``0.3 camera_motion`` m,
     forward and downward drift for 1.5 s that then oscillates within 0.2-0.4 ``camera_motion`` m, a small
@@ -190,15 +236,20 @@ def build_scene(
     bad = [o for o in objects if o not in OBJECTS]
     if bad or len(set(objects)) != len(objects):
         raise ValueError(f"objects: expected distinct names from {OBJECTS}, found {tuple(objects)}")
+    if scene not in SCENES:
+        raise ValueError(f"scene: expected one of {SCENES}, found {scene!r}")
     rng = np.random.default_rng(seed)
     objs = background(rng)
+    if scene == "cluttered":
+        objs += clutter(np.random.default_rng([seed, 1]))
     make = {"cloth": cloth, "cylinder": bending_cylinder, "box": rigid_box}
+    movers = CLUTTERED_MOVERS if scene == "cluttered" else {}
     for name in OBJECTS:  # fixed order so that seeds map to the same textures
-        obj = make[name](rng, speed=speed)
+        obj = make[name](rng, speed=speed, **movers.get(name, {}))
         if name in objects:
             objs.append(obj)
     intr = default_intrinsics(height, width) if intrinsics is None else np.asarray(intrinsics, dtype=np.float64)
-    scene = DeformingScene(objs, intr, int(height), int(width))
+    out = DeformingScene(objs, intr, int(height), int(width))
     if camera_motion > 0:
         ph = rng.uniform(0, 2 * math.pi)
 
@@ -215,5 +266,5 @@ def build_scene(
             T[:3, 3] = -R @ cpos
             return T
 
-        scene.pose_at = pose
-    return scene
+        out.pose_at = pose
+    return out

@@ -7,7 +7,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nrsfm_kit.data._args import check_float_dtype, check_int, to_tensor
-from nrsfm_kit.data.scenes import OBJECTS, build_scene
+from nrsfm_kit.data.scenes import OBJECTS, SCENES, build_scene
 from nrsfm_kit.data.types import MonocularVideo
 from nrsfm_kit.utils.checks import check_positive
 
@@ -21,6 +21,7 @@ def synthetic_monocular_video(
     fps: float = 5.0,
     camera_motion: float = 1.0,
     objects: tuple[str, ...] = OBJECTS,
+    scene: str = "room",
     progress: bool = False,
     dtype: torch.dtype = torch.float32,
 ) -> MonocularVideo:
@@ -39,6 +40,9 @@ def synthetic_monocular_video(
         fps: frame rate; frame t is rendered at time t / fps seconds.
         camera_motion: scale of the camera path (>= 0).
         objects: subset of ``("cloth", "cylinder", "box")``.
+        scene: ``"room"`` (back wall + floor: two planes) or ``"cluttered"`` (adds a side wall, a pillar,
+            crates, a step and a shelf: static geometry at several depths, so that the camera motion shows
+            parallax beyond a homography; the room, movers and camera path are the same for a seed).
         progress: show a tqdm bar over frames.
         dtype: floating dtype of the tensors.
 
@@ -54,24 +58,27 @@ def synthetic_monocular_video(
     check_float_dtype(dtype)
     check_positive("fps", fps)
     check_positive("camera_motion", camera_motion, strict=False)
-    scene = build_scene(tuple(objects), int(height), int(width), seed, camera_motion=float(camera_motion))
+    if scene not in SCENES:
+        raise ValueError(f"scene: expected one of {SCENES}, found {scene!r}")
+    world = build_scene(tuple(objects), int(height), int(width), seed, camera_motion=float(camera_motion),
+                        scene=scene)
     times = [k / float(fps) for k in range(int(num_frames))]
-    frames = [scene.render(t) for t in tqdm(times, desc="render video", disable=not progress, leave=False)]
+    frames = [world.render(t) for t in tqdm(times, desc="render video", disable=not progress, leave=False)]
     if not all(f.valid.all() for f in frames):
         raise RuntimeError("synthetic_monocular_video: some pixels see no surface (scene too small)")
     flows, vis = [], []
     for f, t_next in zip(frames[:-1], times[1:]):
-        gt = scene.correspondences(f, t_next)
+        gt = world.correspondences(f, t_next)
         flows.append(gt["optical_flow"])
         vis.append(gt["visibility"])
     t = lambda a: to_tensor(a, dtype)
     return MonocularVideo(
         frames=t(np.stack([f.color for f in frames]).transpose(0, 3, 1, 2)),
-        intrinsics=t(scene.intrinsics),
+        intrinsics=t(world.intrinsics),
         depth=t(np.stack([f.depth for f in frames])),
         flow=t(np.stack(flows)),
         segmentation=torch.as_tensor(np.stack([f.labels for f in frames]), dtype=torch.int64),
-        name=f"synthetic-video-s{seed}",
+        name=f"synthetic-video-s{seed}" + ("" if scene == "room" else f"-{scene}"),
         poses=t(np.stack([f.T_cw for f in frames])),
         flow_visibility=torch.as_tensor(np.stack(vis)),
     )
