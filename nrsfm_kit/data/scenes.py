@@ -78,6 +78,9 @@ def clutter(rng: np.random.Generator, depth: float = 2.6, floor_y: float = 0.55)
         ("step", (0.35, floor_y - 0.09, 2.1), (0.8, 0.18, 0.45), -0.2),
         ("stack", (-0.45, floor_y - 0.35, 2.3), (0.35, 0.7, 0.35), 0.3),
         ("shelf", (0.1, -0.55, depth - 0.15), (0.7, 0.22, 0.3), 0.0),
+        ("left pillar", (-1.0, floor_y - 0.9, 2.15), (0.3, 1.8, 0.3), -0.3),
+        ("cabinet", (-0.65, -0.7, 2.05), (0.45, 0.35, 0.35), 0.25),
+        ("lamp box", (0.5, -0.85, 1.95), (0.3, 0.25, 0.3), -0.4),
     ]
     for name, c, size, yaw in specs:
         objs.append(static_box(rng, name, c, size, yaw))
@@ -129,8 +132,12 @@ def bending_cylinder(
     rings: int = 25,
     segments: int = 32,
     speed: float = 1.0,
+    sway: float = 0.0,
 ) -> MeshObject:
     """A capped cylinder (an "arm") fixed at its base that bends in the image plane like an elbow.
+
+    ``sway`` > 0 moves the base too (a shoulder): base(t) = base + sway (sin(1.3 speed t), 0.5 sin(0.9 speed t), 0)
+    metres, so that every part of the arm moves (0 keeps the base fixed).
 
     The centreline is an arc of constant curvature kappa(t) = theta(t) / L with
     theta(t) = 0.9 + 0.7 sin(1.1 speed t + p) radians: c(s) = (sin(kappa s), -(1 - cos(kappa s))) / kappa,
@@ -166,11 +173,12 @@ def bending_cylinder(
     def verts(t: float) -> np.ndarray:
         theta = 0.9 + 0.7 * math.sin(1.1 * speed * t + p)
         k = theta / length
+        b_t = b + sway * np.array([math.sin(1.3 * speed * t), 0.5 * math.sin(0.9 * speed * t), 0.0])
         ks = k * s_all
         centre = np.stack([np.sin(ks) / k, -(1 - np.cos(ks)) / k, np.zeros_like(ks)], 1)
         N = np.stack([-np.sin(ks), -np.cos(ks), np.zeros_like(ks)], 1)  # in-plane normal
         B = np.array([0.0, 0.0, 1.0])
-        return b + centre + rho[:, None] * (np.cos(ph_all)[:, None] * N + np.sin(ph_all)[:, None] * B)
+        return b_t + centre + rho[:, None] * (np.cos(ph_all)[:, None] * N + np.sin(ph_all)[:, None] * B)
 
     return MeshObject("cylinder", faces, uv, procedural_texture(rng, 256, base=(0.8, 0.45, 0.3)), NONRIGID, verts)
 
@@ -199,10 +207,11 @@ def rigid_box(
 
 
 # the movers of the "cluttered" scene: smaller and a little farther than in the "room" (a minority of the
-# pixels, about 10 % instead of 29 % at the default camera path), same motion laws
+# pixels, about 12 % instead of 29 % at the default camera path), same motion laws except that the arm's
+# base moves too (in the "room" the pixels near the fixed base are labelled non-rigid but barely move)
 CLUTTERED_MOVERS = {
     "cloth": {"center": (-0.25, -0.2, 1.75), "size": (0.42, 0.36), "res": 31},
-    "cylinder": {"base": (0.2, 0.0, 1.45), "length": 0.34, "radius": 0.045},
+    "cylinder": {"base": (0.2, 0.0, 1.45), "length": 0.34, "radius": 0.055, "sway": 0.12},
     "box": {"center": (0.1, 0.3, 1.25), "size": (0.14, 0.12, 0.13)},
 }
 
