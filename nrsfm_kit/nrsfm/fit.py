@@ -19,7 +19,14 @@ from nrsfm_kit.nrsfm.classical import EMPPCAConfig, TomasiKanadeConfig, em_ppca,
 from nrsfm_kit.nrsfm.common import NRSfMResult, normalize_observations, to_camera_frame, validate_sequence
 from nrsfm_kit.nrsfm.deep_nrsfm import DeepNRSfM, DeepNRSfMConfig, mutual_coherence
 from nrsfm_kit.nrsfm.deep_nrsfm import reprojection_loss as dnrsfm_loss
-from nrsfm_kit.nrsfm.prrrn import PRRRN, MemoryBank, PRRRNConfig, consistency_loss, contrastive_loss
+from nrsfm_kit.nrsfm.prrrn import (
+    PRRRN,
+    MemoryBank,
+    PRRRNConfig,
+    consistency_loss,
+    contrastive_loss,
+    msr_table,
+)
 from nrsfm_kit.nrsfm.prrrn import reprojection_loss as prrrn_loss
 from nrsfm_kit.train import TrainConfig, fit
 
@@ -37,6 +44,7 @@ class LearnedFitConfig:
     checkpoint_every: int = 500
     grad_clip: float | None = 10.0
     eval_every_log: bool = True  # e3D on the whole sequence at each log step when ground truth exists
+    msr_table_max_frames: int = 2048  # PR-RRN: precompute msr of all frame pairs up to this F (F^2 floats)
 
 
 def _predict(model: torch.nn.Module, Wn: torch.Tensor, method: str, chunk: int = 4096):
@@ -97,8 +105,17 @@ def fit_learned(
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: mcfg.lr_decay_rate ** (s / mcfg.lr_decay_steps)
         )
+    elif float(mcfg.lr_final) != 1.0:
+        lo = float(mcfg.lr_final)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1)))
+        )
+    warm = int(float(getattr(mcfg, "consist_warmup", 0.0)) * steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     bank = MemoryBank(mcfg.n_mem, 2 * mcfg.channels[-1], P, device=Wn.device) if method == "prrrn" else None
+    table = None  # msr of all frame pairs, looked up by index (F <= cfg.msr_table_max_frames; else per step)
+    if method == "prrrn" and mcfg.use_contrast and steps > 0 and F <= int(cfg.msr_table_max_frames):
+        table = msr_table(Wn, vis)
     S_gt = None if seq.S is None else seq.S.to(Wn.device)
 
     def step_fn(net: torch.nn.Module, step: int) -> dict:
@@ -111,19 +128,20 @@ def fit_learned(
         rep = prrrn_loss(Wb, S, M, vb)
         logs: dict = {"rep": rep.detach()}
         loss = rep
-        use_c, use_k = mcfg.use_contrast, mcfg.use_consist
+        use_c, use_k = mcfg.use_contrast, mcfg.use_consist and step >= warm
         if use_c and (not use_k or step % 2 == 0):  # eq. 18: alternate the two pairwise terms
             bh, bW, bv = bank.entries()
-            lc, stats = contrastive_loss(h, Wb, vb, bh, bW, bv, mcfg.tau, mcfg.xi)
+            mv = None if table is None else table[idx][:, bank.frame_indices()]
+            lc, stats = contrastive_loss(h, Wb, vb, bh, bW, bv, mcfg.tau, mcfg.xi, msr_values=mv)
             loss = loss + mcfg.lambda1 * lc
             logs.update(contrast=lc.detach(), **stats)
         elif use_k:
-            lk = consistency_loss(net, S, M, gen)
+            lk = consistency_loss(net, S, M, gen, mcfg.consist_rotation)
             loss = loss + mcfg.lambda2 * lk
             logs["consist"] = lk.detach()
         if use_c:
             hn = h.detach() / h.detach().norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            bank.push(hn, Wb, vb)
+            bank.push(hn, Wb, vb, idx)
         logs["loss"] = loss
         return logs
 

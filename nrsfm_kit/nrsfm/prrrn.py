@@ -72,8 +72,24 @@ class PRRRNConfig:
     lambda2: float = 0.2  # weight of the consistency loss (eq. 18)
     use_contrast: bool = True  # ablation switches (paper Table 4): RRN, +contrast, +consist, full
     use_consist: bool = True
-    learning_rate: float = 1e-3  # Adam
-    batch_size: int = 32
+    # optimisation (ours: measured on the synthetic skeleton and the real sequences, see benchmarks/RESULTS.md)
+    learning_rate: float = 1e-2  # Adam
+    batch_size: int = 64
+    lr_final: float = 0.003  # cosine decay of the learning rate to lr_final * learning_rate over the run (1 = constant)
+    consist_rotation: float = 1.0  # weight of the camera term inside the consistency loss
+    consist_warmup: float = 0.5  # fraction of the run before the consistency term starts (0 = from the start)
+
+    def __post_init__(self):
+        if not 0.0 < float(self.lr_final) <= 1.0:
+            raise ValueError(f"lr_final: expected a fraction in (0, 1], found {self.lr_final}")
+        if not 0.0 <= float(self.consist_warmup) < 1.0:
+            raise ValueError(f"consist_warmup: expected a fraction in [0, 1), found {self.consist_warmup}")
+        if not float(self.consist_rotation) >= 0.0:
+            raise ValueError(f"consist_rotation: expected >= 0, found {self.consist_rotation}")
+        if not float(self.learning_rate) > 0.0:
+            raise ValueError(f"learning_rate: expected > 0, found {self.learning_rate}")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size: expected >= 1, found {self.batch_size}")
 
 
 class RRModule(nn.Module):
@@ -189,25 +205,31 @@ class MemoryBank:
         self.h = torch.zeros(self.size, dim, dtype=dtype, device=device)
         self.W = torch.zeros(self.size, num_points, 2, dtype=dtype, device=device)
         self.vis = torch.zeros(self.size, num_points, dtype=torch.bool, device=device)
+        self.frames = torch.full((self.size,), -1, dtype=torch.long, device=device)
         self.count = 0
         self.ptr = 0
 
     def __len__(self) -> int:
         return min(self.count, self.size)
 
-    def push(self, h: torch.Tensor, W: torch.Tensor, vis: torch.Tensor) -> None:
-        """Store a batch (replacing the oldest entries)."""
+    def push(self, h: torch.Tensor, W: torch.Tensor, vis: torch.Tensor, frames: torch.Tensor | None = None) -> None:
+        """Store a batch (replacing the oldest entries); ``frames`` (B,) optional frame indices (-1 = unknown)."""
         n = h.shape[0]
         idx = (self.ptr + torch.arange(n)) % self.size
         self.h[idx] = h.detach()
         self.W[idx] = W.detach()
         self.vis[idx] = vis.bool()
+        self.frames[idx] = -1 if frames is None else frames.to(self.frames)
         self.ptr = int((self.ptr + n) % self.size)
         self.count += n
 
     def entries(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n = len(self)
         return self.h[:n].clone(), self.W[:n].clone(), self.vis[:n].clone()
+
+    def frame_indices(self) -> torch.Tensor:
+        """(N,) the sequence frame index of each stored entry (-1 where pushed without one)."""
+        return self.frames[: len(self)].clone()
 
 
 def contrastive_loss(
@@ -219,6 +241,7 @@ def contrastive_loss(
     bank_vis: torch.Tensor,
     tau: float = 0.02,
     xi: float = 0.04,
+    msr_values: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Rigidity-based pairwise contrastive loss against a memory bank.
 
@@ -226,6 +249,9 @@ def contrastive_loss(
         h: (B, D) representations (normalised here to unit length); W (B, P, 2), vis (B, P) the batch.
         bank_h (N, D) unit representations, bank_W (N, P, 2), bank_vis (N, P) the memory.
         tau, xi: msr thresholds for positives (msr < tau) and negatives (msr > xi).
+        msr_values: optional precomputed (B, N) msr of the pairs (msr depends on the 2D data only, so
+            :func:`nrsfm_kit.nrsfm.fit.fit_learned` looks it up in a per-sequence table instead of
+            recomputing it every step); pairs with fewer than 4 common points must hold NaN there.
 
     Returns:
         (loss, stats) with loss = mean over positives of (1 - cos) + mean over negatives of ReLU(cos),
@@ -235,8 +261,12 @@ def contrastive_loss(
     if bank_h.shape[0] == 0:
         return hn.sum() * 0.0, {"n_pos": 0.0, "n_neg": 0.0}
     with torch.no_grad():
-        m = msr_pairwise(W, bank_W, vis, bank_vis)
-        enough = common_counts(vis, bank_vis) >= 4
+        if msr_values is None:
+            m = msr_pairwise(W, bank_W, vis, bank_vis)
+            enough = common_counts(vis, bank_vis) >= 4
+        else:
+            check_tensor("msr_values", msr_values, (h.shape[0], bank_h.shape[0]), finite=False)
+            m, enough = msr_values, ~torch.isnan(msr_values)
         pos = (m < tau) & enough
         neg = (m > xi) & enough
     cos = hn @ bank_h.T
@@ -246,8 +276,27 @@ def contrastive_loss(
     return lp + ln, {"n_pos": float(pos.sum()), "n_neg": float(neg.sum())}
 
 
+def msr_table(W: torch.Tensor, vis: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """msr (eq. 9) of every frame pair of a sequence: (F, P, 2), (F, P) -> (F, F), NaN where < 4 common points.
+
+    Computed once per sequence in chunks of rows (memory O(chunk F)); the contrastive loss then looks its
+    (batch, bank) block up by frame index: the same values as recomputing :func:`msr_pairwise` each step.
+    """
+    with torch.no_grad():
+        rows = []
+        for i in range(0, W.shape[0], chunk):
+            m = msr_pairwise(W[i : i + chunk], W, vis[i : i + chunk], vis)
+            few = common_counts(vis[i : i + chunk], vis) < 4
+            rows.append(torch.where(few, torch.full_like(m, float("nan")), m))
+        return torch.cat(rows)
+
+
 def consistency_loss(
-    model: PRRRN, S: torch.Tensor, R: torch.Tensor, generator: torch.Generator | None = None
+    model: PRRRN,
+    S: torch.Tensor,
+    R: torch.Tensor,
+    generator: torch.Generator | None = None,
+    rotation_weight: float = 1.0,
 ) -> torch.Tensor:
     """Pairwise consistency (eq. 15-17): re-project S_b with a permuted camera R_pi(b), re-estimate.
 
@@ -265,4 +314,4 @@ def consistency_loss(
     S2c = S2 - S2.mean(1, keepdim=True)
     ls = ((S2c - Sc).flatten(1).norm(dim=1) / Sc.flatten(1).norm(dim=1).clamp_min(1e-12)).mean()
     lr = (R2 - Rt).flatten(1).norm(dim=1).mean()
-    return ls + lr
+    return ls + rotation_weight * lr

@@ -124,7 +124,7 @@ def test_training_recovers_depth_on_skeleton():
 
     seq = synthetic_nrsfm("skeleton", num_frames=128, camera="random", seed=1)
     tk = fit_nrsfm(seq, "tk")[1]["e3d"]
-    cfg = PRRRNConfig(use_contrast=False, use_consist=False, batch_size=64, learning_rate=1e-2)
+    cfg = PRRRNConfig(use_contrast=False, use_consist=False, batch_size=64, learning_rate=1e-2, lr_final=1.0)
     res, metrics = fit_nrsfm(seq, "prrrn", epochs=150, model_config=cfg,
                              config=LearnedFitConfig(progress=False, log_every=50))
     # measured: e3D 0.42 after 50 steps -> 0.21 after 300 (TK 0.19, EM-PPCA 0.056);
