@@ -13,6 +13,7 @@ Pipeline for views k and l with predicted depth maps and a forward flow k -> l:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -20,10 +21,11 @@ import torch.nn.functional as F
 
 from nrsfm_kit.edm.priors import normalized_rays
 from nrsfm_kit.geometry import pixel_grid
-from nrsfm_kit.kernels.edm_loss import edm_pair_loss, edm_pair_loss_reference
+from nrsfm_kit.kernels.edm_loss import edm_pair_loss, edm_pair_loss_reference, edm_pair_terms_reference
 from nrsfm_kit.utils.checks import check_tensor
 
 SAMPLINGS = ("uniform", "local")
+BETA_SCALES = ("absolute", "residual")
 
 
 @dataclass
@@ -41,6 +43,11 @@ class EDMLossConfig:
     normalization: per-set scale of the squared distances: "mean" (the paper) or "median" (our robust
         variant: the mean admits a degenerate minimum on non-rigid scenes, see
         :mod:`nrsfm_kit.kernels.edm_loss`).
+    beta_scale: "absolute" (the regulariser weight is ``beta``, the paper) or "residual" (ours: the weight is
+        ``beta * mean_s |r_s|``, the mean absolute normalised residual of the sampled pairs with all weights
+        1, detached, so that ``beta`` is a fraction of the residual level of the view pair; a pair is then
+        pushed apart by the embeddings only where its residual exceeds the weighted mean by more than that
+        fraction, whatever the residual scale of the video; see notebook 12).
     """
 
     num_pairs: int = 100_000
@@ -50,8 +57,11 @@ class EDMLossConfig:
     radius: float = 8.0
     eps: float = 1e-8
     normalization: str = "mean"
+    beta_scale: str = "absolute"
 
     def __post_init__(self):
+        if self.beta_scale not in BETA_SCALES:
+            raise ValueError(f"beta_scale: expected one of {BETA_SCALES}, found {self.beta_scale!r}")
         if self.normalization not in ("mean", "median"):
             raise ValueError(f"normalization: expected 'mean' or 'median', found {self.normalization!r}")
         if int(self.num_pairs) < 1:
@@ -230,5 +240,24 @@ def edm_view_pair_loss(
     xk, xl = xk[index], xl[index]
     if emb is not None:
         emb = emb[index]
+    beta = float(cfg.beta)
+    if cfg.beta_scale == "residual" and emb is not None and beta > 0:
+        beta = beta * residual_level(xk, xl, i, j, cfg.normalization)
     fn = edm_pair_loss if backend == "warp" else edm_pair_loss_reference
-    return fn(xk, xl, i, j, emb, tau=cfg.tau, beta=cfg.beta, eps=cfg.eps, normalization=cfg.normalization)
+    return fn(xk, xl, i, j, emb, tau=cfg.tau, beta=beta, eps=cfg.eps, normalization=cfg.normalization)
+
+
+def residual_level(xk: torch.Tensor, xl: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
+                   normalization: str = "mean") -> float:
+    """mean_s |r_s| of the sampled pairs with all weights 1 (the rigid loss value), detached: a float.
+
+    ``r_s`` are the normalised residuals of :func:`nrsfm_kit.kernels.edm_loss.edm_pair_terms_reference`
+    (``xk``, ``xl`` (n, 3) points, ``i``, ``j`` (S,) pair indices). Used to scale ``beta`` when
+    ``EDMLossConfig.beta_scale == "residual"``. O(S) memory.
+    """
+    with torch.no_grad():
+        r, _ = edm_pair_terms_reference(xk.detach(), xl.detach(), i, j, None, normalization=normalization)
+        level = float(r.abs().mean())
+    if not math.isfinite(level):
+        raise ValueError(f"xk, xl: expected finite points for the residual level, found {level}")
+    return level

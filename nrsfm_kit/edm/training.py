@@ -40,12 +40,18 @@ class TwoStageConfig:
     tau: stage-2 weight offset (negative values sharpen the frozen weights: w < -tau -> 0); our choice,
         the paper's value could not be retrieved offline.
     loss: the EDM loss settings (S pairs, beta, sampling); ``loss.tau`` is overridden per stage.
+    warmup_stage1: the first ``warmup_stage1`` steps of stage 1 train the depth net alone with all weights 1
+        (the rigid prior), then the joint stage runs ``steps_stage1`` steps with a fresh Adam over both nets
+        (ours, not in the paper, which starts from ImageNet-pretrained encoders: from scratch, the residuals
+        of a random depth map carry no motion information and the embedding net saturates its sigmoid to
+        one constant embedding within ~25 steps, a dead end; measured in notebook 12).
     seg_threshold: embedding distance above which a pixel is "moving" (ours; the ROC covers all thresholds).
     border: border width (pixels) over which the static embedding is the channel-wise median (ours).
     """
 
     steps_stage1: int = 300
     steps_stage2: int = 300
+    warmup_stage1: int = 0
     lr: float = 1e-3
     width: int = 64
     tau: float = -0.5
@@ -58,7 +64,7 @@ class TwoStageConfig:
     log_every: int = 10
 
     def __post_init__(self):
-        for name in ("steps_stage1", "steps_stage2"):
+        for name in ("steps_stage1", "steps_stage2", "warmup_stage1"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name}: expected >= 0, found {getattr(self, name)}")
         if not float(self.lr) > 0:
@@ -121,8 +127,8 @@ def _edm_loss_over_video(depth, flow, intr, emb, cfg: EDMLossConfig, valid, gen,
     return torch.stack(losses).mean()
 
 
-def _train(model, step_fn, params, steps, cfg: TwoStageConfig, desc, out_dir):
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+def _train(model, step_fn, params, steps, cfg: TwoStageConfig, desc, out_dir, opt=None):
+    opt = torch.optim.Adam(params, lr=cfg.lr) if opt is None else opt
     tc = TrainConfig(steps=int(steps), seed=cfg.seed, grad_clip=10.0, log_every=cfg.log_every,
                      checkpoint_every=max(1, int(steps)), progress=cfg.progress, desc=desc)
     return fit(model, step_fn, opt, tc, out_dir=out_dir, resume=out_dir is not None)
@@ -172,14 +178,32 @@ def fit_sequence(
             torch.manual_seed(cfg.seed)
             model = nn.ModuleDict({"depth": DepthNet(dcfg), "motion": MotionNet(cfg.width)})
             lcfg1 = EDMLossConfig(**{**asdict(cfg.loss), "tau": 0.0})
+            opt1 = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+            if int(cfg.warmup_stage1) > 0:
+                lcfg0 = EDMLossConfig(**{**asdict(cfg.loss), "tau": 0.0, "beta": 0.0})
+                warm = nn.ModuleDict({"depth": model["depth"]})
+
+                def step0(m, step):
+                    d = m["depth"](frames)[:, 0]
+                    return {"loss": _edm_loss_over_video(d, flow, intr, None, lcfg0, valid, gen, backend)}
+
+                opt0 = torch.optim.Adam(warm.parameters(), lr=cfg.lr)
+                r0 = _train(warm, step0, None, cfg.warmup_stage1, cfg, "stage 1 warm-up (rigid)",
+                            None if out is None else out / "stage1_warmup", opt=opt0)
+                history += [{**h, "stage": 0} for h in r0.history]
+                # the joint stage continues the depth net's Adam state (a fresh state would restart it with
+                # lr-sized steps on every weight); the motion net's moments start at its first real step
+                for prm in warm.parameters():
+                    if prm in opt0.state:
+                        opt1.state[prm] = opt0.state[prm]
 
             def step1(m, step):
                 d = m["depth"](frames)[:, 0]
                 e = m["motion"](frames[:-1], frames[1:])
                 return {"loss": _edm_loss_over_video(d, flow, intr, e, lcfg1, valid, gen, backend)}
 
-            r1 = _train(model, step1, model.parameters(), cfg.steps_stage1, cfg, "stage 1 (joint)",
-                        None if out is None else out / "stage1")
+            r1 = _train(model, step1, None, cfg.steps_stage1, cfg, "stage 1 (joint)",
+                        None if out is None else out / "stage1", opt=opt1)
             history += [{**h, "stage": 1} for h in r1.history]
             motion = model["motion"].eval()
             with torch.no_grad():
@@ -240,30 +264,40 @@ def evaluate_segmentation(emb: torch.Tensor, video: MonocularVideo, cfg: TwoStag
     return out
 
 
-def synthetic_video(num_frames: int, height: int, width: int, seed: int = 0) -> MonocularVideo:
+def synthetic_video(num_frames: int, height: int, width: int, seed: int = 0, scene: str = "cluttered",
+                    camera_motion: float = 1.0) -> MonocularVideo:
     """The synthetic non-rigid video used for evaluation, with enough camera translation per frame.
 
-    :func:`nrsfm_kit.data.synthetic_monocular_video` at 2 frames per second and twice its default camera
-    path, so that consecutive frames have a few pixels of parallax (pure rotations carry no depth cue
-    for an EDM loss: they preserve every distance whatever the depth).
+    :func:`nrsfm_kit.data.synthetic_monocular_video` at 2 frames per second (0.5 s between frames), so that
+    consecutive frames have a few pixels of parallax (pure rotations carry no depth cue for an EDM loss:
+    they preserve every distance whatever the depth), in the ``"cluttered"`` scene by default: static
+    geometry at several depths (the two planes of ``"room"`` show little parallax beyond a homography) and
+    movers covering ~10 % of the pixels (29 % in ``"room"``), see notebook 12. ``camera_motion`` 1 (the
+    generator's default path): with 2, 29 % of the pixels leave the view or are occluded in the next frame
+    (13 % with 1) and those pixels, excluded from the loss, get arbitrary embeddings.
     """
     from nrsfm_kit.data import synthetic_monocular_video
 
-    return synthetic_monocular_video(int(num_frames), int(height), int(width), seed, fps=2.0, camera_motion=2.0)
+    return synthetic_monocular_video(int(num_frames), int(height), int(width), seed, fps=2.0,
+                                     camera_motion=camera_motion, scene=scene)
 
 
 def preset_config(tiny: bool) -> tuple[TwoStageConfig, dict]:
     """(config, {"frames", "height", "width"}) for smoke runs (``tiny``) or teaching runs on this CPU.
 
-    Both use the median per-set normalisation: with the paper's mean normalisation, training from scratch
-    on the non-rigid video collapses to a degenerate depth map (see notebook 12).
+    Teaching settings (measured on the cluttered synthetic video, 4 frames 48x64, see notebook 12): the
+    paper's mean normalisation; ``beta`` = 0.3 of the residual level (``beta_scale="residual"``: with the
+    learnt depth, static pairs have residuals ~0.6 of the mean and pairs across motions ~2-3 times it, so
+    the threshold 1.3 x mean separates them; an absolute beta of 0.05 froze the embeddings, 0.01 let them
+    collapse); 150 rigid warm-up steps before 100 joint steps (without the warm-up the embedding net
+    saturates to one constant embedding); lr 1e-3 for a width-16 ResNet-18 from scratch.
     """
     if tiny:
-        cfg = TwoStageConfig(steps_stage1=6, steps_stage2=6, width=8, lr=5e-4,
-                             loss=EDMLossConfig(num_pairs=10_000, normalization="median"),
+        cfg = TwoStageConfig(steps_stage1=4, warmup_stage1=3, steps_stage2=6, width=8, lr=1e-3,
+                             loss=EDMLossConfig(num_pairs=10_000, beta=0.3, beta_scale="residual"),
                              depth=DepthNetConfig(min_depth=0.5, max_depth=10.0), progress=False)
         return cfg, {"frames": 3, "height": 48, "width": 64}
-    cfg = TwoStageConfig(steps_stage1=250, steps_stage2=250, width=16, lr=5e-4,
-                         loss=EDMLossConfig(num_pairs=20_000, beta=0.05, normalization="median"),
+    cfg = TwoStageConfig(steps_stage1=100, warmup_stage1=150, steps_stage2=250, width=16, lr=1e-3, tau=0.5,
+                         loss=EDMLossConfig(num_pairs=20_000, beta=0.3, beta_scale="residual"),
                          depth=DepthNetConfig(min_depth=0.5, max_depth=10.0))
     return cfg, {"frames": 4, "height": 48, "width": 64}

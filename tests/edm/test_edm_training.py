@@ -46,6 +46,18 @@ def test_two_stage_outputs_and_checkpoints(tiny_video, tmp_path):
     assert "all/abs_rel" in rigid.summary()
 
 
+def test_stage_one_warmup(tiny_video, tmp_path):
+    """warmup_stage1 > 0: rigid depth-only steps (stage 0 in the history, the motion net untouched) before
+    the joint stage, whose Adam continues the depth net's moments; resumable like the other stages."""
+    cfg = dataclasses.replace(_cfg(), warmup_stage1=3,
+                              loss=EDMLossConfig(num_pairs=2000, beta=0.3, beta_scale="residual"))
+    res = fit_sequence(tiny_video, "embeddings", cfg, out_dir=tmp_path)
+    assert [h["stage"] for h in res.history] == [0, 0, 0, 1, 1, 2, 2]
+    assert (tmp_path / "stage1_warmup" / "checkpoint.pt").exists()
+    again = fit_sequence(tiny_video, "embeddings", cfg, out_dir=tmp_path)
+    assert torch.allclose(again.depth, res.depth) and torch.allclose(again.embeddings, res.embeddings)
+
+
 def test_frozen_embeddings_skip_stage_one(tiny_video):
     T, _, H, W = tiny_video.frames.shape
     emb = torch.rand(T - 1, 3, H, W)
@@ -81,6 +93,8 @@ def test_bad_inputs(tiny_video):
         TwoStageConfig(tau=-1.0)
     with pytest.raises(ValueError, match="steps_stage1"):
         TwoStageConfig(steps_stage1=-1)
+    with pytest.raises(ValueError, match="warmup_stage1"):
+        TwoStageConfig(warmup_stage1=-2)
     nan_frames = tiny_video.frames.clone()
     nan_frames[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="video.frames: expected finite"):

@@ -134,10 +134,13 @@ def test_loss_landscape_on_nonrigid_video_has_gt_as_local_minimum():
     ground truth: GT depth beats a constant depth and is the minimum along the path depth^p (flattened
     p < 1 / exaggerated p > 1 contrast). Measured (4 frames 48x64, 20k pairs): GT 0.053, constant 0.164,
     p=0.5 0.070, p=2 0.105. (Training from scratch nevertheless finds other depth maps with a lower loss,
-    0.01-0.03, because 29% of the pixels move independently of the camera: see notebook 12.)"""
+    0.01-0.03, because 29% of the pixels move independently of the camera: see notebook 12.) Pinned to the
+    "room" scene at camera_motion 2 (the setting these figures were measured on); the depth task now uses
+    the cluttered scene, where the exact GT depth is not a good reference for the sampled loss: its bilinear
+    lookup across the many depth discontinuities costs more than the smooth learnt maps (notebook 12)."""
     from nrsfm_kit.edm.training import synthetic_video
 
-    video = synthetic_video(4, 48, 64)
+    video = synthetic_video(4, 48, 64, scene="room", camera_motion=2.0)
     vis = video.flow_visibility.bool()
     cfg = EDMLossConfig(num_pairs=20_000, beta=0.0)
 
@@ -155,3 +158,46 @@ def test_loss_landscape_on_nonrigid_video_has_gt_as_local_minimum():
     # embeddings that separate the motions (from the labels) remove the non-rigid residual
     emb = torch.stack([3.0 * (video.segmentation[:-1] == c).float() for c in range(3)], 1)
     assert loss(gt, emb) < 0.7 * l_gt
+
+
+def test_residual_scaled_beta():
+    """beta_scale="residual": the regulariser weight is beta * mean |r| of the pairs (the rigid loss value),
+    detached (a constant for the backward pass, by design); the gradient w.r.t. the embeddings is exact
+    (gradcheck, float64) and depths still receive a finite gradient."""
+    from nrsfm_kit.edm.loss import residual_level
+    from nrsfm_kit.kernels.edm_loss import edm_pair_loss_reference
+
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    xk = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    xl = xk + 0.1 * torch.randn(n, 3, generator=g, dtype=torch.float64)
+    i, j = torch.randint(0, n, (200,), generator=g), torch.randint(0, n, (200,), generator=g)
+    level = residual_level(xk, xl, i, j)
+    assert abs(level - float(edm_pair_loss_reference(xk, xl, i, j))) < 1e-6  # = the rigid loss (all w = 1)
+    with pytest.raises(ValueError, match="finite"):
+        residual_level(xk.clone().fill_(float("inf")), xl, i, j)
+
+    d0, d1, flow = _rigid_pair(H=8, W=10)
+    d1 = torch.where(torch.isfinite(d1), d1, torch.ones_like(d1))
+    emb = torch.rand(3, 8, 10, generator=g, dtype=torch.float64)
+    a, b = d0.clone().requires_grad_(), d1.clone().requires_grad_()
+    m = emb.clone().requires_grad_()
+    rel = EDMLossConfig(num_pairs=300, beta=0.5, beta_scale="residual")
+
+    def loss(cfg, a, b, m):
+        return edm_view_pair_loss(a, b, flow, INTR, m, config=cfg, generator=torch.Generator().manual_seed(1),
+                                  backend="torch")
+
+    assert torch.autograd.gradcheck(lambda m: loss(rel, d0, d1, m), (m,), eps=1e-6, atol=1e-5)
+    loss(rel, a, b, m).backward()
+    assert torch.isfinite(a.grad).all() and float(a.grad.abs().sum()) > 0
+    # same value as the absolute beta set to beta * level of the same pairs; the Warp backend agrees
+    xk, xl, ok = frame_pair_points(d0, d1, flow, INTR)
+    index, i, j = sample_pairs(ok, 300, generator=torch.Generator().manual_seed(1))
+    lev = residual_level(xk[index], xl[index], i, j)
+    absolute = EDMLossConfig(num_pairs=300, beta=0.5 * lev)
+    assert abs(float(loss(rel, d0, d1, emb)) - float(loss(absolute, d0, d1, emb))) < 1e-10
+    warp = edm_view_pair_loss(d0, d1, flow, INTR, emb, config=rel, generator=torch.Generator().manual_seed(1))
+    assert abs(float(warp) - float(loss(rel, d0, d1, emb))) < 1e-8
+    with pytest.raises(ValueError, match="beta_scale"):
+        EDMLossConfig(beta_scale="relative")
