@@ -126,7 +126,7 @@ def fit_learned(
             loss = dnrsfm_loss(Wb, S, M, vb)
             return {"loss": loss, "rep": loss.detach()}
         rep = prrrn_loss(Wb, S, M, vb)
-        logs: dict = {"rep": rep.detach()}
+        logs: dict = {"rep": rep.detach(), "lr": opt.param_groups[0]["lr"]}
         loss = rep
         use_c, use_k = mcfg.use_contrast, mcfg.use_consist and step >= warm
         if use_c and (not use_k or step % 2 == 0):  # eq. 18: alternate the two pairwise terms

@@ -172,3 +172,57 @@ def test_pairwise_losses_gradients_float64():
     assert torch.autograd.gradcheck(
         lambda h: contrastive_loss(h, W, vis, bank_h, bank_W, torch.ones(5, 6, dtype=torch.bool), 0.3, 0.0)[0], (h,)
     )
+
+
+def test_msr_table_matches_pairwise_and_marks_too_few_common_points(make_lowrank):
+    from nrsfm_kit.nrsfm.msr import common_counts, msr_pairwise
+    from nrsfm_kit.nrsfm.prrrn import msr_table
+
+    seq = make_lowrank(F=40, P=9, missing=0.4, seed=2)
+    vis = seq.visibility.clone()
+    vis[5, 4:] = False  # frame 5 shares only the 4 always-visible points
+    vis[7, 3:] = False  # frame 7: 3 points visible -> < 4 common points with everyone
+    table = msr_table(seq.W, vis, chunk=16)  # chunked rows == one shot
+    ref = msr_pairwise(seq.W, seq.W, vis, vis)
+    few = common_counts(vis, vis) < 4
+    assert torch.isnan(table[few]).all() and few[7].all() and int(few[5].sum()) == 1  # (5, 7) only
+    assert torch.allclose(table[~few], ref[~few], atol=1e-6)
+
+
+def test_fit_with_msr_table_is_identical_to_per_step_msr(make_lowrank):
+    seq = make_lowrank(F=48, P=10, missing=0.2, seed=4)
+    cfg = PRRRNConfig(**{**SMALL.__dict__, "use_consist": False})
+    runs = []
+    for max_frames in (0, 10**6):  # 0: msr recomputed each step; else looked up in the per-sequence table
+        res, met = fit_nrsfm(seq, "prrrn", epochs=6, model_config=cfg,
+                             config=LearnedFitConfig(progress=False, log_every=1, msr_table_max_frames=max_frames))
+        runs.append((res.history, met["e3d"]))
+    (h0, e0), (h1, e1) = runs
+    assert len(h0) == len(h1) and e0 == pytest.approx(e1, abs=1e-6)
+    for a, b in zip(h0, h1):
+        assert (a["n_pos"], a["n_neg"]) == (b["n_pos"], b["n_neg"])
+        assert a["contrast"] == pytest.approx(b["contrast"], abs=1e-6)
+    assert any(a["n_pos"] + a["n_neg"] > 0 for a in h0)
+
+
+def test_schedule_and_consistency_warmup(make_lowrank):
+    seq = make_lowrank(F=32, P=8, seed=5)
+    cfg = PRRRNConfig(**{**SMALL.__dict__, "use_contrast": False, "lr_final": 0.1, "consist_warmup": 0.5})
+    res, _ = fit_nrsfm(seq, "prrrn", epochs=8, model_config=cfg, config=LearnedFitConfig(progress=False, log_every=1))
+    steps = [h["step"] for h in res.history]  # logged after the step: 1-based; 16 steps, warm-up = 8 steps
+    with_consist = [h["step"] for h in res.history if "consist" in h]
+    assert with_consist == [s for s in steps if s > 8] and len(steps) == 16
+    lrs = [h["lr"] for h in res.history]  # cosine from lr to lr_final * lr
+    assert lrs[0] == pytest.approx(SMALL.learning_rate, rel=1e-3) and lrs[-1] < 0.2 * SMALL.learning_rate
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+@pytest.mark.parametrize(
+    "kw, msg",
+    [({"lr_final": 0.0}, "lr_final: expected a fraction in"), ({"lr_final": 1.5}, "lr_final: expected a fraction in"),
+     ({"consist_warmup": 1.0}, "consist_warmup: expected a fraction"), ({"consist_rotation": -1.0}, "consist_rotation"),
+     ({"learning_rate": 0.0}, "learning_rate: expected > 0"), ({"batch_size": 0}, "batch_size: expected >= 1")],
+)
+def test_config_bad_values(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        PRRRNConfig(**kw)
