@@ -1,6 +1,7 @@
-"""Benchmark: the ARAP EDM loss, forward + backward with 100k sampled pairs, Warp vs the torch reference.
+"""Benchmark: the ARAP EDM loss, forward + backward with 100k sampled pairs, Warp vs the torch reference;
+and the issue's depth targets at teaching size (``--only depth``).
 
-Run: ``.venv/bin/python benchmarks/bench_edm.py`` (prints a markdown table). Both implementations run on
+Run: ``.venv/bin/python benchmarks/bench_edm.py [--only loss|depth] [--seeds 0 1]`` (prints markdown tables). Both implementations run on
 the same inputs in one process; median wall time over repetitions, ratio of medians, peak memory
 (CPU: growth of the peak resident set size (VmHWM) of one forward+backward in a fresh
 process, since torch's CPU allocations are invisible to tracemalloc; CUDA: torch.cuda.max_memory_allocated).
@@ -8,6 +9,7 @@ process, since torch's CPU allocations are invisible to tracemalloc; CUDA: torch
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import sys
@@ -83,11 +85,8 @@ def _run(fn, args, reps: int, device: str):
     return statistics.median(times), peak
 
 
-def main(reps: int = 7) -> None:
+def loss_table(reps: int = 7) -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, python {sys.version.split()[0]}")
-    print()
     print("| device | n points | S pairs | torch ref (ms) | Warp (ms) | ratio ref/Warp | peak mem ref (MiB) | peak mem Warp (MiB) |")
     print("|---|---|---|---|---|---|---|---|")
     for device in devices:
@@ -96,6 +95,59 @@ def main(reps: int = 7) -> None:
             tw, mw = _run(edm_pair_loss, args, reps, device)
             tr, mr = _run(edm_pair_loss_reference, args, reps, device)
             print(f"| {device} | {n} | {S} | {tr * 1e3:.1f} | {tw * 1e3:.1f} | {tr / tw:.2f} | {mr:.1f} | {mw:.1f} |")
+
+
+def depth_table(seeds=(0,)) -> None:
+    """The issue's targets on the synthetic non-rigid video at teaching size (``preset_config(False)``, the
+    cluttered scene, 4 frames 48x64): AbsRel (median scaling) of the rigid and embedding variants and of a
+    constant depth map over all / static / dynamic / non-rigid pixels, motion segmentation from the
+    embeddings (ACC, IoU at the configured threshold, ROC AUC), training wall and CPU time. One row per
+    variant and training seed (network initialisation and pair sampling; the video is the same)."""
+    import dataclasses
+
+    from nrsfm_kit.edm.training import constant_baseline, fit_sequence, preset_config, synthetic_video
+
+    cfg, size = preset_config(False)
+    video = synthetic_video(size["frames"], size["height"], size["width"])
+    print(f"video: {size['frames']} frames {size['height']}x{size['width']}, moving pixels "
+          f"{float((video.segmentation > 0).float().mean()):.3f}; config: {cfg}")
+    print()
+    regions = ("all", "static", "dynamic", "nonrigid")
+    print("| method | seed | " + " | ".join(f"AbsRel {r}" for r in regions)
+          + " | d<1.25 all | seg ACC | seg IoU | seg AUC | train wall (s) | train CPU (s) |")
+    print("|---|---|" + "---:|" * (len(regions) + 6))
+
+    def row(name, seed, m, seg=None, wall=None, cpu=None):
+        seg = seg or {}
+        cells = [f"{m[r]['abs_rel']:.3f}" for r in regions] + [f"{m['all']['a1']:.3f}"]
+        cells += [f"{seg[k]:.3f}" if k in seg else "-" for k in ("acc", "iou", "auc")]
+        cells += ["-" if wall is None else f"{wall:.0f}", "-" if cpu is None else f"{cpu:.0f}"]
+        print(f"| {name} | {seed} | " + " | ".join(cells) + " |", flush=True)
+
+    row("constant depth", "-", constant_baseline(video))
+    for seed in seeds:
+        for variant in ("rigid", "embeddings"):
+            c = dataclasses.replace(cfg, seed=int(seed), progress=False)
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = fit_sequence(video, variant, c)
+            row(variant, seed, res.metrics, res.segmentation, time.perf_counter() - t0, time.process_time() - c0)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=("loss", "depth"), action="append")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    args = ap.parse_args(argv)
+    only = set(args.only or ("loss", "depth"))
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, python {sys.version.split()[0]}")
+    print()
+    if "loss" in only:
+        loss_table(args.reps)
+        print()
+    if "depth" in only:
+        depth_table(args.seeds)
 
 
 if __name__ == "__main__":

@@ -261,3 +261,37 @@ def residual_level(xk: torch.Tensor, xl: torch.Tensor, i: torch.Tensor, j: torch
     if not math.isfinite(level):
         raise ValueError(f"xk, xl: expected finite points for the residual level, found {level}")
     return level
+
+
+def smooth_correspondences(depth_k: torch.Tensor, depth_l: torch.Tensor, flow: torch.Tensor,
+                           rel: float = 0.03) -> torch.Tensor:
+    """Pixels of view k away from depth discontinuities in both views: (H, W) bool.
+
+    A pixel is kept when the depth range of its 3x3 neighbourhood in view k, and of the 3x3 neighbourhood of
+    its (rounded) flow target in view l, is below ``rel`` times its depth. The bilinear lookup of
+    :func:`frame_pair_points` blends foreground and background depths across a discontinuity, so an exact
+    (piecewise smooth) ground-truth depth map has large residuals there; evaluating the loss of ground
+    truth on this mask isolates the prior's own error (notebook 12).
+
+    Args:
+        depth_k, depth_l: (H, W) depths (metres, finite > 0).
+        flow: (H, W, 2) forward flow k -> l in pixels.
+        rel: relative depth-range threshold (> 0).
+    """
+    dims: dict = {}
+    check_tensor("depth_k", depth_k, ("H", "W"), dims=dims)
+    check_tensor("depth_l", depth_l, ("H", "W"), dims=dims)
+    check_tensor("flow", flow, ("H", "W", 2), dims=dims, finite=False)
+    if not float(rel) > 0:
+        raise ValueError(f"rel: expected a relative depth range > 0, found {rel!r}")
+
+    def flat(d):
+        d = d[None, None]
+        rng = F.max_pool2d(d, 3, 1, 1) + F.max_pool2d(-d, 3, 1, 1)  # max - min over 3x3
+        return (rng < float(rel) * d)[0, 0]
+
+    tgt, ok = flow_targets(flow.to(depth_k.dtype))
+    H, W = depth_k.shape
+    tx = tgt[..., 0].round().long().clamp(0, W - 1)
+    ty = tgt[..., 1].round().long().clamp(0, H - 1)
+    return ok & flat(depth_k) & flat(depth_l)[ty, tx]

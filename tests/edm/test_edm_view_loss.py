@@ -201,3 +201,25 @@ def test_residual_scaled_beta():
     assert abs(float(warp) - float(loss(rel, d0, d1, emb))) < 1e-8
     with pytest.raises(ValueError, match="beta_scale"):
         EDMLossConfig(beta_scale="relative")
+
+
+def test_smooth_correspondences_masks_discontinuities():
+    from nrsfm_kit.edm.loss import smooth_correspondences
+
+    d = torch.full((10, 12), 2.0, dtype=torch.float64)
+    d[:, 6:] = 3.0  # a step between columns 5 and 6
+    flow = torch.zeros(10, 12, 2, dtype=torch.float64)
+    m = smooth_correspondences(d, d, flow)
+    assert not m[:, 5:7].any() and m[:, :5].all() and m[:, 7:].all()
+    flow[..., 0] = 2.0  # targets two columns right: pixels landing next to the step in view l are masked
+    m2 = smooth_correspondences(d, d, flow)
+    assert not m2[:, 3:7].any() and m2[:, :3].all() and not m2[:, 10:].any()  # 10, 11 leave the image
+    assert smooth_correspondences(d, d, torch.zeros_like(flow), rel=0.6).all()
+    with pytest.raises(ValueError, match="rel"):
+        smooth_correspondences(d, d, flow, rel=0.0)
+    with pytest.raises(ValueError, match="depth_l"):
+        smooth_correspondences(d, d[:, :5], flow)
+    bad = d.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="depth_k"):
+        smooth_correspondences(bad, d, flow)

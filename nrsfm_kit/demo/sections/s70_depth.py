@@ -51,8 +51,10 @@ def run(smoke: bool = False) -> DemoSection:
     sec.add("static room: AbsRel (rigid EDM prior)", ra, target=f"< 0.5 x constant ({rb:.3f})",
             ok=ra < 0.5 * rb if not smoke else None)
 
-    # the non-rigid video: reported, the issue's targets are not reached at demo/CPU scale (see notebook 12)
+    # the non-rigid video: reported only; the issue's depth targets are reached at teaching size (250+ steps per
+    # stage, notebook 12 and benchmarks/bench_edm.py --only depth), not in these few demo steps
     cfg.steps_stage1 = cfg.steps_stage2 = 6 if smoke else 20
+    cfg.warmup_stage1 = 3 if smoke else 20
     video = synthetic_video(size["frames"], size["height"], size["width"])
     base = constant_baseline(video)["all"]["abs_rel"]
     sec.add("non-rigid video: constant-depth AbsRel", base, target="reference")
@@ -60,11 +62,12 @@ def run(smoke: bool = False) -> DemoSection:
     for var in ("rigid", "embeddings"):
         res[var] = fit_sequence(video, var, cfg)
         sec.add(f"non-rigid video: AbsRel all ({var})", res[var].metrics["all"]["abs_rel"],
-                target=f"issue: far below {base:.3f} (not reached at CPU scale)")
+                target=f"issue: far below {base:.3f} (teaching size: see benchmarks/RESULTS.md)")
         sec.add(f"non-rigid video: AbsRel non-rigid ({var})", res[var].metrics["nonrigid"]["abs_rel"],
                 target="issue: embeddings < rigid")
     seg = res["embeddings"].segmentation
-    sec.add("motion segmentation IoU", seg.get("iou", float("nan")), target="issue: > 0.7 (not reached)")
+    sec.add("motion segmentation IoU", seg.get("iou", float("nan")),
+            target="issue: > 0.7 (not reached, ~0.46 at teaching size)")
     sec.add("motion segmentation ROC AUC", seg.get("auc", float("nan")), target="0.5 = chance")
     s = room.depth[0].median() / room_res.depth[0].median()
     sec.figures.append(maps_figure({"frame 0": room.frames[0], "GT depth": room.depth[0],
