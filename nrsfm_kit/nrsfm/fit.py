@@ -132,7 +132,9 @@ def fit_learned(
         if use_c and (not use_k or step % 2 == 0):  # eq. 18: alternate the two pairwise terms
             bh, bW, bv = bank.entries()
             mv = None if table is None else table[idx][:, bank.frame_indices()]
-            lc, stats = contrastive_loss(h, Wb, vb, bh, bW, bv, mcfg.tau, mcfg.xi, msr_values=mv)
+            lc, stats = contrastive_loss(
+                h, Wb, vb, bh, bW, bv, mcfg.tau, mcfg.xi, msr_values=mv, threshold_on=mcfg.threshold_on
+            )
             loss = loss + mcfg.lambda1 * lc
             logs.update(contrast=lc.detach(), **stats)
         elif use_k:

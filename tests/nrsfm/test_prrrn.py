@@ -221,8 +221,26 @@ def test_schedule_and_consistency_warmup(make_lowrank):
     "kw, msg",
     [({"lr_final": 0.0}, "lr_final: expected a fraction in"), ({"lr_final": 1.5}, "lr_final: expected a fraction in"),
      ({"consist_warmup": 1.0}, "consist_warmup: expected a fraction"), ({"consist_rotation": -1.0}, "consist_rotation"),
-     ({"learning_rate": 0.0}, "learning_rate: expected > 0"), ({"batch_size": 0}, "batch_size: expected >= 1")],
+     ({"learning_rate": 0.0}, "learning_rate: expected > 0"), ({"batch_size": 0}, "batch_size: expected >= 1"),
+     ({"threshold_on": "sigma"}, "threshold_on: expected 'sqrt_msr' or 'msr'"), ({"tau": 0.05}, "tau, xi: expected")],
 )
 def test_config_bad_values(kw, msg):
     with pytest.raises(ValueError, match=msg):
         PRRRNConfig(**kw)
+
+
+def test_thresholds_on_msr_or_its_square_root():
+    """threshold_on="sqrt_msr" compares sigma_4/||sigma|| with tau and xi, i.e. msr with tau^2 and xi^2."""
+    g = torch.Generator().manual_seed(0)
+    W, bank_W = torch.randn(6, 9, 2, generator=g), torch.randn(40, 9, 2, generator=g)
+    vis, bank_vis = torch.ones(6, 9, dtype=torch.bool), torch.ones(40, 9, dtype=torch.bool)
+    h, bank_h = torch.randn(6, 4, generator=g), torch.nn.functional.normalize(torch.randn(40, 4, generator=g), dim=-1)
+    from nrsfm_kit.nrsfm.msr import msr_pairwise
+
+    m = msr_pairwise(W, bank_W, vis, bank_vis)
+    tau, xi = float(m.quantile(0.3).sqrt()), float(m.quantile(0.6).sqrt())
+    _, st_sqrt = contrastive_loss(h, W, vis, bank_h, bank_W, bank_vis, tau, xi, threshold_on="sqrt_msr")
+    _, st_lit = contrastive_loss(h, W, vis, bank_h, bank_W, bank_vis, tau**2, xi**2, threshold_on="msr")
+    assert st_sqrt == st_lit and st_sqrt["n_pos"] == float((m < tau**2).sum()) and st_sqrt["n_neg"] > 0
+    with pytest.raises(ValueError, match="threshold_on"):
+        contrastive_loss(h, W, vis, bank_h, bank_W, bank_vis, tau, xi, threshold_on="x")
