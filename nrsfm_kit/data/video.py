@@ -40,9 +40,9 @@ def synthetic_monocular_video(
         fps: frame rate; frame t is rendered at time t / fps seconds.
         camera_motion: scale of the camera path (>= 0).
         objects: subset of ``("cloth", "cylinder", "box")``.
-        scene: ``"room"`` (back wall + floor: two planes) or ``"cluttered"`` (adds a side wall, a pillar,
-            crates, a step and a shelf: static geometry at several depths, so that the camera motion shows
-            parallax beyond a homography; the room, movers and camera path are the same for a seed).
+        scene: ``"room"`` (back wall + floor: two planes) or ``"cluttered"`` (adds a side wall, pillars,
+            crates, a step, shelves: static geometry at several depths, so that the camera motion shows
+            parallax beyond a homography; smaller movers, ~10 % of the pixels; same camera path for a seed).
         progress: show a tqdm bar over frames.
         dtype: floating dtype of the tensors.
 

@@ -94,10 +94,10 @@ def test_cluttered_scene_has_parallax_and_few_movers():
     clut = synthetic_monocular_video(**kw, scene="cluttered")
     assert clut.name.endswith("cluttered") and torch.equal(room.poses, clut.poses)
     moving = (clut.segmentation > 0).float().mean()
-    assert 0.05 < moving < 0.2 < (room.segmentation > 0).float().mean()  # measured 0.12 vs 0.29
+    assert 0.05 < moving < 0.2 < (room.segmentation > 0).float().mean()  # measured 0.11 vs 0.31
     assert set(clut.segmentation.unique().tolist()) == {0, 1, 2}
     # the static part is not (mostly) one plane: fraction of static pixels more than 1 px off the dominant
-    # plane's homography (measured at 48x64: room 0.21 / 0.19 (the floor), cluttered 0.46 / 0.56)
+    # plane's homography (measured at 48x64: room 0.21 / 0.19 (the floor), cluttered 0.59 / 0.53)
     for t in range(2):
         off_room = (_homography_residual(room, t) > 1).double().mean()
         off_clut = (_homography_residual(clut, t) > 1).double().mean()
