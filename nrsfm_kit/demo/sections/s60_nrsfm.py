@@ -44,12 +44,17 @@ def run(smoke: bool = False) -> DemoSection:
         else:
             sec.add("Deep NRSfM e3D", dn["e3d"], "< TK", ok=dn["e3d"] < tk["e3d"])
         sec.add("Deep NRSfM dictionary coherence", dn["coherence"], "in [0, 1]")
-        _, pr = fit_nrsfm(seq, "prrrn", epochs=3 if smoke else 10,
-                          model_config=PRRRNConfig(batch_size=64, learning_rate=3e-3),
-                          config=LearnedFitConfig(progress=False, log_every=10**6))
-        sec.add("PR-RRN e3D", pr["e3d"], "(paper < 0.05 after long GPU training; see RESULTS.md)")
-        sec.figures.append(compare_skeletons(S, {"Deep NRSfM": res_d.S}, seq.bones, step=max(1, F // 40),
-                                             title="Deep NRSfM vs ground truth (aligned per frame)"))
+        # PR-RRN with the package defaults (both pairwise losses); 1200 steps here, the 2400 of notebook 10 and
+        # benchmarks/RESULTS.md reach e3D < 0.05 on this kind of sequence
+        res_p, pr = fit_nrsfm(seq, "prrrn", epochs=3 if smoke else 300, model_config=PRRRNConfig(),
+                              config=LearnedFitConfig(progress=False, log_every=10**6))
+        if smoke:
+            sec.add("PR-RRN e3D (smoke: 3 steps)", pr["e3d"], "< TK at full size")
+        else:
+            sec.add("PR-RRN e3D (1200 steps)", pr["e3d"], "< TK", ok=pr["e3d"] < tk["e3d"])
+        sec.figures.append(compare_skeletons(S, {"Deep NRSfM": res_d.S, "PR-RRN": res_p.S}, seq.bones,
+                                             step=max(1, F // 40),
+                                             title="Deep NRSfM and PR-RRN vs ground truth (aligned per frame)"))
         return sec
     finally:
         torch.set_num_threads(threads)
