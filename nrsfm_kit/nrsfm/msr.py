@@ -47,8 +47,10 @@ def msr_gram_pairwise(
     """4x4 Gram matrices A A^T of all pairs (a, b): (B, P, 2) x (N, P, 2) -> (B, N, 4, 4).
 
     The pair mask m_abp = vis_a[a,p] vis_b[b,p] factorises, so the counts, the masked first and second
-    moments of each frame and the cross moments are all entries of ONE matrix product
-    (6B, P) x (P, 6N); each row of A is then centred on the common visible points:
+    moments of each frame and the cross moments are entries of matrix products over the points. The bank
+    side (large N) is touched by three elementwise passes in its native (P, 2) layout; the small batch side
+    is expanded (u (x) e_k) so that each product contracts over (point, axis) directly. Each row of A is
+    then centred on the common visible points:
     G = sum m x x^T - (sum m x)(sum m x)^T / sum m.
     """
     dims: dict = {}
@@ -57,29 +59,31 @@ def msr_gram_pairwise(
     dtype = torch.promote_types(Wa.dtype, Wb.dtype)
     Wa, Wb = Wa.to(dtype), Wb.to(dtype)
     va, vb = _vis("vis_a", vis_a, Wa).to(dtype), _vis("vis_b", vis_b, Wb).to(dtype)
-    # one matrix product gives every masked moment: rows [m, x, y, xx, xy, yy] of each side (6B, P) x (P, 6N)
-    def stack(W: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        Wt = W.permute(2, 0, 1).contiguous()  # (2, n, P): contiguous x and y planes
-        if torch.is_grad_enabled() and W.requires_grad:  # differentiable path (out= is not)
-            x, y = Wt[0] * v, Wt[1] * v
-            return torch.cat([v, x, y, x * Wt[0], x * Wt[1], y * Wt[1]], dim=0)
-        out = torch.empty((6, *v.shape), dtype=W.dtype, device=W.device)  # in-place path: less memory traffic
-        out[0] = v
-        torch.mul(Wt[0], v, out=out[1])
-        torch.mul(Wt[1], v, out=out[2])
-        torch.mul(out[1], Wt[0], out=out[3])
-        torch.mul(out[1], Wt[1], out=out[4])
-        torch.mul(out[2], Wt[1], out=out[5])
-        return out.reshape(-1, v.shape[-1])
+    B, N, P = Wa.shape[0], Wb.shape[0], Wa.shape[1]
+    eye2 = torch.eye(2, dtype=dtype, device=Wa.device)
 
-    B, N = Wa.shape[0], Wb.shape[0]
-    Z = (stack(Wa, va) @ stack(Wb, vb).T).reshape(6, B, 6, N).permute(1, 3, 0, 2)  # (B, N, 6, 6)
-    n = Z[..., 0, 0]  # common visible points
-    sa = Z[..., 1:3, 0]  # sum of frame a's coordinates over the common points (B, N, 2)
-    sb = Z[..., 0, 1:3]
-    aa = torch.stack([Z[..., 3, 0], Z[..., 4, 0], Z[..., 4, 0], Z[..., 5, 0]], -1).reshape(B, N, 2, 2)
-    bb = torch.stack([Z[..., 0, 3], Z[..., 0, 4], Z[..., 0, 4], Z[..., 0, 5]], -1).reshape(B, N, 2, 2)
-    ab = Z[..., 1:3, 1:3]  # sum m x_a x_b^T
+    # Bank side (large N): a few elementwise passes in the native interleaved (P, 2) layout, no transposed copies.
+    mWb = Wb * vb[..., None]  # (N, P, 2): m x, m y
+    sqb = Wb * mWb  # (N, P, 2): m x^2, m y^2
+    xyb = mWb[..., 0] * Wb[..., 1]  # (N, P): m x y
+    # Batch side (small B): the left factors are expanded so that one product contracts over (p, axis) pairs:
+    # rows u (x) e_k with k the bank axis, so (u (x) e_k) . (bank row over (P, 2)) = sum_p u_p bank_pk.
+    mWa = Wa * va[..., None]
+    left = torch.stack([va, mWa[..., 0], mWa[..., 1]], 0)  # (3, B, P): m, m x, m y of frame a
+    left2 = (left[..., None, :, None] * eye2[:, None, :]).reshape(3 * B * 2, 2 * P)  # rows (r, b, k)
+    Z = (left2 @ mWb.reshape(N, 2 * P).T).reshape(3, B, 2, N)  # sum m_a u_a m_b w_b,k
+    sb = Z[0].permute(0, 2, 1)  # (B, N, 2): sum m w_b
+    ab = Z[1:].permute(1, 3, 0, 2)  # (B, N, 2, 2): sum m w_a,i w_b,k
+    Q = (left2[: 2 * B] @ sqb.reshape(N, 2 * P).T).reshape(B, 2, N).permute(0, 2, 1)  # sum m x_b^2, m y_b^2
+    # the products with m_b alone: n, sa and the batch's second moments
+    lefta = torch.cat([va, mWa[..., 0], mWa[..., 1], mWa[..., 0] * Wa[..., 0], mWa[..., 0] * Wa[..., 1],
+                       mWa[..., 1] * Wa[..., 1]], 0)  # (6B, P)  # fmt: skip
+    Y = (lefta @ vb.T).reshape(6, B, N)
+    n = Y[0]
+    sa = Y[1:3].permute(1, 2, 0)  # (B, N, 2)
+    aa = torch.stack([Y[3], Y[4], Y[4], Y[5]], -1).reshape(B, N, 2, 2)
+    bxy = va @ xyb.T  # (B, N)
+    bb = torch.stack([Q[..., 0], bxy, bxy, Q[..., 1]], -1).reshape(B, N, 2, 2)
     inv = torch.where(n > 0, 1.0 / n.clamp_min(1.0), torch.zeros_like(n))[..., None, None]
     Gaa = aa - sa[..., :, None] * sa[..., None, :] * inv
     Gbb = bb - sb[..., :, None] * sb[..., None, :] * inv
