@@ -63,7 +63,9 @@ def _fit(args: argparse.Namespace) -> int:
     seq = load_sequence(args.data)
     if args.epochs is not None and args.epochs < 0:
         raise ValueError(f"--epochs: expected >= 0, found {args.epochs}")
-    cfg = LearnedFitConfig(seed=args.seed, progress=not args.quiet)
+    if args.restarts < 1:
+        raise ValueError(f"--restarts: expected >= 1, found {args.restarts}")
+    cfg = LearnedFitConfig(seed=args.seed, progress=not args.quiet, restarts=args.restarts)
     _, metrics = fit_nrsfm(seq, args.method, epochs=args.epochs, config=cfg, out_dir=args.out)
     width = max(len(k) for k in metrics)
     for k, v in metrics.items():
@@ -87,5 +89,7 @@ def register(subparsers) -> None:
     f.add_argument("--json", default=None, help="write the metrics as JSON here (atomically)")
     f.add_argument("--out", default=None, help="checkpoint folder for the learned methods (resumes)")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--restarts", type=int, default=1,
+                   help="learned methods: train N times (seeds seed..seed+N-1), keep the lowest reprojection error")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_fit)

@@ -45,6 +45,9 @@ class LearnedFitConfig:
     grad_clip: float | None = 10.0
     eval_every_log: bool = True  # e3D on the whole sequence at each log step when ground truth exists
     msr_table_max_frames: int = 2048  # PR-RRN: precompute msr of all frame pairs up to this F (F^2 floats)
+    # independent trainings with seeds seed, seed+1, ...; the one with the lowest reprojection error over all
+    # frames is kept (unsupervised model selection: no 3D ground truth is used)
+    restarts: int = 1
 
 
 def _predict(model: torch.nn.Module, Wn: torch.Tensor, method: str, chunk: int = 4096):
@@ -80,6 +83,10 @@ def fit_learned(
     cfg = config or LearnedFitConfig()
     if int(cfg.epochs) < 0:
         raise ValueError(f"epochs: expected >= 0, found {cfg.epochs}")
+    if int(cfg.restarts) < 1:
+        raise ValueError(f"restarts: expected >= 1, found {cfg.restarts}")
+    if int(cfg.restarts) > 1:
+        return _best_of_restarts(seq, method, model_config, cfg, out_dir, resume)
     W, vis = validate_sequence(seq)
     Wn, norm = normalize_observations(W.float(), vis)
     F, P, _ = Wn.shape
@@ -179,6 +186,23 @@ def fit_learned(
     )
 
 
+def _best_of_restarts(seq, method, model_config, cfg: LearnedFitConfig, out_dir, resume) -> NRSfMResult:
+    """Train ``cfg.restarts`` times (seeds seed + k) and keep the lowest reprojection error (no 3D used)."""
+    from nrsfm_kit.metrics.nrsfm import reprojection_error
+
+    W, vis = validate_sequence(seq)
+    runs = []
+    for k in range(int(cfg.restarts)):
+        sub = None if out_dir is None else Path(out_dir) / f"restart_{k}"
+        res = fit_learned(seq, method, model_config, replace(cfg, restarts=1, seed=cfg.seed + k), sub, resume)
+        rep = float(reprojection_error(W.float(), res.S.float(), None, vis))
+        runs.append((rep, k, res))
+    best = min(runs, key=lambda r: (r[0], r[1]))[2]
+    best.extra["restarts"] = [{"seed": cfg.seed + k, "reproj": rep} for rep, k, _ in runs]
+    best.extra["restart_seed"] = best.extra["restarts"][min(runs, key=lambda r: (r[0], r[1]))[1]]["seed"]
+    return best
+
+
 def fit_nrsfm(
     seq: NRSfMSequence,
     method: str,
@@ -226,4 +250,6 @@ def fit_nrsfm(
         metrics["reproj"] = float(reprojection_error(W.float(), res.S.float(), None, vis))
     if "coherence" in res.extra:
         metrics["coherence"] = res.extra["coherence"]
+    if "restart_seed" in res.extra:
+        metrics["restart_seed"] = res.extra["restart_seed"]
     return res, metrics

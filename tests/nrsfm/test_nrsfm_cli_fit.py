@@ -99,3 +99,14 @@ def test_real_sequence_face_em_ppca(real_data):
     _, met = fit_nrsfm(seq, "em-ppca", epochs=60)
     # measured e3D 0.020 (100 iterations), TK 0.029
     assert met["e3d"] < 0.04, met
+
+
+def test_cli_restarts(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["nrsfm", "fit", "--method", "prrrn", "--data", "synthetic:lowrank,frames=16,points=8",
+                 "--epochs", "1", "--restarts", "2", "--out", str(out), "--quiet"])
+    assert code == 0 and (out / "restart_1" / "checkpoint.pt").exists()
+    assert "restart_seed" in capsys.readouterr().out
+    assert main(["nrsfm", "fit", "--method", "prrrn", "--data", "synthetic:lowrank,frames=16,points=8",
+                 "--restarts", "0"]) == 2
+    assert "--restarts: expected >= 1, found 0" in capsys.readouterr().err

@@ -244,3 +244,23 @@ def test_thresholds_on_msr_or_its_square_root():
     assert st_sqrt == st_lit and st_sqrt["n_pos"] == float((m < tau**2).sum()) and st_sqrt["n_neg"] > 0
     with pytest.raises(ValueError, match="threshold_on"):
         contrastive_loss(h, W, vis, bank_h, bank_W, bank_vis, tau, xi, threshold_on="x")
+
+
+def test_restarts_keep_the_lowest_reprojection(make_lowrank, tmp_path):
+    from nrsfm_kit.metrics.nrsfm import reprojection_error
+
+    seq = make_lowrank(F=32, P=8, seed=6)
+    cfg = PRRRNConfig(**{**SMALL.__dict__, "use_contrast": False, "use_consist": False})
+    singles = []
+    for seed in (3, 4, 5):
+        r, _ = fit_nrsfm(seq, "prrrn", epochs=4, model_config=cfg, config=LearnedFitConfig(progress=False, seed=seed))
+        singles.append(float(reprojection_error(seq.W, r.S, None, seq.visibility)))
+    res, met = fit_nrsfm(seq, "prrrn", epochs=4, model_config=cfg, out_dir=tmp_path,
+                         config=LearnedFitConfig(progress=False, seed=3, restarts=3))
+    assert [r["seed"] for r in res.extra["restarts"]] == [3, 4, 5]
+    assert [r["reproj"] for r in res.extra["restarts"]] == pytest.approx(singles, rel=1e-5)  # same runs as alone
+    assert met["restart_seed"] == 3 + min(range(3), key=lambda k: singles[k])
+    assert met["reproj"] == pytest.approx(min(singles), rel=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["restart_0", "restart_1", "restart_2"]
+    with pytest.raises(ValueError, match="restarts: expected >= 1"):
+        fit_nrsfm(seq, "prrrn", epochs=1, model_config=cfg, config=LearnedFitConfig(progress=False, restarts=0))
