@@ -102,3 +102,9 @@ def test_bad_inputs(tiny_video):
                      _cfg())
     cfg, size = preset_config(True)
     assert size["frames"] >= 2 and cfg.steps_stage1 > 0
+
+
+def test_default_tau_matches_the_presets():
+    """The stage-2 offset tau = 0.5 is measured on the teaching video (preset_config docstring); the config
+    default, the smoke preset and the teaching preset use the same value."""
+    assert TwoStageConfig().tau == preset_config(True)[0].tau == preset_config(False)[0].tau == 0.5

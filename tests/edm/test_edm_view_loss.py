@@ -223,3 +223,50 @@ def test_smooth_correspondences_masks_discontinuities():
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="depth_k"):
         smooth_correspondences(bad, d, flow)
+
+
+def test_depth_lookup_bilinear_on_smooth_and_drops_depth_edges():
+    from nrsfm_kit.edm.loss import depth_lookup
+
+    H, W = 6, 8
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    d = 2.0 + 0.01 * u + 0.005 * v  # smooth slope: exact bilinear values, nothing dropped
+    uv = torch.tensor([[0.5, 0.25], [6.9, 4.1], [0.0, 0.0], [7.0, 5.0]], dtype=torch.float64)
+    out, smooth = depth_lookup(d, uv)
+    assert torch.allclose(out, 2.0 + 0.01 * uv[:, 0] + 0.005 * uv[:, 1]) and smooth.all()
+    assert torch.allclose(out, bilinear_lookup(d[None], uv)[:, 0])
+    step = torch.where(u < 4, torch.full_like(u, 2.0), torch.full_like(u, 4.0))  # depth edge between 3 and 4
+    out, smooth = depth_lookup(step, torch.tensor([[3.4, 2.0], [3.0, 2.0], [1.5, 2.5], [4.0, 1.0]], dtype=torch.float64))
+    # 3.4 blends both sides of the edge: dropped; 3.0 reads column 3 alone (weight 0 on column 4): kept
+    assert smooth.tolist() == [False, True, True, True] and float(out[1]) == 2.0 and float(out[3]) == 4.0
+    with pytest.raises(ValueError, match="rel"):
+        depth_lookup(d, uv, rel=0.0)
+
+
+def test_depth_lookup_gradcheck_float64():
+    from nrsfm_kit.edm.loss import depth_lookup
+
+    g = torch.Generator().manual_seed(0)
+    d = (2.0 + 0.05 * torch.rand(5, 6, generator=g, dtype=torch.float64)).requires_grad_()
+    uv = (torch.rand(7, 2, generator=g, dtype=torch.float64) * torch.tensor([5.0, 4.0], dtype=torch.float64))
+    uv = uv.clamp(0.05, None).requires_grad_()
+    _, smooth = depth_lookup(d, uv)
+    assert smooth.all()
+    assert torch.autograd.gradcheck(lambda a, b: depth_lookup(a, b)[0], (d, uv), eps=1e-6, atol=1e-8)
+
+
+def test_edge_lookup_drops_straddling_targets_and_prefers_ground_truth():
+    d = torch.full((10, 12), 2.0, dtype=torch.float64)
+    d[:, 6:] = 3.0  # a step between columns 5 and 6
+    flow = torch.zeros(10, 12, 2, dtype=torch.float64)
+    flow[..., 0] = 0.5  # every target half-way between two columns
+    _, _, ok = frame_pair_points(d, d, flow, INTR, lookup="edge")
+    _, _, ok_bil = frame_pair_points(d, d, flow, INTR)  # the default: bilinear, every target kept
+    assert not ok[:, 5].any() and ok[:, :5].all() and ok[:, 6:11].all()  # column 11 leaves the image
+    assert ok_bil[:, 5].all()
+    with pytest.raises(ValueError, match="lookup"):
+        frame_pair_points(d, d, flow, INTR, lookup="nearest")
+    with pytest.raises(ValueError, match="lookup"):
+        EDMLossConfig(lookup="cubic")
+    with pytest.raises(ValueError, match="lookup_rel"):
+        EDMLossConfig(lookup_rel=0.0)
