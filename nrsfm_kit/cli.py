@@ -7,9 +7,9 @@ subcommands by providing ``nrsfm_kit/<topic>/cli.py`` with ``register(subparsers
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
 import sys
+from pathlib import Path
 
 from nrsfm_kit import __version__
 from nrsfm_kit.config import smoke
@@ -34,10 +34,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--section", action="append", help="run only this section (repeatable)")
     demo.set_defaults(func=_demo)
     for name in _COMMAND_PACKAGES:
-        modname = f"nrsfm_kit.{name}.cli"
-        if importlib.util.find_spec(modname) is not None:
-            importlib.import_module(modname).register(sub)
+        module = _load_topic_cli(name)
+        if module is not None:
+            module.register(sub)
     return parser
+
+
+def _load_topic_cli(name: str):
+    """``nrsfm_kit/<name>/cli.py`` loaded from its file, WITHOUT importing the package ``nrsfm_kit.<name>``.
+
+    The topic packages import torch, Warp and Open3D at import time (seconds); their ``cli.py`` files import
+    only argparse-level modules at the top and the heavy ones inside the command functions, so building the
+    parser (``nrsfm-kit --help``) stays fast. Returns None when the topic has no ``cli.py``.
+    """
+    modname = f"nrsfm_kit._topic_cli_{name}"
+    if modname in sys.modules:
+        return sys.modules[modname]
+    path = Path(__file__).resolve().parent / name / "cli.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location(modname, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def main(argv: list[str] | None = None) -> int:

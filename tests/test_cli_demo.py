@@ -48,3 +48,25 @@ def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "nrsfm_kit.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "demo" in out.stdout
     json.dumps({"ok": True})
+
+
+def test_help_does_not_import_the_topic_packages():
+    """`nrsfm-kit --help` builds the parser from the topics' cli.py files without importing torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from nrsfm_kit.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'warp', 'open3d', 'nrsfm_kit.data', 'nrsfm_kit.nrsfm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out
+
+
+def test_cli_method_list_matches_the_package():
+    from nrsfm_kit.cli import build_parser
+    from nrsfm_kit.nrsfm.fit import METHODS
+
+    p = build_parser()
+    sub = next(a for a in p._actions if a.dest == "command").choices["nrsfm"]
+    fit = next(a for a in sub._actions if a.dest == "nrsfm_command").choices["fit"]
+    method = next(a for a in fit._actions if a.dest == "method")
+    assert tuple(method.choices) == METHODS

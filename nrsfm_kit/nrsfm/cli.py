@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nrsfm_kit.data.types import NRSfMSequence
+if TYPE_CHECKING:  # the package (torch) is imported only when a command runs: `nrsfm-kit --help` stays fast
+    from nrsfm_kit.data.types import NRSfMSequence
 
 _SPEC_KEYS = {
     "frames": ("num_frames", int),
@@ -78,7 +80,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``nrsfm fit`` to the ``nrsfm-kit`` command."""
-    from nrsfm_kit.nrsfm.fit import METHODS
+    METHODS = ("tk", "em-ppca", "dnrsfm", "prrrn")  # == nrsfm_kit.nrsfm.fit.METHODS (tested), no torch import here
 
     p = subparsers.add_parser("nrsfm", help="non-rigid structure from motion (TK, EM-PPCA, Deep NRSfM, PR-RRN)")
     sub = p.add_subparsers(dest="nrsfm_command", required=True)
