@@ -12,31 +12,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
-import tracemalloc
 
 import torch
+
+from nrsfm_kit.utils.bench import timings, traced_peak_mib
 
 
 def measure(fn, reps: int) -> tuple[float, float, float]:
     """(median wall s, median process CPU s over ``reps`` runs, peak traced MiB of one extra run).
 
     CPU time is reported beside wall time because this machine is shared: under load the wall time of a
-    single-threaded step is inflated while its CPU time is not.
+    single-threaded step is inflated while its CPU time is not. The warm-up run covers imports and the
+    Open3D/Embree initialisation.
     """
-    fn()  # warm-up (imports, Open3D/Embree initialisation)
-    times, cpu = [], []
-    for _ in range(reps):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    tracemalloc.start()
-    fn()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return statistics.median(times), statistics.median(cpu), peak / 2**20
+    t = timings(fn, reps, warmup=1)
+    return t["wall"], t["cpu"], traced_peak_mib(fn)
 
 
 def table(title: str, rows: list[tuple[str, float, float, float]], target: str) -> str:

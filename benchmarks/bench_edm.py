@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import time
 
 import torch
 
 from nrsfm_kit.kernels.edm_loss import edm_pair_loss, edm_pair_loss_reference
+from nrsfm_kit.utils.bench import median_time
 
 
 def _inputs(n: int, S: int, device: str, seed: int = 0):
@@ -31,8 +31,9 @@ def _inputs(n: int, S: int, device: str, seed: int = 0):
 
 
 _CHILD = """
-import resource, sys
+import sys
 sys.path.insert(0, {root!r})
+from nrsfm_kit.utils.bench import peak_rss_mib
 from bench_edm import _inputs
 from nrsfm_kit.kernels.edm_loss import edm_pair_loss, edm_pair_loss_reference
 import nrsfm_kit.warp_setup as ws
@@ -41,14 +42,9 @@ fn = edm_pair_loss if {warp} else edm_pair_loss_reference
 small = _inputs(64, 128, "cpu")
 fn(small[0], small[1], small[3], small[4], small[2]).backward()   # load kernels / lazy init on a tiny input
 xk, xl, m, i, j = _inputs({n}, {S}, "cpu")
-def hwm():  # VmHWM of this address space (ru_maxrss would include the parent's size before exec)
-    try:
-        return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
-    except (OSError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-base = hwm()
+base = peak_rss_mib()  # VmHWM of this address space, MiB
 fn(xk, xl, i, j, m, tau=-0.2, beta=0.1).backward()
-print((hwm() - base) / 1024)
+print(peak_rss_mib() - base)
 """
 
 
@@ -76,13 +72,9 @@ def _run(fn, args, reps: int, device: str):
     once()  # warm-up (Warp kernel compilation / cache load)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - t0)
+    t = median_time(once, reps, warmup=0)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_cpu_mib(fn, xk.shape[0], i.numel())
-    return statistics.median(times), peak
+    return t, peak
 
 
 def loss_table(reps: int = 7) -> None:

@@ -17,12 +17,9 @@ import argparse
 import json
 import os
 import platform
-import resource
-import statistics
 import subprocess
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -35,17 +32,7 @@ if str(ROOT) not in sys.path:
 from nrsfm_kit.config import data_root  # noqa: E402
 from nrsfm_kit.graph import build_graph  # noqa: E402
 from nrsfm_kit.graph.synthetic import synthetic_depth  # noqa: E402
-
-
-def _median_time(fn, reps: int, warmup: int = 1, clock=time.perf_counter) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = clock()
-        fn()
-        times.append(clock() - t0)
-    return statistics.median(times)
+from nrsfm_kit.utils.bench import peak_rss_mib, timings, traced_peak_mib  # noqa: E402
 
 
 def _frame():
@@ -68,13 +55,9 @@ def bench_build(reps: int) -> list[str]:
             "|---|---|---|---|---|"]
     for geodesic in (True, False):
         g = build_graph(depth, mask, intr, geodesic=geodesic)
-        t = _median_time(lambda geo=geodesic: build_graph(depth, mask, intr, geodesic=geo), reps)
-        t_cpu = _median_time(lambda geo=geodesic: build_graph(depth, mask, intr, geodesic=geo), reps,
-                             clock=time.process_time)
-        tracemalloc.start()
-        build_graph(depth, mask, intr, geodesic=geodesic)
-        peak = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.stop()
+        tm = timings(lambda geo=geodesic: build_graph(depth, mask, intr, geodesic=geo), reps)
+        t, t_cpu = tm["wall"], tm["cpu"]
+        peak = traced_peak_mib(lambda geo=geodesic: build_graph(depth, mask, intr, geodesic=geo))
         rows.append(f"| {'geodesic' if geodesic else 'Euclidean'} | {g.num_nodes} | {t:.3f} | {t_cpu:.3f} | {peak:.0f} |")
     return rows
 
@@ -116,26 +99,14 @@ def _run_warp(impl: str, device: str, backward: bool, H: int = 480, W: int = 640
     return step
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak RSS in MB: VmHWM (per address space, so not inherited from the parent
-    through fork/exec as ``ru_maxrss`` is), else ``ru_maxrss``."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _child(impl: str, backward: bool) -> None:
     """Run one implementation in a fresh process; print its peak RSS growth (MB) over its inputs."""
     _run_warp(impl, "cpu", backward, 8, 8)()  # load the kernels / warm up on a tiny problem
     step = _run_warp(impl, "cpu", backward)
-    base = _peak_rss_mb()  # after the inputs exist
+    base = peak_rss_mib()  # after the inputs exist
     for _ in range(2):
         step()
-    print(json.dumps({"peak_mb": _peak_rss_mb() - base}))
+    print(json.dumps({"peak_mb": peak_rss_mib() - base}))
 
 
 def _child_peak(impl: str, backward: bool) -> float:
@@ -156,8 +127,8 @@ def bench_warp(reps: int) -> list[str]:
             med, cpu, peak = {}, {}, {}
             for impl in ("warp", "torch"):
                 step = _run_warp(impl, device, backward)
-                med[impl] = _median_time(step, reps)
-                cpu[impl] = _median_time(step, reps, warmup=0, clock=time.process_time)
+                tm = timings(step, reps)
+                med[impl], cpu[impl] = tm["wall"], tm["cpu"]
                 if device == "cuda":
                     torch.cuda.reset_peak_memory_stats()
                     step()

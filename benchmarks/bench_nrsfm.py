@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import platform
-import resource
 import statistics
 import time
-import tracemalloc
 
 import torch
 
@@ -19,21 +17,9 @@ from nrsfm_kit.config import data_root
 from nrsfm_kit.data import load_nrsfm_mat, synthetic_nrsfm
 from nrsfm_kit.nrsfm import DeepNRSfMConfig, LearnedFitConfig, PRRRNConfig, fit_nrsfm
 from nrsfm_kit.nrsfm.msr import msr_pairwise, msr_svd
+from nrsfm_kit.utils.bench import median_time, peak_rss_mib
 
 SEQUENCES = ("pickup", "yoga", "stretch", "face", "walking")
-
-
-def _median_time(fn, reps: int) -> tuple[float, float]:
-    """(median seconds, peak Python-heap MB traced by tracemalloc) over ``reps`` calls."""
-    times, peak = [], 0.0
-    for _ in range(reps):
-        tracemalloc.start()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        peak = max(peak, tracemalloc.get_traced_memory()[1] / 2**20)
-        tracemalloc.stop()
-    return statistics.median(times), peak
 
 
 def bench_msr(quick: bool) -> str:
@@ -47,8 +33,8 @@ def bench_msr(quick: bool) -> str:
     def svd():  # one batch row at a time to bound memory (the 4 x P matrices of a row: N x 4 x P)
         return torch.cat([msr_svd(Wa[i : i + 1], Wb, va[i : i + 1], vb) for i in range(B)])
 
-    t_fast, _ = _median_time(fast, 5)
-    t_svd, m_svd = _median_time(svd, 1 if quick else 2)
+    t_fast = median_time(fast, 5)
+    t_svd = median_time(svd, 1 if quick else 2, warmup=0)
     err = float((fast() - svd()).abs().max())
     # largest intermediates (float32): closed form: the (6B, P) and (6N, P) moment stacks and (B, N, 4, 4);
     # SVD: one batch row's N x 4 x P matrices (plus LAPACK workspace)
@@ -213,7 +199,7 @@ def main() -> None:
         parts.append(bench_ablation(args.quick))
     for p in parts:
         print(p)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mib()
     print(f"Total {time.perf_counter() - t0:.0f} s, peak RSS {rss:.0f} MB.")
 
 

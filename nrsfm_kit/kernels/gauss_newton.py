@@ -148,7 +148,9 @@ def arap_terms_torch(nodes: torch.Tensor, edges: torch.Tensor, scale: torch.Tens
 def _cols6(cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(G, nb) node ids -> (G, nb*6) column ids (clamped) and their validity."""
     valid = (cols >= 0).repeat_interleave(6, dim=1)
-    c6 = (cols.clamp(min=0).long().unsqueeze(-1) * 6 + torch.arange(6, device=cols.device)).reshape(cols.shape[0], -1)
+    c6 = (cols.clamp(min=0).long().unsqueeze(-1) * 6 + torch.arange(6, device=cols.device)).reshape(
+        cols.shape[0], cols.shape[1] * 6
+    )  # explicit width: a family with zero residual rows (G = 0) must work too
     return c6, valid
 
 

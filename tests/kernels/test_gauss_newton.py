@@ -203,3 +203,15 @@ def test_bad_inputs():
     J, r, cols, N = _block()
     with pytest.raises(ValueError, match="J: expected last dimension"):
         gn.normal_equations(J[..., :-1], r, cols, N)
+
+
+def test_empty_residual_family_gives_zero_system():
+    """A family with no residual rows (G = 0, e.g. every node cluster too small) contributes A = 0, b = 0."""
+    J, r, cols, N = _block()
+    J0, r0, c0 = J[:, :0], r[:, :0], cols[:0]
+    A, b = gn.normal_equations_torch(J0, r0, c0, N)
+    assert A.shape == (J.shape[0], 6 * N, 6 * N) and b.shape == (J.shape[0], 6 * N)
+    assert float(A.abs().max()) == 0.0 and float(b.abs().max()) == 0.0
+    Aw, bw = gn.normal_equations(J0, r0, c0, N)
+    torch.testing.assert_close(Aw, A)
+    torch.testing.assert_close(bw, b)
