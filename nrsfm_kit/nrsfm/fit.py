@@ -117,7 +117,7 @@ def fit_learned(
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1)))
         )
-    warm = int(float(getattr(mcfg, "consist_warmup", 0.0)) * steps)
+    warm = int(float(mcfg.consist_warmup) * steps) if method == "prrrn" else 0  # first consistency step
     gen = torch.Generator().manual_seed(cfg.seed)
     bank = MemoryBank(mcfg.n_mem, 2 * mcfg.channels[-1], P, device=Wn.device) if method == "prrrn" else None
     table = None  # msr of all frame pairs, looked up by index (F <= cfg.msr_table_max_frames; else per step)
@@ -138,7 +138,7 @@ def fit_learned(
         use_c, use_k = mcfg.use_contrast, mcfg.use_consist and step >= warm
         if use_c and (not use_k or step % 2 == 0):  # eq. 18: alternate the two pairwise terms
             bh, bW, bv = bank.entries()
-            mv = None if table is None else table[idx][:, bank.frame_indices()]
+            mv = None if table is None else table[idx[:, None], bank.frame_indices()[None, :]]
             lc, stats = contrastive_loss(
                 h, Wb, vb, bh, bW, bv, mcfg.tau, mcfg.xi, msr_values=mv, threshold_on=mcfg.threshold_on
             )
@@ -197,9 +197,9 @@ def _best_of_restarts(seq, method, model_config, cfg: LearnedFitConfig, out_dir,
         res = fit_learned(seq, method, model_config, replace(cfg, restarts=1, seed=cfg.seed + k), sub, resume)
         rep = float(reprojection_error(W.float(), res.S.float(), None, vis))
         runs.append((rep, k, res))
-    best = min(runs, key=lambda r: (r[0], r[1]))[2]
+    _, k_best, best = min(runs, key=lambda r: (r[0], r[1]))
     best.extra["restarts"] = [{"seed": cfg.seed + k, "reproj": rep} for rep, k, _ in runs]
-    best.extra["restart_seed"] = best.extra["restarts"][min(runs, key=lambda r: (r[0], r[1]))[1]]["seed"]
+    best.extra["restart_seed"] = cfg.seed + k_best
     return best
 
 

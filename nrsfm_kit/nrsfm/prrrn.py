@@ -239,12 +239,14 @@ class MemoryBank:
         self.count += n
 
     def entries(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(h, W, vis) of the stored entries. h is a copy (autograd keeps it for the backward pass, after the
+        next :meth:`push` has overwritten the bank); W and vis are views, valid until the next push."""
         n = len(self)
-        return self.h[:n].clone(), self.W[:n].clone(), self.vis[:n].clone()
+        return self.h[:n].clone(), self.W[:n], self.vis[:n]
 
     def frame_indices(self) -> torch.Tensor:
-        """(N,) the sequence frame index of each stored entry (-1 where pushed without one)."""
-        return self.frames[: len(self)].clone()
+        """(N,) the sequence frame index of each stored entry (-1 where pushed without one); a view."""
+        return self.frames[: len(self)]
 
 
 def contrastive_loss(
