@@ -7,7 +7,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nrsfm_kit.data._args import check_float_dtype, check_int, to_tensor
-from nrsfm_kit.data.scenes import OBJECTS, SCENES, build_scene
+from nrsfm_kit.data.scenes import OBJECTS, build_scene
 from nrsfm_kit.data.types import MonocularVideo
 from nrsfm_kit.utils.checks import check_positive
 
@@ -58,8 +58,6 @@ def synthetic_monocular_video(
     check_float_dtype(dtype)
     check_positive("fps", fps)
     check_positive("camera_motion", camera_motion, strict=False)
-    if scene not in SCENES:
-        raise ValueError(f"scene: expected one of {SCENES}, found {scene!r}")
     world = build_scene(tuple(objects), int(height), int(width), seed, camera_motion=float(camera_motion),
                         scene=scene)
     times = [k / float(fps) for k in range(int(num_frames))]
