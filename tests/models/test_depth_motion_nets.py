@@ -26,7 +26,8 @@ def test_resnet18_matches_torchvision_layout():
 
 def test_depth_net_range_and_odd_sizes():
     net = DepthNet(DepthNetConfig(min_depth=0.5, max_depth=20.0, width=8))
-    d = net(torch.rand(2, 3, 50, 70))
+    with torch.no_grad():
+        d = net(torch.rand(2, 3, 50, 70))
     assert d.shape == (2, 1, 50, 70)
     assert float(d.min()) > 0.5 and float(d.max()) < 20.0
     s = torch.tensor([0.0, 1.0, 0.5], dtype=torch.float64)
