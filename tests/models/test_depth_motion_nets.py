@@ -38,7 +38,7 @@ def test_motion_net_output_and_gradients():
     net = MotionNet(width=8)
     a, b = torch.rand(1, 3, 32, 40), torch.rand(1, 3, 32, 40)
     m = net(a, b)
-    assert m.shape == (1, 3, 32, 40) and float(m.min()) > 0 and float(m.max()) < 1
+    assert m.shape == (1, 3, 32, 40) and float(m.detach().min()) > 0 and float(m.detach().max()) < 1
     m.mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
