@@ -48,6 +48,8 @@ class TwoStageConfig:
         (ours, not in the paper, which starts from ImageNet-pretrained encoders: from scratch, the residuals
         of a random depth map carry no motion information and the embedding net saturates its sigmoid to
         one constant embedding within ~25 steps, a dead end; measured in notebook 12).
+    embedding_scale: the motion net's output range (0, embedding_scale)^3 (:class:`MotionNet` ``scale``; 1 is
+        Table 7's sigmoid).
     seg_threshold: embedding distance above which a pixel is "moving" (ours; the ROC covers all thresholds).
     border: border width (pixels) over which the static embedding is the channel-wise median (ours).
     """
@@ -60,6 +62,7 @@ class TwoStageConfig:
     tau: float = 0.5
     loss: EDMLossConfig = field(default_factory=EDMLossConfig)
     depth: DepthNetConfig = field(default_factory=lambda: DepthNetConfig(min_depth=0.1, max_depth=100.0))
+    embedding_scale: float = 1.0
     seg_threshold: float = 0.3
     border: int = 3
     seed: int = 0
@@ -74,6 +77,8 @@ class TwoStageConfig:
             raise ValueError(f"lr: expected > 0, found {self.lr}")
         if not float(self.tau) > -1:
             raise ValueError(f"tau: expected > -1, found {self.tau}")
+        if not float(self.embedding_scale) > 0:
+            raise ValueError(f"embedding_scale: expected > 0, found {self.embedding_scale}")
 
 
 @dataclass
@@ -145,6 +150,7 @@ def fit_sequence(
     out_dir: str | Path | None = None,
     backend: str = "warp",
     frozen_embeddings: torch.Tensor | None = None,
+    stage1_depth: torch.Tensor | None = None,
 ) -> DepthFitResult:
     """Test-time training on one video, then evaluation against its ground truth (when present).
 
@@ -155,7 +161,12 @@ def fit_sequence(
         config: :class:`TwoStageConfig`.
         out_dir: optional folder for checkpoints / metrics.json of each stage (resumable).
         backend: "warp" or "torch" EDM loss.
-        frozen_embeddings: reuse (T-1, 3, H, W) embeddings of an earlier stage 1 (skips stage 1).
+        frozen_embeddings: reuse (T-1, 3, H, W) embeddings of an earlier stage 1 (skips stage 1), or
+            :func:`label_embeddings` of a ground-truth segmentation (the weights a perfect stage 1 would give).
+        stage1_depth: (T, H, W) depth maps held fixed in stage 1 (a diagnostic, ours): only the motion net
+            trains there (no warm-up), so with the ground-truth depth the embeddings show what this loss can
+            segment when the depth is exact, separating depth errors from the loss's own limits
+            (benchmarks/RESULTS.md, edm). Stage 2 is unchanged: its depth net never sees these maps.
 
     Returns:
         :class:`DepthFitResult`.
@@ -176,10 +187,34 @@ def fit_sequence(
 
     emb = None
     motion = None
-    if variant == "embeddings":
+    if stage1_depth is not None:
+        if variant != "embeddings" or frozen_embeddings is not None:
+            raise ValueError("stage1_depth: expected only with variant='embeddings' and no frozen_embeddings, "
+                             f"found variant={variant!r}, frozen_embeddings "
+                             f"{'given' if frozen_embeddings is not None else 'None'}")
+        check_tensor("stage1_depth", stage1_depth, (T, H, W))
+        if not bool((stage1_depth > 0).all()):
+            raise ValueError(f"stage1_depth: expected depth > 0 everywhere, found min {float(stage1_depth.min())}")
+    if variant == "embeddings" and stage1_depth is not None:
+        torch.manual_seed(cfg.seed)
+        model = nn.ModuleDict({"motion": MotionNet(cfg.width, cfg.embedding_scale)})
+        lcfg1 = EDMLossConfig(**{**asdict(cfg.loss), "tau": 0.0})
+        fixed = stage1_depth.float()
+
+        def step1f(m, step):
+            e = m["motion"](frames[:-1], frames[1:])
+            return {"loss": _edm_loss_over_video(fixed, flow, intr, e, lcfg1, valid, gen, backend)}
+
+        r1 = _train(model, step1f, model.parameters(), cfg.steps_stage1, cfg, "stage 1 (given depth)",
+                    None if out is None else out / "stage1_given_depth")
+        history += [{**h, "stage": 1} for h in r1.history]
+        motion = model["motion"].eval()
+        with torch.no_grad():
+            emb = motion(frames[:-1], frames[1:]).detach()
+    elif variant == "embeddings":
         if frozen_embeddings is None:
             torch.manual_seed(cfg.seed)
-            model = nn.ModuleDict({"depth": DepthNet(dcfg), "motion": MotionNet(cfg.width)})
+            model = nn.ModuleDict({"depth": DepthNet(dcfg), "motion": MotionNet(cfg.width, cfg.embedding_scale)})
             lcfg1 = EDMLossConfig(**{**asdict(cfg.loss), "tau": 0.0})
             opt1 = torch.optim.Adam(model.parameters(), lr=cfg.lr)
             if int(cfg.warmup_stage1) > 0:
@@ -237,6 +272,25 @@ def fit_sequence(
     seg = evaluate_segmentation(emb, video, cfg) if emb is not None else {}
     model_out = nn.ModuleDict({"depth": depth_model["depth"], **({"motion": motion} if motion is not None else {})})
     return DepthFitResult(variant, depth, emb, metrics, seg, history, model_out)
+
+
+def label_embeddings(segmentation: torch.Tensor, distance: float = 3.0) -> torch.Tensor:
+    """(T-1, 3, H, W) embeddings from a label map (T, H, W) of frames 0..T-2: label 0 at the origin, labels
+    1, 2, 3 at ``distance`` along one axis each (weights 1 - tanh(distance) = 0.005 across labels).
+
+    The embeddings a perfect stage 1 would learn, for :func:`fit_sequence`'s ``frozen_embeddings``: stage 2
+    with them measures what the tau-offset loss can do with exact weights (a diagnostic, ours).
+    """
+    check_tensor("segmentation", segmentation, ("T", "H", "W"), floating=False)
+    labels = segmentation[:-1].long()
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > 3):
+        raise ValueError(f"segmentation: expected labels in 0..3, found {int(labels.min())}..{int(labels.max())}")
+    if not float(distance) > 0:
+        raise ValueError(f"distance: expected > 0, found {distance}")
+    emb = torch.zeros(labels.shape[0], 3, *labels.shape[1:])
+    for c in range(3):
+        emb[:, c][labels == c + 1] = float(distance)
+    return emb
 
 
 def evaluate_depth(depth: torch.Tensor, video: MonocularVideo) -> dict:

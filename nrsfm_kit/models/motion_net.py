@@ -18,16 +18,28 @@ EMBED_DIM = 3  # Table 7: 3-channel sigmoid output
 
 
 class MotionNet(nn.Module):
-    """(B, 3, H, W) frame k and (B, 3, H, W) frame l -> (B, 3, H, W) motion embeddings of frame k."""
+    """(B, 3, H, W) frame k and (B, 3, H, W) frame l -> (B, 3, H, W) motion embeddings of frame k.
 
-    def __init__(self, width: int = 64):
+    ``scale`` multiplies the sigmoid output: embeddings in (0, scale)^3. 1 is Table 7. With 1 the largest
+    embedding distance is sqrt(3), where the weight 1 - tanh(d) still falls (derivative 0.12), so training
+    pushes the static and the moving embeddings into opposite corners of the cube; a weaker third motion that
+    started near the static embedding is then pinned in the static corner (its gradient points out of the
+    cube) and is never separated. With a larger cube the clusters settle where the weights have saturated,
+    inside it (ours; measured in notebook 12 and benchmarks/RESULTS.md, edm).
+    """
+
+    def __init__(self, width: int = 64, scale: float = 1.0):
         super().__init__()
+        if not float(scale) > 0:
+            raise ValueError(f"scale: expected > 0, found {scale!r}")
         self.encoder = ResNet18Encoder(6, width)
         self.decoder = UNetDecoder(self.encoder.channels, EMBED_DIM)
+        self.scale = float(scale)
 
     def forward(self, frame_k: torch.Tensor, frame_l: torch.Tensor) -> torch.Tensor:
         dims: dict = {}
         check_tensor("frame_k", frame_k, ("B", 3, "H", "W"), dims=dims)
         check_tensor("frame_l", frame_l, ("B", 3, "H", "W"), dims=dims)
         x = torch.cat([frame_k, frame_l], dim=1)
-        return self.decoder(self.encoder(x), frame_k.shape[-2:])
+        out = self.decoder(self.encoder(x), frame_k.shape[-2:])
+        return out if self.scale == 1.0 else self.scale * out

@@ -95,6 +95,8 @@ def test_bad_inputs(tiny_video):
         TwoStageConfig(steps_stage1=-1)
     with pytest.raises(ValueError, match="warmup_stage1"):
         TwoStageConfig(warmup_stage1=-2)
+    with pytest.raises(ValueError, match="embedding_scale: expected > 0, found -1"):
+        TwoStageConfig(embedding_scale=-1.0)
     nan_frames = tiny_video.frames.clone()
     nan_frames[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="video.frames: expected finite"):
@@ -108,3 +110,37 @@ def test_default_tau_matches_the_presets():
     """The stage-2 offset tau = 0.5 is measured on the teaching video (preset_config docstring); the config
     default, the smoke preset and the teaching preset use the same value."""
     assert TwoStageConfig().tau == preset_config(True)[0].tau == preset_config(False)[0].tau == 0.5
+
+
+def test_stage1_with_given_depth(tiny_video, tmp_path):
+    """stage1_depth: only the motion net trains in stage 1 (against the fixed maps), stage 2 as usual."""
+    res = fit_sequence(tiny_video, "embeddings", _cfg(), stage1_depth=tiny_video.depth, out_dir=tmp_path)
+    T, _, H, W = tiny_video.frames.shape
+    assert res.embeddings.shape == (T - 1, 3, H, W) and "depth" in res.model and "motion" in res.model
+    assert [h["stage"] for h in res.history] == [1, 1, 2, 2]
+    assert (tmp_path / "stage1_given_depth" / "checkpoint.pt").exists()
+    with pytest.raises(ValueError, match="stage1_depth: expected only with variant='embeddings'"):
+        fit_sequence(tiny_video, "rigid", _cfg(), stage1_depth=tiny_video.depth)
+    with pytest.raises(ValueError, match=r"stage1_depth: expected shape"):
+        fit_sequence(tiny_video, "embeddings", _cfg(), stage1_depth=tiny_video.depth[:-1])
+    with pytest.raises(ValueError, match="stage1_depth: expected depth > 0 everywhere, found min 0.0"):
+        fit_sequence(tiny_video, "embeddings", _cfg(), stage1_depth=torch.zeros_like(tiny_video.depth))
+
+
+def test_label_embeddings():
+    """Exact weights from labels: 1 - tanh(0) = 1 inside a label, 1 - tanh(3) < 0.005 across labels."""
+    from nrsfm_kit.edm.training import label_embeddings
+    from nrsfm_kit.edm.priors import scene_motion_weights
+
+    seg = torch.tensor([[[0, 1], [2, 0]], [[0, 0], [0, 0]]])
+    emb = label_embeddings(seg)
+    assert emb.shape == (1, 3, 2, 2)
+    m = emb[0].reshape(3, -1).T  # (4, 3)
+    w = scene_motion_weights(m)  # pixels: static, box, non-rigid, static
+    assert float(w[0, 3]) == 1.0 and float(w[0, 1]) < 0.005 and float(w[1, 2]) < 0.005
+    with pytest.raises(ValueError, match=r"segmentation: expected labels in 0..3, found 0..4"):
+        label_embeddings(torch.tensor([[[0, 4]], [[0, 0]]]))
+    with pytest.raises(ValueError, match="segmentation: expected a floating-point|segmentation: expected shape"):
+        label_embeddings(torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="distance: expected > 0, found 0"):
+        label_embeddings(seg, 0.0)

@@ -43,6 +43,20 @@ def test_motion_net_output_and_gradients():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
+def test_motion_net_scale():
+    """scale multiplies the sigmoid output: same weights, embeddings in (0, scale)."""
+    torch.manual_seed(0)
+    net = MotionNet(width=8)
+    torch.manual_seed(0)
+    net4 = MotionNet(width=8, scale=4.0)
+    a, b = torch.rand(2, 3, 32, 40), torch.rand(2, 3, 32, 40)
+    with torch.no_grad():
+        m, m4 = net(a, b), net4(a, b)
+    assert torch.allclose(m4, 4.0 * m) and float(m4.max()) < 4.0
+    with pytest.raises(ValueError, match="scale: expected > 0, found 0"):
+        MotionNet(width=8, scale=0)
+
+
 def test_sigmoid_to_depth_gradcheck():
     s = torch.rand(5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: sigmoid_to_depth(x, 0.1, 100.0), (s,))
