@@ -98,8 +98,13 @@ def depth_table(seeds=(0,)) -> None:
     import dataclasses
 
     from nrsfm_kit.edm.loss import EDMLossConfig
-    from nrsfm_kit.edm.training import (constant_baseline, fit_sequence, label_embeddings, preset_config,
-                                        synthetic_video)
+    from nrsfm_kit.edm.training import (
+        constant_baseline,
+        fit_sequence,
+        label_embeddings,
+        preset_config,
+        synthetic_video,
+    )
 
     cfg, size = preset_config(False)
     video = synthetic_video(size["frames"], size["height"], size["width"])

@@ -129,8 +129,8 @@ def test_stage1_with_given_depth(tiny_video, tmp_path):
 
 def test_label_embeddings():
     """Exact weights from labels: 1 - tanh(0) = 1 inside a label, 1 - tanh(3) < 0.005 across labels."""
-    from nrsfm_kit.edm.training import label_embeddings
     from nrsfm_kit.edm.priors import scene_motion_weights
+    from nrsfm_kit.edm.training import label_embeddings
 
     seg = torch.tensor([[[0, 1], [2, 0]], [[0, 0], [0, 0]]])
     emb = label_embeddings(seg)
