@@ -58,11 +58,11 @@ class EDMLossConfig:
         cluttered synthetic video (4 frames 48x64, S = 50k, mean over the 3 view pairs), loss of ground truth /
         of a flat map over visible pixels: bilinear 0.037 / 0.036 (GT not preferred), nearest neighbour across
         edges 0.023 / 0.036, "edge" (drop) 0.0075 / 0.036; over static visible pixels 0.021 / 0.031 ->
-        0.0013 / 0.031 (notebook 12). Not the default because training with it was not better (teaching
-        preset, seeds 0 / 1: rigid AbsRel all 0.094 / 0.097 vs 0.093 / 0.094 bilinear, non-rigid 0.276 / 0.280
-        vs 0.269 / 0.272): the learnt depth maps are smooth (after 150 rigid steps 1.4 % of the visible
-        static correspondences straddle a 10 % edge, 15 % of the moving ones), so little is dropped, and the
-        segmentation differences are inside stage 1's numerical noise (benchmarks/RESULTS.md, edm).
+        0.0013 / 0.031 (notebook 12). The default stays the paper's bilinear lookup; the teaching preset
+        (:func:`nrsfm_kit.edm.training.preset_config`) uses "edge": with the exact depth in stage 1 the motion
+        segmentation reaches best-threshold IoU 0.72 / 0.76 (seeds 0 / 1) against 0.55 / 0.57 bilinear, because
+        a blend across a depth edge makes the static pixels next to it look like movers (benchmarks/RESULTS.md,
+        edm). With Table 7's (0, 1)^3 embeddings it was not better (stage 1 was chaotic there).
     lookup_rel: relative depth spread (max - min) / min of the 4 neighbours above which "edge" drops the
         correspondence (0.1: 13 % of the 2x2 blocks of the cluttered video's true depth exceed it, 26 % exceed
         0.05; the ground-truth loss over visible pixels is 0.0075 with 0.1 and 0.0084 with 0.05).
