@@ -12,7 +12,7 @@ from torch import nn
 
 from nrsfm_kit.models.decoders import UNetDecoder
 from nrsfm_kit.models.resnet import ResNet18Encoder
-from nrsfm_kit.utils.checks import check_tensor
+from nrsfm_kit.utils.checks import check_positive, check_tensor
 
 EMBED_DIM = 3  # Table 7: 3-channel sigmoid output
 
@@ -30,8 +30,7 @@ class MotionNet(nn.Module):
 
     def __init__(self, width: int = 64, scale: float = 1.0):
         super().__init__()
-        if not float(scale) > 0:
-            raise ValueError(f"scale: expected > 0, found {scale!r}")
+        check_positive("scale", scale)
         self.encoder = ResNet18Encoder(6, width)
         self.decoder = UNetDecoder(self.encoder.channels, EMBED_DIM)
         self.scale = float(scale)

@@ -96,8 +96,9 @@ def test_bad_inputs(tiny_video):
         TwoStageConfig(steps_stage1=-1)
     with pytest.raises(ValueError, match="warmup_stage1"):
         TwoStageConfig(warmup_stage1=-2)
-    with pytest.raises(ValueError, match="embedding_scale: expected > 0, found -1"):
-        TwoStageConfig(embedding_scale=-1.0)
+    for bad in (-1.0, float("inf")):
+        with pytest.raises(ValueError, match="embedding_scale: expected a finite value > 0"):
+            TwoStageConfig(embedding_scale=bad)
     nan_frames = tiny_video.frames.clone()
     nan_frames[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="video.frames: expected finite"):
@@ -119,7 +120,9 @@ def test_stage1_with_given_depth(tiny_video, tmp_path):
     T, _, H, W = tiny_video.frames.shape
     assert res.embeddings.shape == (T - 1, 3, H, W) and "depth" in res.model and "motion" in res.model
     assert [h["stage"] for h in res.history] == [1, 1, 2, 2]
+    # its own stage folders: a normal run's finished stage 2 in the same folder is never resumed by it
     assert (tmp_path / "stage1_given_depth" / "checkpoint.pt").exists()
+    assert (tmp_path / "stage2_given_depth" / "checkpoint.pt").exists() and not (tmp_path / "stage2").exists()
     with pytest.raises(ValueError, match="stage1_depth: expected only with variant='embeddings'"):
         fit_sequence(tiny_video, "rigid", _cfg(), stage1_depth=tiny_video.depth)
     with pytest.raises(ValueError, match=r"stage1_depth: expected shape"):
@@ -129,22 +132,30 @@ def test_stage1_with_given_depth(tiny_video, tmp_path):
 
 
 def test_label_embeddings():
-    """Exact weights from labels: 1 - tanh(0) = 1 inside a label, 1 - tanh(3) < 0.005 across labels."""
+    """Exact weights from labels: every 4-connected moving component of a frame gets its own corner of the
+    cube (two objects with the same label too), so w = 1 inside an object and <= 1 - tanh(3) < 0.005 across."""
     from nrsfm_kit.edm.priors import scene_motion_weights
     from nrsfm_kit.edm.training import label_embeddings
 
-    seg = torch.tensor([[[0, 1], [2, 0]], [[0, 0], [0, 0]]])
+    seg = torch.tensor([[[0, 1, 0, 2], [2, 0, 0, 2]], [[0, 0, 0, 0], [0, 0, 0, 0]]])
     emb = label_embeddings(seg)
-    assert emb.shape == (1, 3, 2, 2)
-    m = emb[0].reshape(3, -1).T  # (4, 3)
-    w = scene_motion_weights(m)  # pixels: static, box, non-rigid, static
-    assert float(w[0, 3]) == 1.0 and float(w[0, 1]) < 0.005 and float(w[1, 2]) < 0.005
-    with pytest.raises(ValueError, match=r"segmentation: expected labels in 0..3, found 0..4"):
-        label_embeddings(torch.tensor([[[0, 4]], [[0, 0]]]))
-    with pytest.raises(ValueError, match="segmentation: expected a floating-point|segmentation: expected shape"):
-        label_embeddings(torch.zeros(2, 2))
-    with pytest.raises(ValueError, match="distance: expected > 0, found 0"):
-        label_embeddings(seg, 0.0)
+    assert emb.shape == (1, 3, 2, 4)
+    m = emb[0].reshape(3, -1).T  # pixels: 0 static, 1 box, 2 static, 3 label 2 (right), 4 label 2 (left), ..., 7
+    w = scene_motion_weights(m)
+    assert float(w[0, 2]) == 1.0 and float(w[3, 7]) == 1.0   # same object (the right-hand label-2 column)
+    assert float(w[0, 1]) < 0.005 and float(w[1, 3]) < 0.005
+    assert float(w[3, 4]) < 0.005                             # same label 2, two separate objects
+    with pytest.raises(ValueError, match=r"segmentation: expected labels >= 0, found -1"):
+        label_embeddings(torch.tensor([[[0, -1]], [[0, 0]]]))
+    with pytest.raises(ValueError, match=r"segmentation: expected an integer label tensor, found dtype torch.float32"):
+        label_embeddings(seg.float())
+    with pytest.raises(ValueError, match=r"segmentation: expected shape"):
+        label_embeddings(torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="at most 7 moving components per frame"):
+        label_embeddings(torch.tensor([[[1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1]], [[0] * 15]]))
+    for bad in (0.0, float("inf")):
+        with pytest.raises(ValueError, match="distance: expected a finite value > 0"):
+            label_embeddings(seg, bad)
 
 
 @pytest.mark.parametrize("scale", [1.0, 4.0])
@@ -164,7 +175,9 @@ def test_embedding_range_frees_the_weak_mover(scale):
     arm = (labels == 2) & (torch.arange(size["width"]) >= size["width"] // 2)  # the arm is the right-hand mover
     static = labels == 0
     arm_score, static_score = float(scores[arm].median()), float(scores[static].median())
+    movers = [float(scores[(labels == 1)].median()), float(scores[(labels == 2) & ~arm].median())]  # box, cloth
+    assert min(movers) > 0.5, movers   # the box and the cloth leave the static embedding in both ranges
     if scale == 1.0:
-        assert arm_score < 0.05, arm_score   # pinned at the static embedding
+        assert arm_score < 0.05, arm_score   # the arm stays pinned at the static embedding
     else:
         assert arm_score > 0.5 and static_score < 0.1, (arm_score, static_score)

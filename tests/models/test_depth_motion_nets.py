@@ -53,8 +53,9 @@ def test_motion_net_scale():
     with torch.no_grad():
         m, m4 = net(a, b), net4(a, b)
     assert torch.allclose(m4, 4.0 * m) and float(m4.max()) < 4.0
-    with pytest.raises(ValueError, match="scale: expected > 0, found 0"):
-        MotionNet(width=8, scale=0)
+    for bad in (0, float("inf"), "big"):
+        with pytest.raises(ValueError, match="scale: expected a"):
+            MotionNet(width=8, scale=bad)
 
 
 def test_sigmoid_to_depth_gradcheck():
