@@ -143,6 +143,27 @@ def _train(model, step_fn, params, steps, cfg: TwoStageConfig, desc, out_dir, op
     return fit(model, step_fn, opt, tc, out_dir=out_dir, resume=out_dir is not None)
 
 
+def _check_run_settings(out: Path, cfg: TwoStageConfig, variant: str, backend: str, given_depth: bool,
+                        frozen: bool) -> None:
+    """Resuming is by folder: refuse a folder written with other settings instead of resuming its checkpoints."""
+    import json
+
+    from nrsfm_kit.utils.io import atomic_write_json
+
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "log_every")}
+    settings.update(variant=variant, backend=backend, stage1_depth=given_depth, frozen_embeddings=frozen)
+    settings = json.loads(json.dumps(settings, default=str))
+    path = out / "settings.json"
+    if path.exists():
+        found = json.loads(path.read_text())
+        if found != settings:
+            diff = sorted(k for k in set(found) | set(settings) if found.get(k) != settings.get(k))
+            raise ValueError(f"out_dir: expected a new folder or one written with the same settings, found {path} "
+                             f"with different {', '.join(diff)} (use another out_dir)")
+    else:
+        atomic_write_json(path, settings)
+
+
 def fit_sequence(
     video: MonocularVideo,
     variant: str = "embeddings",
@@ -160,7 +181,8 @@ def fit_sequence(
             segmentation (optional) are used only for evaluation.
         variant: "embeddings" (two-stage training with motion embeddings) or "rigid" (all weights 1).
         config: :class:`TwoStageConfig`.
-        out_dir: optional folder for checkpoints / metrics.json of each stage (resumable).
+        out_dir: optional folder for checkpoints / metrics.json of each stage (resumable; its settings.json
+            records the run settings, and a folder written with other settings is refused, not resumed).
         backend: "warp" or "torch" EDM loss.
         frozen_embeddings: reuse (T-1, 3, H, W) embeddings of an earlier stage 1 (skips stage 1), or
             :func:`label_embeddings` of a ground-truth segmentation (the weights a perfect stage 1 would give).
@@ -182,6 +204,8 @@ def fit_sequence(
     valid = _valid_masks(video)
     gen = torch.Generator().manual_seed(cfg.seed)
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        _check_run_settings(out, cfg, variant, backend, stage1_depth is not None, frozen_embeddings is not None)
     history: list = []
     dcfg = copy.deepcopy(cfg.depth)
     dcfg.width = cfg.width

@@ -59,6 +59,17 @@ def test_stage_one_warmup(tiny_video, tmp_path):
     assert torch.allclose(again.depth, res.depth) and torch.allclose(again.embeddings, res.embeddings)
 
 
+def test_out_dir_refuses_other_settings(tiny_video, tmp_path):
+    """Resuming is by folder: a folder written with other settings is refused, not silently resumed."""
+    fit_sequence(tiny_video, "rigid", _cfg(), out_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"out_dir: expected a new folder .* different variant"):
+        fit_sequence(tiny_video, "embeddings", _cfg(), out_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"out_dir: expected .* different embedding_scale"):
+        fit_sequence(tiny_video, "rigid", dataclasses.replace(_cfg(), embedding_scale=4.0), out_dir=tmp_path)
+    # progress / logging settings do not matter
+    fit_sequence(tiny_video, "rigid", dataclasses.replace(_cfg(), progress=True, log_every=5), out_dir=tmp_path)
+
+
 def test_frozen_embeddings_skip_stage_one(tiny_video):
     T, _, H, W = tiny_video.frames.shape
     emb = torch.rand(T - 1, 3, H, W)
