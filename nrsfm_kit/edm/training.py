@@ -11,6 +11,7 @@ all weights 1 (no embeddings). Everything trains on one sequence (test-time trai
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from nrsfm_kit.metrics.segmentation import roc_curve, segmentation_scores
 from nrsfm_kit.models import DepthNet, DepthNetConfig, MotionNet
 from nrsfm_kit.train import TrainConfig, fit
 from nrsfm_kit.utils.checks import check_positive, check_tensor
+from nrsfm_kit.utils.io import atomic_write_json
 
 VARIANTS = ("embeddings", "rigid")
 
@@ -146,10 +148,6 @@ def _train(model, step_fn, params, steps, cfg: TwoStageConfig, desc, out_dir, op
 def _check_run_settings(out: Path, cfg: TwoStageConfig, variant: str, backend: str, given_depth: bool,
                         frozen: bool) -> None:
     """Resuming is by folder: refuse a folder written with other settings instead of resuming its checkpoints."""
-    import json
-
-    from nrsfm_kit.utils.io import atomic_write_json
-
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "log_every")}
     settings.update(variant=variant, backend=backend, stage1_depth=given_depth, frozen_embeddings=frozen)
     settings = json.loads(json.dumps(settings, default=str))
@@ -220,29 +218,16 @@ def fit_sequence(
         check_tensor("stage1_depth", stage1_depth, (T, H, W))
         if not bool((stage1_depth > 0).all()):
             raise ValueError(f"stage1_depth: expected depth > 0 everywhere, found min {float(stage1_depth.min())}")
-    if variant == "embeddings" and stage1_depth is not None:
-        torch.manual_seed(cfg.seed)
-        model = nn.ModuleDict({"motion": MotionNet(cfg.width, cfg.embedding_scale)})
-        lcfg1 = EDMLossConfig(**{**asdict(cfg.loss), "tau": 0.0})
-        fixed = stage1_depth.float()
-
-        def step1f(m, step):
-            e = m["motion"](frames[:-1], frames[1:])
-            return {"loss": _edm_loss_over_video(fixed, flow, intr, e, lcfg1, valid, gen, backend)}
-
-        r1 = _train(model, step1f, model.parameters(), cfg.steps_stage1, cfg, "stage 1 (given depth)",
-                    None if out is None else out / "stage1_given_depth")
-        history += [{**h, "stage": 1} for h in r1.history]
-        motion = model["motion"].eval()
-        with torch.no_grad():
-            emb = motion(frames[:-1], frames[1:]).detach()
-    elif variant == "embeddings":
+    if variant == "embeddings":
         if frozen_embeddings is None:
+            # stage 1: the motion net with the depth net (joint), or alone against the given depth maps
             torch.manual_seed(cfg.seed)
-            model = nn.ModuleDict({"depth": DepthNet(dcfg), "motion": MotionNet(cfg.width, cfg.embedding_scale)})
+            nets = {} if stage1_depth is not None else {"depth": DepthNet(dcfg)}
+            model = nn.ModuleDict({**nets, "motion": MotionNet(cfg.width, cfg.embedding_scale)})
+            fixed = None if stage1_depth is None else stage1_depth.float()
             lcfg1 = EDMLossConfig(**{**asdict(cfg.loss), "tau": 0.0})
             opt1 = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-            if int(cfg.warmup_stage1) > 0:
+            if fixed is None and int(cfg.warmup_stage1) > 0:
                 lcfg0 = EDMLossConfig(**{**asdict(cfg.loss), "tau": 0.0, "beta": 0.0})
                 warm = nn.ModuleDict({"depth": model["depth"]})
 
@@ -261,12 +246,14 @@ def fit_sequence(
                         opt1.state[prm] = opt0.state[prm]
 
             def step1(m, step):
-                d = m["depth"](frames)[:, 0]
+                d = m["depth"](frames)[:, 0] if fixed is None else fixed
                 e = m["motion"](frames[:-1], frames[1:])
                 return {"loss": _edm_loss_over_video(d, flow, intr, e, lcfg1, valid, gen, backend)}
 
-            r1 = _train(model, step1, None, cfg.steps_stage1, cfg, "stage 1 (joint)",
-                        None if out is None else out / "stage1", opt=opt1)
+            desc, sub = ("stage 1 (joint)", "stage1") if fixed is None else ("stage 1 (given depth)",
+                                                                            "stage1_given_depth")
+            r1 = _train(model, step1, None, cfg.steps_stage1, cfg, desc, None if out is None else out / sub,
+                        opt=opt1)
             history += [{**h, "stage": 1} for h in r1.history]
             motion = model["motion"].eval()
             with torch.no_grad():
@@ -287,8 +274,12 @@ def fit_sequence(
         return {"loss": _edm_loss_over_video(d, flow, intr, emb, lcfg2, valid, gen, backend)}
 
     desc = "stage 2 (frozen embeddings)" if emb is not None else "rigid (no embeddings)"
-    stage2_dir = "rigid" if emb is None else ("stage2_given_depth" if stage1_depth is not None
-                                              else "stage2_frozen" if frozen_embeddings is not None else "stage2")
+    if emb is None:
+        stage2_dir = "rigid"
+    elif stage1_depth is not None:
+        stage2_dir = "stage2_given_depth"
+    else:
+        stage2_dir = "stage2" if frozen_embeddings is None else "stage2_frozen"
     r2 = _train(depth_model, step2, depth_model.parameters(), cfg.steps_stage2, cfg, desc,
                 None if out is None else out / stage2_dir)
     history += [{**h, "stage": 2} for h in r2.history]

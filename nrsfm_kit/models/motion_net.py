@@ -40,5 +40,4 @@ class MotionNet(nn.Module):
         check_tensor("frame_k", frame_k, ("B", 3, "H", "W"), dims=dims)
         check_tensor("frame_l", frame_l, ("B", 3, "H", "W"), dims=dims)
         x = torch.cat([frame_k, frame_l], dim=1)
-        out = self.decoder(self.encoder(x), frame_k.shape[-2:])
-        return out if self.scale == 1.0 else self.scale * out
+        return self.scale * self.decoder(self.encoder(x), frame_k.shape[-2:])
