@@ -132,13 +132,17 @@ def depth_table(seeds=(0,)) -> None:
             return None
         return {**res.segmentation, "best_iou": best_threshold(motion_scores(res.embeddings, c.border), gt_moving)[1]}
 
+    def run(name, seed, c, variant="embeddings", segmentation=True, **kw):  # train, print the row and times
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = fit_sequence(video, variant, c, **kw)
+        row(name, seed, res.metrics, seg_of(res, c) if segmentation else None, time.perf_counter() - t0,
+            time.process_time() - c0)
+
     row("constant depth", "-", constant_baseline(video))
     for seed in seeds:
+        c = dataclasses.replace(cfg, seed=int(seed), progress=False)
         for variant in ("rigid", "embeddings"):
-            c = dataclasses.replace(cfg, seed=int(seed), progress=False)
-            t0, c0 = time.perf_counter(), time.process_time()
-            res = fit_sequence(video, variant, c)
-            row(variant, seed, res.metrics, seg_of(res, c), time.perf_counter() - t0, time.process_time() - c0)
+            run(variant, seed, c, variant=variant)
         # diagnostics (upper bounds): stage 1 against the exact depth (only the motion net trains) with the
         # preset, with Table 7's embedding range (0, 1)^3 and with the bilinear depth lookup; then stage 2
         # with the exact weights of the labels
@@ -147,16 +151,11 @@ def depth_table(seeds=(0,)) -> None:
                            ("embeddings, exact depth in stage 1, range (0, 1)^3",
                             {"embedding_scale": 1.0, "seg_threshold": 0.3}),
                            ("embeddings, exact depth in stage 1, bilinear lookup", {"loss": bilinear})):
-            c = dataclasses.replace(cfg, seed=int(seed), progress=False, **over)
-            t0, c0 = time.perf_counter(), time.process_time()
-            res = fit_sequence(video, "embeddings", c, stage1_depth=video.depth)
-            row(name, seed, res.metrics, seg_of(res, c), time.perf_counter() - t0, time.process_time() - c0)
+            run(name, seed, dataclasses.replace(c, **over), stage1_depth=video.depth)
+        labels = label_embeddings(video.segmentation)
         for tau in (cfg.tau, 0.0):
-            c = dataclasses.replace(cfg, seed=int(seed), progress=False, tau=tau)
-            t0, c0 = time.perf_counter(), time.process_time()
-            res = fit_sequence(video, "embeddings", c, frozen_embeddings=label_embeddings(video.segmentation))
-            row(f"stage 2 with exact weights (labels), tau {tau:g}", seed, res.metrics, None,
-                time.perf_counter() - t0, time.process_time() - c0)
+            run(f"stage 2 with exact weights (labels), tau {tau:g}", seed, dataclasses.replace(c, tau=tau),
+                segmentation=False, frozen_embeddings=labels)
 
 
 def main(argv=None) -> None:
