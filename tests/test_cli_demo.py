@@ -52,9 +52,6 @@ def test_console_script_runs():
 
 def test_help_does_not_import_the_topic_packages():
     """`nrsfm-kit --help` builds the parser from the topics' cli.py files without importing torch."""
-    import subprocess
-    import sys
-
     code = ("import sys; from nrsfm_kit.cli import build_parser; build_parser(); "
             "print(sorted(m for m in ('torch', 'warp', 'open3d', 'nrsfm_kit.data', 'nrsfm_kit.nrsfm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
@@ -62,7 +59,6 @@ def test_help_does_not_import_the_topic_packages():
 
 
 def test_cli_method_list_matches_the_package():
-    from nrsfm_kit.cli import build_parser
     from nrsfm_kit.nrsfm.fit import METHODS
 
     p = build_parser()

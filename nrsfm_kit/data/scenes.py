@@ -53,11 +53,11 @@ def background(rng: np.random.Generator, depth: float = 2.6, half: float = 2.6, 
     ]
 
 
-def static_box(rng: np.random.Generator, name: str, center, size, yaw: float = 0.0, base=None) -> MeshObject:
+def static_box(rng: np.random.Generator, name: str, center, size, yaw: float = 0.0) -> MeshObject:
     """A static textured box of ``size`` (m) centred at ``center`` (m), turned by ``yaw`` radians about y."""
     v0, faces, uv = box_mesh(size)
     v = v0 @ rotation([0, 1, 0], yaw).T + np.asarray(center, dtype=np.float64)
-    return MeshObject(name, faces, uv, procedural_texture(rng, 256, base=base, contrast=0.9), STATIC,
+    return MeshObject(name, faces, uv, procedural_texture(rng, 256, contrast=0.9), STATIC,
                       lambda t, v=v: v)
 
 

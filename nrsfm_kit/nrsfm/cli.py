@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the package (torch) is imported only when a command runs: `nrsfm-kit --help` stays fast
     from nrsfm_kit.data.types import NRSfMSequence
 
+METHODS = ("tk", "em-ppca", "dnrsfm", "prrrn")  # the one list (nrsfm_kit.nrsfm.fit imports it); no torch here
+
 _SPEC_KEYS = {
     "frames": ("num_frames", int),
     "points": ("num_points", int),
@@ -80,8 +82,6 @@ def _fit(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``nrsfm fit`` to the ``nrsfm-kit`` command."""
-    METHODS = ("tk", "em-ppca", "dnrsfm", "prrrn")  # == nrsfm_kit.nrsfm.fit.METHODS (tested), no torch import here
-
     p = subparsers.add_parser("nrsfm", help="non-rigid structure from motion (TK, EM-PPCA, Deep NRSfM, PR-RRN)")
     sub = p.add_subparsers(dest="nrsfm_command", required=True)
     f = sub.add_parser("fit", help="fit a method to a sequence and report e3D and the other metrics")

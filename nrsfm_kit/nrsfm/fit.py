@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from nrsfm_kit.data.types import NRSfMSequence
-from nrsfm_kit.metrics.nrsfm import e3d, nrsfm_report
+from nrsfm_kit.metrics.nrsfm import e3d, nrsfm_report, reprojection_error
 from nrsfm_kit.nrsfm.classical import EMPPCAConfig, TomasiKanadeConfig, em_ppca, tomasi_kanade
+from nrsfm_kit.nrsfm.cli import METHODS  # defined beside the CLI, which must not import torch
 from nrsfm_kit.nrsfm.common import NRSfMResult, normalize_observations, to_camera_frame, validate_sequence
 from nrsfm_kit.nrsfm.deep_nrsfm import DeepNRSfM, DeepNRSfMConfig, mutual_coherence
 from nrsfm_kit.nrsfm.deep_nrsfm import reprojection_loss as dnrsfm_loss
@@ -29,8 +30,6 @@ from nrsfm_kit.nrsfm.prrrn import (
 )
 from nrsfm_kit.nrsfm.prrrn import reprojection_loss as prrrn_loss
 from nrsfm_kit.train import TrainConfig, fit
-
-METHODS = ("tk", "em-ppca", "dnrsfm", "prrrn")
 
 
 @dataclass
@@ -186,10 +185,13 @@ def fit_learned(
     )
 
 
+def select_restart(reprojections) -> int:
+    """Index of the restart to keep: the lowest reprojection error, ties to the earliest (no 3D used)."""
+    return min(range(len(reprojections)), key=lambda k: (reprojections[k], k))
+
+
 def _best_of_restarts(seq, method, model_config, cfg: LearnedFitConfig, out_dir, resume) -> NRSfMResult:
     """Train ``cfg.restarts`` times (seeds seed + k) and keep the lowest reprojection error (no 3D used)."""
-    from nrsfm_kit.metrics.nrsfm import reprojection_error
-
     W, vis = validate_sequence(seq)
     runs = []
     for k in range(int(cfg.restarts)):
@@ -197,7 +199,8 @@ def _best_of_restarts(seq, method, model_config, cfg: LearnedFitConfig, out_dir,
         res = fit_learned(seq, method, model_config, replace(cfg, restarts=1, seed=cfg.seed + k), sub, resume)
         rep = float(reprojection_error(W.float(), res.S.float(), None, vis))
         runs.append((rep, k, res))
-    _, k_best, best = min(runs, key=lambda r: (r[0], r[1]))
+    k_best = select_restart([rep for rep, _, _ in runs])
+    best = runs[k_best][2]
     best.extra["restarts"] = [{"seed": cfg.seed + k, "reproj": rep} for rep, k, _ in runs]
     best.extra["restart_seed"] = cfg.seed + k_best
     return best
@@ -245,8 +248,6 @@ def fit_nrsfm(
     if seq.S is not None:
         metrics.update(nrsfm_report(res.S.float(), seq.S.float(), W.float(), vis))
     else:
-        from nrsfm_kit.metrics.nrsfm import reprojection_error
-
         metrics["reproj"] = float(reprojection_error(W.float(), res.S.float(), None, vis))
     if "coherence" in res.extra:
         metrics["coherence"] = res.extra["coherence"]

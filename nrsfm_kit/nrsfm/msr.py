@@ -76,8 +76,8 @@ def msr_gram_pairwise(
     ab = Z[1:].permute(1, 3, 0, 2)  # (B, N, 2, 2): sum m w_a,i w_b,k
     Q = (left2[: 2 * B] @ sqb.reshape(N, 2 * P).T).reshape(B, 2, N).permute(0, 2, 1)  # sum m x_b^2, m y_b^2
     # the products with m_b alone: n, sa and the batch's second moments
-    lefta = torch.cat([va, mWa[..., 0], mWa[..., 1], mWa[..., 0] * Wa[..., 0], mWa[..., 0] * Wa[..., 1],
-                       mWa[..., 1] * Wa[..., 1]], 0)  # (6B, P)  # fmt: skip
+    lefta = torch.cat([left.reshape(3 * B, P), mWa[..., 0] * Wa[..., 0], mWa[..., 0] * Wa[..., 1],
+                       mWa[..., 1] * Wa[..., 1]], 0)  # (6B, P): m, m x, m y, m x^2, m x y, m y^2
     Y = (lefta @ vb.T).reshape(6, B, N)
     n = Y[0]
     sa = Y[1:3].permute(1, 2, 0)  # (B, N, 2)
@@ -135,6 +135,13 @@ def msr(
 def common_counts(vis_a: torch.Tensor, vis_b: torch.Tensor) -> torch.Tensor:
     """Number of points visible in both frames for all pairs: (B, P), (N, P) -> (B, N)."""
     return vis_a.float() @ vis_b.float().T
+
+
+def msr_pairwise_masked(Wa: torch.Tensor, Wb: torch.Tensor, vis_a: torch.Tensor, vis_b: torch.Tensor,
+                        min_common: int = 4) -> torch.Tensor:
+    """:func:`msr_pairwise` with NaN for the pairs sharing fewer than ``min_common`` visible points (B, N)."""
+    m = msr_pairwise(Wa, Wb, vis_a, vis_b)
+    return m.masked_fill(common_counts(vis_a, vis_b) < min_common, float("nan"))
 
 
 def msr_svd(

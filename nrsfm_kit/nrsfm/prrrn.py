@@ -60,7 +60,7 @@ import torch
 from torch import nn
 
 from nrsfm_kit.geometry import orthonormalize
-from nrsfm_kit.nrsfm.msr import common_counts, msr_pairwise
+from nrsfm_kit.nrsfm.msr import msr_pairwise_masked
 from nrsfm_kit.utils.checks import check_tensor
 
 
@@ -277,20 +277,20 @@ def contrastive_loss(
         (loss, stats) with loss = mean over positives of (1 - cos) + mean over negatives of ReLU(cos),
         stats the numbers of positive and negative pairs.
     """
+    if threshold_on not in ("sqrt_msr", "msr"):
+        raise ValueError(f"threshold_on: expected 'sqrt_msr' or 'msr', found {threshold_on!r}")
     hn = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     if bank_h.shape[0] == 0:
         return hn.sum() * 0.0, {"n_pos": 0.0, "n_neg": 0.0}
     with torch.no_grad():
         if msr_values is None:
-            m = msr_pairwise(W, bank_W, vis, bank_vis)
-            enough = common_counts(vis, bank_vis) >= 4
+            m = msr_pairwise_masked(W, bank_W, vis, bank_vis)
         else:
             check_tensor("msr_values", msr_values, (h.shape[0], bank_h.shape[0]), finite=False)
-            m, enough = msr_values, ~torch.isnan(msr_values)
+            m = msr_values
+        enough = ~torch.isnan(m)
         if threshold_on == "sqrt_msr":
             m = m.clamp_min(0.0).sqrt()
-        elif threshold_on != "msr":
-            raise ValueError(f"threshold_on: expected 'sqrt_msr' or 'msr', found {threshold_on!r}")
         pos = (m < tau) & enough
         neg = (m > xi) & enough
     cos = hn @ bank_h.T
@@ -307,12 +307,8 @@ def msr_table(W: torch.Tensor, vis: torch.Tensor, chunk: int = 64) -> torch.Tens
     (batch, bank) block up by frame index: the same values as recomputing :func:`msr_pairwise` each step.
     """
     with torch.no_grad():
-        rows = []
-        for i in range(0, W.shape[0], chunk):
-            m = msr_pairwise(W[i : i + chunk], W, vis[i : i + chunk], vis)
-            few = common_counts(vis[i : i + chunk], vis) < 4
-            rows.append(torch.where(few, torch.full_like(m, float("nan")), m))
-        return torch.cat(rows)
+        return torch.cat([msr_pairwise_masked(W[i : i + chunk], W, vis[i : i + chunk], vis)
+                          for i in range(0, W.shape[0], chunk)])
 
 
 def consistency_loss(

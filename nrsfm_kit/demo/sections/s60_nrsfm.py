@@ -12,7 +12,7 @@ TITLE = "Non-rigid structure from motion"
 
 def run(smoke: bool = False) -> DemoSection:
     from nrsfm_kit.data import synthetic_nrsfm
-    from nrsfm_kit.nrsfm import DeepNRSfMConfig, LearnedFitConfig, PRRRNConfig, fit_nrsfm
+    from nrsfm_kit.nrsfm import DeepNRSfMConfig, LearnedFitConfig, fit_nrsfm
     from nrsfm_kit.nrsfm.msr import msr_pairwise
     from nrsfm_kit.viz.nrsfm import compare_skeletons
 
@@ -46,7 +46,7 @@ def run(smoke: bool = False) -> DemoSection:
         sec.add("Deep NRSfM dictionary coherence", dn["coherence"], "in [0, 1]")
         # PR-RRN with the package defaults (both pairwise losses); 1200 steps here, the 2400 of notebook 10 and
         # benchmarks/RESULTS.md reach e3D < 0.05 on this kind of sequence
-        res_p, pr = fit_nrsfm(seq, "prrrn", epochs=3 if smoke else 300, model_config=PRRRNConfig(),
+        res_p, pr = fit_nrsfm(seq, "prrrn", epochs=3 if smoke else 300,
                               config=LearnedFitConfig(progress=False, log_every=10**6))
         if smoke:
             sec.add("PR-RRN e3D (smoke: 3 steps)", pr["e3d"], "< TK at full size")
