@@ -58,11 +58,34 @@ def wview(t: torch.Tensor, dtype=None, requires_grad: bool = False) -> wp.array:
     return wp.from_torch(t, dtype=dtype, requires_grad=requires_grad)
 
 
-def launch(kernel, dim, inputs: list, outputs: list | None = None, *, like: torch.Tensor) -> None:
-    """Launch ``kernel`` on the device of ``like`` (on the current torch CUDA stream when on GPU)."""
+def launch(kernel, dim, inputs: list, outputs: list | None = None, *, like: torch.Tensor,
+           adj_inputs: list | None = None, adj_outputs: list | None = None, adjoint: bool = False) -> None:
+    """Launch ``kernel`` on the device of ``like``, on torch's current CUDA stream when on GPU.
+
+    With ``adjoint=True`` Warp's generated adjoint of the kernel runs instead (``adj_inputs`` /
+    ``adj_outputs`` receive / hold the gradients; ``None`` entries for non-differentiable arguments):
+    the one way every forward and backward launch of the suite goes, so both follow torch's stream.
+    """
     device = warp_device(like)
+    kw = {"device": device}
     if like.device.type == "cuda":
-        stream = wp.stream_from_torch(torch.cuda.current_stream(like.device))
-        wp.launch(kernel, dim=dim, inputs=inputs, outputs=outputs or [], device=device, stream=stream)
-    else:
-        wp.launch(kernel, dim=dim, inputs=inputs, outputs=outputs or [], device=device)
+        kw["stream"] = wp.stream_from_torch(torch.cuda.current_stream(like.device))
+    if adjoint:
+        kw.update(adj_inputs=adj_inputs or [], adj_outputs=adj_outputs or [], adjoint=True)
+    wp.launch(kernel, dim=dim, inputs=inputs, outputs=outputs or [], **kw)
+
+
+def index_tensor(name: str, idx: torch.Tensor, upper: int) -> torch.Tensor:
+    """Index tensor as the kernels' one index type (int64, contiguous), checked to lie in [-1, upper).
+
+    An out-of-range index would read arbitrary memory inside a kernel, so every bridge checks its
+    index arguments here before launching.
+    """
+    if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int32, torch.int64):
+        found = idx.dtype if isinstance(idx, torch.Tensor) else type(idx).__name__
+        raise ValueError(f"{name}: expected an integer tensor (int32/int64), found {found}")
+    if idx.numel():
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < -1 or hi >= upper:
+            raise ValueError(f"{name}: expected ids in [-1, {upper}), found range [{lo}, {hi}]")
+    return contiguous(idx.to(torch.int64))
