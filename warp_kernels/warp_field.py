@@ -5,11 +5,11 @@ Maths (Neural Non-Rigid Tracking, Bozic et al. 2020, eq. 2 / eq. 17 and eq. 11; 
     Q(p) = sum_a alpha_a ( R_k (p - v_k) + v_k + t_k ),   k = anchor a of p   (padding k = -1 skipped)
     r_ij = R_i (v_j - v_i) + v_i + t_i - (v_j + t_j),      j = edges[i, e]    (padding j = -1 gives 0)
 
-Every kernel here is *generic* (``typing.Any``) with two overloads declared explicitly at the end of the
-module: float32 (``wp.vec3`` / ``wp.mat33``) for speed and float64 (``wp.vec3d`` / ``wp.mat33d``) for
-gradchecks. Declaring them up front keeps the module's content (and so its kernel-cache hash) the same
-whatever dtype is launched first, so it compiles once and is reused from the cache.
-Index arrays are int64 (the :class:`nrsfm_kit.graph.types.DeformationGraph` convention).
+Every kernel here is *generic* (``typing.Any``) with two overloads declared at the end of the module by
+:func:`warp_kernels.types.declare_float_overloads`: float32 (``vec3`` / ``mat33``) for speed and float64
+(``vec3d`` / ``mat33d``) for gradchecks, so the module compiles once whatever dtype runs first.
+Index arrays are :data:`warp_kernels.types.INDEX` (int64, -1 padding; the
+:class:`nrsfm_kit.graph.types.DeformationGraph` convention).
 
 Adjoints are written by hand (no ``wp.Tape``): with ``g = dL/dQ(p)`` and ``d = p - v_k``
 
@@ -34,6 +34,8 @@ from typing import Any
 
 import warp as wp
 
+from warp_kernels.types import INDEX, FloatTypes, declare_float_overloads
+
 # adjoints are hand-written below: skip Warp's auto-generated backward code (halves compile time)
 wp.set_module_options({"enable_backward": False})
 
@@ -51,7 +53,7 @@ def node_transform(p: Any, v: Any, R: Any, t: Any):
 @wp.func
 def anchor_adjoint(
     p: Any,
-    k: wp.int64,
+    k: INDEX,
     w: Any,
     g: Any,
     nodes: wp.array(dtype=Any),
@@ -80,7 +82,7 @@ def anchor_adjoint(
 @wp.kernel
 def warp_points_forward(
     points: wp.array(dtype=Any),
-    anchors: wp.array2d(dtype=wp.int64),
+    anchors: wp.array2d(dtype=INDEX),
     weights: wp.array2d(dtype=Any),
     nodes: wp.array(dtype=Any),
     rotations: wp.array(dtype=Any),
@@ -93,7 +95,7 @@ def warp_points_forward(
     acc = type(p)()
     for a in range(anchors.shape[1]):
         k = anchors[i, a]
-        if k >= wp.int64(0):
+        if k >= INDEX(0):
             acc = acc + weights[i, a] * node_transform(p, nodes[k], rotations[k], translations[k])
     out[i] = acc
 
@@ -101,7 +103,7 @@ def warp_points_forward(
 @wp.kernel
 def warp_points_backward(
     points: wp.array(dtype=Any),
-    anchors: wp.array2d(dtype=wp.int64),
+    anchors: wp.array2d(dtype=INDEX),
     weights: wp.array2d(dtype=Any),
     nodes: wp.array(dtype=Any),
     rotations: wp.array(dtype=Any),
@@ -120,7 +122,7 @@ def warp_points_backward(
     gp = type(p)()
     for a in range(anchors.shape[1]):
         k = anchors[i, a]
-        if k >= wp.int64(0):
+        if k >= INDEX(0):
             dp, dw = anchor_adjoint(
                 p, k, weights[i, a], g, nodes, rotations, translations,
                 grad_nodes, grad_rotations, grad_translations,
@@ -140,7 +142,7 @@ def warp_points_backward(
 @wp.kernel
 def warp_image_forward(
     points: wp.array2d(dtype=Any),
-    anchors: wp.array3d(dtype=wp.int64),
+    anchors: wp.array3d(dtype=INDEX),
     weights: wp.array3d(dtype=Any),
     nodes: wp.array(dtype=Any),
     rotations: wp.array(dtype=Any),
@@ -153,7 +155,7 @@ def warp_image_forward(
     acc = type(p)()
     for a in range(anchors.shape[2]):
         k = anchors[y, x, a]
-        if k >= wp.int64(0):
+        if k >= INDEX(0):
             acc = acc + weights[y, x, a] * node_transform(p, nodes[k], rotations[k], translations[k])
     out[y, x] = acc
 
@@ -161,7 +163,7 @@ def warp_image_forward(
 @wp.kernel
 def warp_image_backward(
     points: wp.array2d(dtype=Any),
-    anchors: wp.array3d(dtype=wp.int64),
+    anchors: wp.array3d(dtype=INDEX),
     weights: wp.array3d(dtype=Any),
     nodes: wp.array(dtype=Any),
     rotations: wp.array(dtype=Any),
@@ -180,7 +182,7 @@ def warp_image_backward(
     gp = type(p)()
     for a in range(anchors.shape[2]):
         k = anchors[y, x, a]
-        if k >= wp.int64(0):
+        if k >= INDEX(0):
             dp, dw = anchor_adjoint(
                 p, k, weights[y, x, a], g, nodes, rotations, translations,
                 grad_nodes, grad_rotations, grad_translations,
@@ -200,7 +202,7 @@ def warp_image_backward(
 @wp.kernel
 def arap_forward(
     nodes: wp.array(dtype=Any),
-    edges: wp.array2d(dtype=wp.int64),
+    edges: wp.array2d(dtype=INDEX),
     rotations: wp.array(dtype=Any),
     translations: wp.array(dtype=Any),
     out: wp.array2d(dtype=Any),
@@ -212,7 +214,7 @@ def arap_forward(
     ti = translations[i]
     for e in range(edges.shape[1]):
         j = edges[i, e]
-        if j >= wp.int64(0):
+        if j >= INDEX(0):
             vj = nodes[j]
             out[i, e] = node_transform(vj, vi, Ri, ti) - (vj + translations[j])
         else:
@@ -222,7 +224,7 @@ def arap_forward(
 @wp.kernel
 def arap_backward(
     nodes: wp.array(dtype=Any),
-    edges: wp.array2d(dtype=wp.int64),
+    edges: wp.array2d(dtype=INDEX),
     rotations: wp.array(dtype=Any),
     grad_out: wp.array2d(dtype=Any),
     grad_nodes: wp.array(dtype=Any),
@@ -239,7 +241,7 @@ def arap_backward(
     gv = type(vi)()
     for e in range(edges.shape[1]):
         j = edges[i, e]
-        if j >= wp.int64(0):
+        if j >= INDEX(0):
             g = grad_out[i, e]
             Rtg = RiT @ g
             gR = gR + wp.outer(g, nodes[j] - vi)
@@ -253,23 +255,46 @@ def arap_backward(
 
 
 # --------------------------------------------------------------------------------------------------
-# explicit float32 / float64 overloads: the module always holds the same set of instantiations, so it
-# compiles once (and is cached) whatever order the launches come in
+# float32 / float64 overloads (vector / matrix arrays, so each kernel states its own signature)
 # --------------------------------------------------------------------------------------------------
 
 
-def _declare_overloads() -> None:
-    for scalar, vec, mat in ((wp.float32, wp.vec3, wp.mat33), (wp.float64, wp.vec3d, wp.mat33d)):
-        v1, m1 = wp.array(dtype=vec), wp.array(dtype=mat)
-        v2 = wp.array2d(dtype=vec)
-        s2, s3 = wp.array2d(dtype=scalar), wp.array3d(dtype=scalar)
-        i2, i3 = wp.array2d(dtype=wp.int64), wp.array3d(dtype=wp.int64)
-        wp.overload(warp_points_forward, [v1, i2, s2, v1, m1, v1, v1])
-        wp.overload(warp_points_backward, [v1, i2, s2, v1, m1, v1, v1, v1, s2, v1, m1, v1])
-        wp.overload(warp_image_forward, [v2, i3, s3, v1, m1, v1, v2])
-        wp.overload(warp_image_backward, [v2, i3, s3, v1, m1, v1, v2, v2, s3, v1, m1, v1])
-        wp.overload(arap_forward, [v1, i2, m1, v1, v2])
-        wp.overload(arap_backward, [v1, i2, m1, v2, v1, m1, v1])
+def _vec(ft: FloatTypes, ndim: int = 1):
+    return wp.array(dtype=ft.vec3, ndim=ndim)
 
 
-_declare_overloads()
+def _mat(ft: FloatTypes):
+    return wp.array(dtype=ft.mat33)
+
+
+def _scal(ft: FloatTypes, ndim: int):
+    return wp.array(dtype=ft.scalar, ndim=ndim)
+
+
+def _motion(ft: FloatTypes) -> list:
+    """(nodes, rotations, translations), or their gradients: (N,) vec3, mat33, vec3."""
+    return [_vec(ft), _mat(ft), _vec(ft)]
+
+
+_I2, _I3 = wp.array2d(dtype=INDEX), wp.array3d(dtype=INDEX)
+
+declare_float_overloads(
+    warp_points_forward, signature=lambda ft: [_vec(ft), _I2, _scal(ft, 2), *_motion(ft), _vec(ft)]
+)
+declare_float_overloads(
+    warp_points_backward,
+    signature=lambda ft: [_vec(ft), _I2, _scal(ft, 2), *_motion(ft), _vec(ft),
+                          _vec(ft), _scal(ft, 2), *_motion(ft)],
+)
+declare_float_overloads(
+    warp_image_forward, signature=lambda ft: [_vec(ft, 2), _I3, _scal(ft, 3), *_motion(ft), _vec(ft, 2)]
+)
+declare_float_overloads(
+    warp_image_backward,
+    signature=lambda ft: [_vec(ft, 2), _I3, _scal(ft, 3), *_motion(ft), _vec(ft, 2),
+                          _vec(ft, 2), _scal(ft, 3), *_motion(ft)],
+)
+declare_float_overloads(arap_forward, signature=lambda ft: [_vec(ft), _I2, _mat(ft), _vec(ft), _vec(ft, 2)])
+declare_float_overloads(
+    arap_backward, signature=lambda ft: [_vec(ft), _I2, _mat(ft), _vec(ft, 2), *_motion(ft)]
+)

@@ -12,16 +12,22 @@ This module is the template every later kernel bridge follows:
 
 Checklist for a new kernel topic (what this module and ``warp_kernels/warp_field.py`` do):
 
-- kernels generic over the float type (``typing.Any``), float32 and float64 overloads declared with
-  ``wp.overload`` so the module compiles once; ``wp.set_module_options({"enable_backward": False})``
-  when the adjoints are hand-written;
-- integer indices as int64 with -1 padding, checked to lie in [-1, N) before launch (an out-of-range
-  index would read arbitrary memory in the kernel);
+- kernels generic over the float type (``typing.Any``), float32 and float64 overloads declared up front
+  with :func:`warp_kernels.types.declare_float_overloads` so the module compiles once (vector / matrix
+  arrays via :func:`warp_kernels.types.float_types`); ``wp.set_module_options({"enable_backward": False})``
+  when the adjoints are hand-written; no Warp private attributes;
+- integer indices as :data:`warp_kernels.types.INDEX` (int64) with -1 padding, converted and checked to
+  lie in [-1, N) by :func:`nrsfm_kit.kernels._bridge.index_tensor` before launch (an out-of-range index
+  would read arbitrary memory in the kernel); shapes through :mod:`nrsfm_kit.utils.checks`;
+- every launch, forward and backward, through :func:`nrsfm_kit.kernels._bridge.launch` (device of the
+  inputs, torch's current CUDA stream); backwards that launch kernels are ``once_differentiable``;
 - scatter-adds of gradients with ``wp.atomic_add`` into zero-initialised torch tensors; rows owned by
   one thread written directly;
-- tests (``tests/kernels/test_<topic>.py``): values and every gradient against the torch reference in
-  float32 and float64, parametrised over CPU and (when present) CUDA; ``gradcheck`` of the Warp Function
-  and of the reference in float64; exact cases (here: rigid motions); every bad input.
+- tests (``tests/kernels/test_<topic>.py``, with the ``device`` / ``dtype_tol`` fixtures and the helpers
+  of :mod:`nrsfm_kit.utils.testing`): ``assert_parity`` of values and every gradient against the torch
+  reference in float32 and float64 on CPU and (when present) CUDA; ``gradcheck64`` of the Warp Function
+  and of the reference; exact cases (here: rigid motions); every bad input. ``benchmarks/gpu_check.py``
+  lists the new bridge so its parity is also checked on a GPU.
 
 Maths (Neural Non-Rigid Tracking, Bozic et al. NeurIPS 2020, eq. 2 / eq. 17, eq. 11; embedded
 deformation, Sumner et al. 2007). A node i has position v_i (metres), rotation R_i and translation t_i
@@ -51,8 +57,9 @@ import torch
 import warp as wp
 
 import warp_kernels.warp_field as wk
-from nrsfm_kit.kernels._bridge import contiguous, launch, wview
+from nrsfm_kit.kernels._bridge import contiguous, index_tensor, launch, wview
 from nrsfm_kit.utils.checks import check_shape, check_tensor
+from warp_kernels.types import float_types
 
 __all__ = [
     "warp_points",
@@ -69,8 +76,8 @@ __all__ = [
     "ArapResidualsFunction",
 ]
 
-_VEC = {torch.float32: wp.vec3, torch.float64: wp.vec3d}
-_MAT = {torch.float32: wp.mat33, torch.float64: wp.mat33d}
+# Warp scalar / vec3 / mat33 types of each supported torch dtype
+_FT = {torch.float32: float_types(wp.float32), torch.float64: float_types(wp.float64)}
 
 
 # ==================================================================================================
@@ -166,7 +173,7 @@ class _WarpFieldFunction(torch.autograd.Function):
 
     @classmethod
     def forward(cls, ctx, points, anchors, weights, nodes, rotations, translations):
-        vec, mat = _VEC[points.dtype], _MAT[points.dtype]
+        vec, mat = _FT[points.dtype].vec3, _FT[points.dtype].mat33
         out = torch.empty_like(points)
         launch(
             cls.forward_kernel,
@@ -183,7 +190,7 @@ class _WarpFieldFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(cls, ctx, grad_out):
         points, anchors, weights, nodes, rotations, translations = ctx.saved_tensors
-        vec, mat = _VEC[points.dtype], _MAT[points.dtype]
+        vec, mat = _FT[points.dtype].vec3, _FT[points.dtype].mat33
         grad_out = contiguous(grad_out)
         gp, gw = torch.empty_like(points), torch.empty_like(weights)
         gv, gR, gt = _empty_like_grads(nodes, rotations, translations)
@@ -227,7 +234,7 @@ class ArapResidualsFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, nodes, edges, rotations, translations):
-        vec, mat = _VEC[nodes.dtype], _MAT[nodes.dtype]
+        vec, mat = _FT[nodes.dtype].vec3, _FT[nodes.dtype].mat33
         out = torch.empty(edges.shape + (3,), dtype=nodes.dtype, device=nodes.device)
         launch(
             wk.arap_forward,
@@ -243,7 +250,7 @@ class ArapResidualsFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         nodes, edges, rotations = ctx.saved_tensors
-        vec, mat = _VEC[nodes.dtype], _MAT[nodes.dtype]
+        vec, mat = _FT[nodes.dtype].vec3, _FT[nodes.dtype].mat33
         grad_out = contiguous(grad_out)
         gv, gR, gt = _empty_like_grads(nodes, rotations, nodes)
         launch(
@@ -263,21 +270,12 @@ class ArapResidualsFunction(torch.autograd.Function):
 
 
 def _check_index(name: str, idx, spec, dims: dict, num_nodes: int, device) -> torch.Tensor:
-    """Integer index tensor in [-1, num_nodes), returned as contiguous int64 on ``device``."""
-    if not isinstance(idx, torch.Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor, found {type(idx).__name__}")
-    if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise ValueError(f"{name}: expected an integer tensor (int64), found dtype {idx.dtype}")
+    """Integer index tensor of shape ``spec`` in [-1, num_nodes), returned as contiguous int64 on ``device``."""
+    idx = index_tensor(name, idx, num_nodes)
     check_shape(name, idx, spec, dims)
     if idx.device != device:
         raise ValueError(f"{name}: expected device {device}, found {idx.device}")
-    if idx.numel():
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < -1 or hi >= num_nodes:
-            raise ValueError(
-                f"{name}: expected node ids in [-1, {num_nodes - 1}] (-1 = padding), found range [{lo}, {hi}]"
-            )
-    return contiguous(idx.to(torch.int64))
+    return idx
 
 
 def _check_floats(named: dict, dims: dict) -> tuple[torch.Tensor, ...]:
@@ -285,7 +283,7 @@ def _check_floats(named: dict, dims: dict) -> tuple[torch.Tensor, ...]:
     out, dtype, device = [], None, None
     for name, (x, spec) in named.items():
         check_tensor(name, x, spec, dims=dims)
-        if x.dtype not in _VEC:
+        if x.dtype not in _FT:
             raise ValueError(f"{name}: expected dtype float32 or float64, found {x.dtype}")
         if dtype is None:
             dtype, device, first = x.dtype, x.device, name
