@@ -8,8 +8,11 @@ in view l) and optional 3-channel motion embeddings m (view k):
     L     = sum_s w_s |r_s| / (sum_s w_s + eps)  +  beta (1 - sum_s w_s / S)               (alpha norm., ||w||_1)
 
 Every kernel runs over the S pairs (memory O(S), never O(n^2)); reductions use atomics. The kernels are
-generic in the scalar type (float32 / float64 overloads) and contain no torch code: the autograd bridge
-is :mod:`nrsfm_kit.kernels.edm_loss`.
+generic in the scalar type, with float32 / float64 overloads declared at the end of the module by
+:func:`warp_kernels.types.declare_float_overloads`; points and embeddings are ``vec3`` arrays, the pair
+indices ``pi`` / ``pj`` are :data:`warp_kernels.types.INDEX` (int64, in [0, n): no padding). The adjoints
+are hand-written (no generated backward). No torch code here: the autograd bridge is
+:mod:`nrsfm_kit.kernels.edm_loss`.
 """
 
 from __future__ import annotations
@@ -18,13 +21,18 @@ from typing import Any
 
 import warp as wp
 
+from warp_kernels.types import INDEX, FloatTypes, declare_float_overloads
+
+# adjoints are hand-written below: skip Warp's auto-generated backward code
+wp.set_module_options({"enable_backward": False})
+
 
 @wp.kernel
 def pair_sq_sums(
     xk: wp.array(dtype=Any),
     xl: wp.array(dtype=Any),
-    pi: wp.array(dtype=wp.int32),
-    pj: wp.array(dtype=wp.int32),
+    pi: wp.array(dtype=INDEX),
+    pj: wp.array(dtype=INDEX),
     sums: wp.array(dtype=Any),
 ):
     """sums[0] += ||xk_i - xk_j||^2, sums[1] += ||xl_i - xl_j||^2 over the pairs."""
@@ -60,8 +68,8 @@ def pair_forward(
     xk: wp.array(dtype=Any),
     xl: wp.array(dtype=Any),
     emb: wp.array(dtype=Any),
-    pi: wp.array(dtype=wp.int32),
-    pj: wp.array(dtype=wp.int32),
+    pi: wp.array(dtype=INDEX),
+    pj: wp.array(dtype=INDEX),
     mu: wp.array(dtype=Any),
     tau: Any,
     use_embed: int,
@@ -92,8 +100,8 @@ def pair_forward(
 def pair_backward_reduce(
     xk: wp.array(dtype=Any),
     xl: wp.array(dtype=Any),
-    pi: wp.array(dtype=wp.int32),
-    pj: wp.array(dtype=wp.int32),
+    pi: wp.array(dtype=INDEX),
+    pj: wp.array(dtype=INDEX),
     mu: wp.array(dtype=Any),
     r: wp.array(dtype=Any),
     w: wp.array(dtype=Any),
@@ -116,8 +124,8 @@ def pair_backward(
     xk: wp.array(dtype=Any),
     xl: wp.array(dtype=Any),
     emb: wp.array(dtype=Any),
-    pi: wp.array(dtype=wp.int32),
-    pj: wp.array(dtype=wp.int32),
+    pi: wp.array(dtype=INDEX),
+    pj: wp.array(dtype=INDEX),
     mu: wp.array(dtype=Any),
     r: wp.array(dtype=Any),
     w: wp.array(dtype=Any),
@@ -163,8 +171,8 @@ def pair_backward(
 def pair_sq_dists(
     xk: wp.array(dtype=Any),
     xl: wp.array(dtype=Any),
-    pi: wp.array(dtype=wp.int32),
-    pj: wp.array(dtype=wp.int32),
+    pi: wp.array(dtype=INDEX),
+    pj: wp.array(dtype=INDEX),
     ek: wp.array(dtype=Any),
     el: wp.array(dtype=Any),
 ):
@@ -174,3 +182,38 @@ def pair_sq_dists(
     dl = xl[pi[s]] - xl[pj[s]]
     ek[s] = wp.dot(dk, dk)
     el[s] = wp.dot(dl, dl)
+
+
+# --------------------------------------------------------------------------------------------------
+# float32 / float64 overloads: vec3 arrays for points / embeddings, scalar arrays for the rest
+# --------------------------------------------------------------------------------------------------
+
+_IDX = wp.array(dtype=INDEX)
+
+
+def _vec(ft: FloatTypes):
+    return wp.array(dtype=ft.vec3)
+
+
+def _scal(ft: FloatTypes):
+    return wp.array(dtype=ft.scalar)
+
+
+declare_float_overloads(pair_sq_sums, signature=lambda ft: [_vec(ft), _vec(ft), _IDX, _IDX, _scal(ft)])
+declare_float_overloads(
+    pair_forward,
+    signature=lambda ft: [_vec(ft), _vec(ft), _vec(ft), _IDX, _IDX, _scal(ft), ft.scalar, int,
+                          _scal(ft), _scal(ft), _scal(ft)],
+)
+declare_float_overloads(
+    pair_backward_reduce,
+    signature=lambda ft: [_vec(ft), _vec(ft), _IDX, _IDX, _scal(ft), _scal(ft), _scal(ft), ft.scalar, _scal(ft)],
+)
+declare_float_overloads(
+    pair_backward,
+    signature=lambda ft: [_vec(ft), _vec(ft), _vec(ft), _IDX, _IDX, _scal(ft), _scal(ft), _scal(ft), _scal(ft),
+                          ft.scalar, int, _vec(ft), _vec(ft), _vec(ft)],
+)
+declare_float_overloads(
+    pair_sq_dists, signature=lambda ft: [_vec(ft), _vec(ft), _IDX, _IDX, _scal(ft), _scal(ft)]
+)

@@ -31,17 +31,32 @@ import torch
 import warp as wp
 
 import warp_kernels.edm_loss as wk
-from nrsfm_kit.kernels._bridge import contiguous, launch, wview
-from nrsfm_kit.utils.checks import check_tensor
+from nrsfm_kit.kernels._bridge import contiguous, index_tensor, launch, wview
+from nrsfm_kit.utils.checks import check_shape, check_tensor
+from warp_kernels.types import float_types
 
-_VEC = {torch.float32: wp.vec3f, torch.float64: wp.vec3d}
-_SCAL = {torch.float32: wp.float32, torch.float64: wp.float64}
+__all__ = ["NORMALIZATIONS", "edm_pair_loss", "edm_pair_loss_reference", "edm_pair_terms_reference"]
 
+# Warp scalar / vec3 types of each supported torch dtype
+_FT = {torch.float32: float_types(wp.float32), torch.float64: float_types(wp.float64)}
 
 NORMALIZATIONS = ("mean", "median")
 
 
-def _check_inputs(xk, xl, i, j, emb, tau, beta, eps, normalization="mean") -> None:
+def _pair_index(name: str, idx, n: int, dims: dict) -> torch.Tensor:
+    """(S,) pair indices in [0, n) as contiguous int64 (the kernels' index type)."""
+    # pairs have no -1 padding, so the range is [0, n), checked here before index_tensor's [-1, n)
+    if isinstance(idx, torch.Tensor) and idx.dtype in (torch.int32, torch.int64) and idx.numel():
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= n:
+            raise ValueError(f"{name}: expected indices in [0, {n}), found range [{lo}, {hi}]")
+    idx = index_tensor(name, idx, n)
+    check_shape(name, idx, ("S",), dims)
+    return idx
+
+
+def _check_inputs(xk, xl, i, j, emb, tau, beta, eps, normalization="mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate the public arguments; return the pair indices ``(i, j)`` as int64."""
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization: expected one of {NORMALIZATIONS}, found {normalization!r}")
     dims: dict = {}
@@ -53,22 +68,15 @@ def _check_inputs(xk, xl, i, j, emb, tau, beta, eps, normalization="mean") -> No
         check_tensor("emb", emb, ("n", 3), dims=dims)
         if emb.dtype != xk.dtype or emb.device != xk.device:
             raise ValueError(f"emb: expected dtype {xk.dtype} on {xk.device}, found {emb.dtype} on {emb.device}")
-    n = dims["n"]
-    for name, idx in (("i", i), ("j", j)):
-        if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int32, torch.int64) or idx.dim() != 1:
-            raise ValueError(f"{name}: expected a 1-D int32/int64 tensor of point indices, found {idx!r:.80}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
-            raise ValueError(
-                f"{name}: expected indices in [0, {n}), found range [{int(idx.min())}, {int(idx.max())}]"
-            )
-    if i.shape != j.shape:
-        raise ValueError(f"j: expected shape {tuple(i.shape)} like i, found {tuple(j.shape)}")
+    i = _pair_index("i", i, dims["n"], dims)
+    j = _pair_index("j", j, dims["n"], dims)
     if i.numel() == 0:
         raise ValueError("i: expected at least one sampled pair, found 0 valid pairs")
     if not (float(tau) > -1.0):
         raise ValueError(f"tau: expected a finite value > -1, found {tau!r}")
     if not (float(beta) >= 0.0) or not (float(eps) > 0.0):
         raise ValueError(f"beta, eps: expected beta >= 0 and eps > 0, found beta={beta!r}, eps={eps!r}")
+    return i, j
 
 
 def _set_scales(ek: torch.Tensor, el: torch.Tensor, normalization: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,25 +130,26 @@ def edm_pair_loss_reference(
     normalization: str = "mean",
 ) -> torch.Tensor:
     """Pure-torch reference of :func:`edm_pair_loss` (same maths, autograd backward). Returns a scalar."""
-    _check_inputs(xk, xl, i, j, emb, tau, beta, eps, normalization)
+    i, j = _check_inputs(xk, xl, i, j, emb, tau, beta, eps, normalization)
     r, w = edm_pair_terms_reference(xk, xl, i, j, emb, tau=tau, normalization=normalization)
     den = w.sum() + eps
     return (w * r.abs()).sum() / den + beta * (1 - w.sum() / r.numel())
 
 
 class _EDMPairLoss(torch.autograd.Function):
+    """Forward and adjoint in Warp; inputs validated by :func:`edm_pair_loss` (``i``, ``j`` int64, contiguous)."""
+
     @staticmethod
     def forward(ctx, xk, xl, emb, i, j, tau, beta, eps, normalization):
         use_embed = 0 if emb is None else 1
         xk, xl = contiguous(xk.detach()), contiguous(xl.detach())
         dt, dev = xk.dtype, xk.device
-        vec, scal = _VEC[dt], _SCAL[dt]
+        ft = _FT[dt]
+        vec, scal = ft.vec3, ft.scalar
         e = contiguous(emb.detach()) if emb is not None else torch.zeros(1, 3, dtype=dt, device=dev)
-        i32 = contiguous(i.to(torch.int32))
-        j32 = contiguous(j.to(torch.int32))
-        S = i32.numel()
+        S = i.numel()
         wxk, wxl, we = wview(xk, vec), wview(xl, vec), wview(e, vec)
-        wi, wj = wview(i32), wview(j32)
+        wi, wj = wview(i), wview(j)
         med = None
         if normalization == "median":
             ek = torch.empty(S, dtype=dt, device=dev)
@@ -171,18 +180,20 @@ class _EDMPairLoss(torch.autograd.Function):
         den = sums2[1] + eps
         data = sums2[0] / den
         loss = data + beta * (1 - sums2[1] / S)
-        ctx.save_for_backward(xk, xl, e, i32, j32, mu, r, w, den, data)
+        ctx.save_for_backward(xk, xl, e, i, j, mu, r, w, den, data)
         ctx.cfg = (tau, beta, use_embed, S, med)
         return loss
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        xk, xl, e, i32, j32, mu, r, w, den, data = ctx.saved_tensors
+        xk, xl, e, i, j, mu, r, w, den, data = ctx.saved_tensors
         tau, beta, use_embed, S, med = ctx.cfg
         dt, dev = xk.dtype, xk.device
-        vec, scal = _VEC[dt], _SCAL[dt]
+        ft = _FT[dt]
+        vec, scal = ft.vec3, ft.scalar
         wxk, wxl, we = wview(xk, vec), wview(xl, vec), wview(e, vec)
-        wi, wj = wview(i32), wview(j32)
+        wi, wj = wview(i), wview(j)
         inv_den = 1.0 / den
         red = torch.zeros(2, dtype=dt, device=dev)
         launch(
@@ -219,7 +230,7 @@ class _EDMPairLoss(torch.autograd.Function):
             # (c = red, see pair_backward_reduce)
             go = grad_out.reshape(()).to(dt)
             for X, G, t, c, sgn in ((xk, gxk, med[0], red[0] / mu[0], -1.0), (xl, gxl, med[1], red[1] / mu[1], 1.0)):
-                a, b = i32[t].long(), j32[t].long()
+                a, b = i[t], j[t]
                 dvec = 2 * (X[a] - X[b]) * (sgn * c) * go
                 G[a] += dvec
                 G[b] -= dvec
@@ -243,7 +254,8 @@ def edm_pair_loss(
     Args:
         xk: (n, 3) 3D points of view k (any length unit; the loss is scale-invariant per view).
         xl: (n, 3) corresponding 3D points of view l.
-        i, j: (S,) int32/int64 indices into the n points (the sampled pairs).
+        i, j: (S,) int64 indices into the n points (the sampled pairs), in [0, n); int32 accepted,
+            converted.
         emb: optional (n, 3) motion embeddings of view k; None = rigid prior (all weights 1).
         tau: weight offset, w <- clamp((w + tau) / (1 + tau), 0, 1), tau > -1 (0 = no offset).
         beta: weight of the ||w||_1 regulariser (>= 0).
@@ -253,7 +265,9 @@ def edm_pair_loss(
     Returns:
         scalar tensor (unitless), differentiable w.r.t. ``xk``, ``xl`` and ``emb``.
     """
-    _check_inputs(xk, xl, i, j, emb, tau, beta, eps, normalization)
-    if xk.dtype not in _VEC:
+    i, j = _check_inputs(xk, xl, i, j, emb, tau, beta, eps, normalization)
+    if xk.dtype not in _FT:
         raise ValueError(f"xk: expected dtype float32 or float64, found {xk.dtype}")
+    if i.device != xk.device or j.device != xk.device:
+        raise ValueError(f"i, j: expected device {xk.device} like xk, found {i.device} and {j.device}")
     return _EDMPairLoss.apply(xk, xl, emb, i, j, float(tau), float(beta), float(eps), normalization)

@@ -1,73 +1,78 @@
-"""Warp EDM pair loss: parity with the torch reference (values and gradients), gradcheck, bad input."""
+"""Warp EDM pair loss: parity with the torch reference (values and gradients), gradcheck, bad input.
+
+Devices, parity and gradchecks come from the shared helpers (``device`` / ``dtype_tol`` fixtures of
+``tests/kernels/conftest.py``, :mod:`nrsfm_kit.utils.testing`).
+"""
 
 from __future__ import annotations
+
+from functools import partial
 
 import pytest
 import torch
 
 from nrsfm_kit.kernels.edm_loss import edm_pair_loss, edm_pair_loss_reference, edm_pair_terms_reference
+from nrsfm_kit.utils.testing import DEVICES, assert_parity, gradcheck64, parity
 
-# the scalar checks below read losses that carry autograd history on purpose
-pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True:UserWarning")
+# the loss agrees with its reference to round-off: held tighter than the shared TOLERANCES floor
+# (tol x (1 + max |reference|) stays below the 1e-5 (float32) / 1e-12 (float64) used so far)
+STRICT = {torch.float32: 5e-6, torch.float64: 5e-13}
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+def _tol(dtype_tol) -> tuple[torch.dtype, float]:
+    dtype, tol = dtype_tol
+    return dtype, min(tol, STRICT[dtype])
 
 
 def _inputs(n=24, S=60, dtype=torch.float64, device="cpu", seed=0):
+    """(xk (n, 3), xl (n, 3), embeddings m (n, 3), i (S,), j (S,)) on ``device``."""
     g = torch.Generator().manual_seed(seed)
-    xk = torch.randn(n, 3, generator=g, dtype=dtype).to(device).requires_grad_()
-    xl = (xk.detach() + 0.3 * torch.randn(n, 3, generator=g, dtype=dtype).to(device)).requires_grad_()
-    m = torch.rand(n, 3, generator=g, dtype=dtype).to(device).requires_grad_()
-    i = torch.randint(0, n, (S,), generator=g).to(device)
-    j = torch.randint(0, n, (S,), generator=g).to(device)
-    return xk, xl, m, i, j
+    xk = torch.randn(n, 3, generator=g, dtype=dtype)
+    xl = xk + 0.3 * torch.randn(n, 3, generator=g, dtype=dtype)
+    m = torch.rand(n, 3, generator=g, dtype=dtype)
+    i = torch.randint(0, n, (S,), generator=g)
+    j = torch.randint(0, n, (S,), generator=g)
+    return tuple(x.to(device) for x in (xk, xl, m, i, j))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def _check_parity(fn, ref, args, grad_args, tol):
+    """Values and gradients agree, and the reference gradients are not trivially zero."""
+    assert_parity(fn, ref, args, grad_args, tol=tol)
+    _, (_, grads) = parity(fn, ref, args, grad_args)
+    for k, g in zip(grad_args, grads, strict=True):
+        assert float(g.abs().max()) > 0, f"gradient of input {k} is zero"
+
+
 @pytest.mark.parametrize("use_emb,tau,beta", [(False, 0.0, 0.0), (True, 0.0, 0.1), (True, 0.5, 0.0), (True, -0.4, 0.2)])
-def test_parity_values_and_gradients(device, dtype, use_emb, tau, beta):
+def test_parity_values_and_gradients(device, dtype_tol, use_emb, tau, beta):
+    dtype, tol = _tol(dtype_tol)
     xk, xl, m, i, j = _inputs(dtype=dtype, device=device)
-    emb = m if use_emb else None
-    ins = [xk, xl] + ([m] if use_emb else [])
-    a = edm_pair_loss(xk, xl, i, j, emb, tau=tau, beta=beta)
-    b = edm_pair_loss_reference(xk, xl, i, j, emb, tau=tau, beta=beta)
-    tol = 1e-5 if dtype == torch.float32 else 1e-12
-    assert abs(float(a.detach()) - float(b.detach())) <= tol * max(1.0, abs(float(b.detach())))
-    ga = torch.autograd.grad(a, ins)
-    gb = torch.autograd.grad(b, ins)
-    for x, y in zip(ga, gb, strict=True):
-        assert torch.allclose(x, y, atol=tol, rtol=1e-4 if dtype == torch.float32 else 1e-9)
-        assert float(y.abs().max()) > 0  # the gradients are not trivially zero
+    args = [xk, xl, i, j] + ([m] if use_emb else [])
+    grads = [0, 1] + ([4] if use_emb else [])
+    kw = dict(tau=tau, beta=beta)
+    _check_parity(partial(edm_pair_loss, **kw), partial(edm_pair_loss_reference, **kw), args, grads, tol)
 
 
-def test_gradcheck_warp_float64():
-    xk, xl, m, i, j = _inputs(n=10, S=30)
-    assert torch.autograd.gradcheck(lambda a, b, c: edm_pair_loss(a, b, i, j, c, tau=-0.2, beta=0.1), (xk, xl, m))
-    assert torch.autograd.gradcheck(lambda a, b: edm_pair_loss(a, b, i, j), (xk, xl))
+def test_gradcheck_warp_float64(device):
+    xk, xl, m, i, j = _inputs(n=10, S=30, device=device)
+    assert gradcheck64(partial(edm_pair_loss, tau=-0.2, beta=0.1), [xk, xl, i, j, m], [0, 1, 4])
+    assert gradcheck64(edm_pair_loss, [xk, xl, i, j], [0, 1])
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_parity_median_normalization(device, dtype):
+def test_parity_median_normalization(device, dtype_tol):
+    dtype, tol = _tol(dtype_tol)
     xk, xl, m, i, j = _inputs(S=61, dtype=dtype, device=device)
     keep = i != j
-    i, j = i[keep], j[keep]
-    a = edm_pair_loss(xk, xl, i, j, m, tau=-0.2, beta=0.1, normalization="median")
-    b = edm_pair_loss_reference(xk, xl, i, j, m, tau=-0.2, beta=0.1, normalization="median")
-    tol = 1e-5 if dtype == torch.float32 else 1e-12
-    assert abs(float(a.detach()) - float(b.detach())) <= tol * max(1.0, abs(float(b.detach())))
-    for x, y in zip(torch.autograd.grad(a, [xk, xl, m]), torch.autograd.grad(b, [xk, xl, m]), strict=True):
-        assert torch.allclose(x, y, atol=tol, rtol=1e-4 if dtype == torch.float32 else 1e-9)
+    kw = dict(tau=-0.2, beta=0.1, normalization="median")
+    args = [xk, xl, i[keep], j[keep], m]
+    _check_parity(partial(edm_pair_loss, **kw), partial(edm_pair_loss_reference, **kw), args, [0, 1, 4], tol)
 
 
-def test_gradcheck_median_float64():
-    xk, xl, m, i, j = _inputs(n=10, S=31)
+def test_gradcheck_median_float64(device):
+    xk, xl, m, i, j = _inputs(n=10, S=31, device=device)
     keep = i != j
-    i, j = i[keep], j[keep]
-    assert torch.autograd.gradcheck(
-        lambda a, b, c: edm_pair_loss(a, b, i, j, c, tau=-0.2, beta=0.1, normalization="median"), (xk, xl, m)
-    )
+    kw = dict(tau=-0.2, beta=0.1, normalization="median")
+    assert gradcheck64(partial(edm_pair_loss, **kw), [xk, xl, i[keep], j[keep], m], [0, 1, 4])
 
 
 def test_median_is_robust_to_a_few_far_points():
@@ -88,15 +93,13 @@ def test_median_is_robust_to_a_few_far_points():
 
 def test_gradcheck_reference_float64():
     xk, xl, m, i, j = _inputs(n=10, S=30)
-    assert torch.autograd.gradcheck(
-        lambda a, b, c: edm_pair_loss_reference(a, b, i, j, c, tau=0.3, beta=0.1), (xk, xl, m)
-    )
+    assert gradcheck64(partial(edm_pair_loss_reference, tau=0.3, beta=0.1), [xk, xl, i, j, m], [0, 1, 4])
 
 
 def test_rigid_motion_gives_zero_loss_and_scale_invariance():
     xk, _, _, i, j = _inputs(n=30, S=200)
     R = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0]
-    xl = 2.5 * xk.detach() @ R.T + torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    xl = 2.5 * xk @ R.T + torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     assert float(edm_pair_loss(xk, xl, i, j)) < 1e-12  # distances preserved up to the per-set scale
     xl2 = xl.clone()
     xl2[:5] += 1.0  # a non-rigid change is penalised
@@ -111,6 +114,23 @@ def test_weights_definition():
     _, w2 = edm_pair_terms_reference(xk, xl, i, j, m, tau=-0.5)
     assert float(w2.min()) >= 0 and float(w2.max()) <= 1
     assert torch.allclose(w2, ((1 - torch.tanh(rho) - 0.5) / 0.5).clamp(0, 1))
+
+
+def test_int32_indices_accepted():
+    xk, xl, m, i, j = _inputs()
+    for norm in ("mean", "median"):
+        a = edm_pair_loss(xk, xl, i.int(), j.int(), m, tau=-0.2, normalization=norm)
+        assert torch.equal(a, edm_pair_loss(xk, xl, i, j, m, tau=-0.2, normalization=norm))
+
+
+def test_double_backward_is_refused_by_warp_but_available_in_the_reference():
+    xk, xl, _, i, j = _inputs(n=10, S=30)
+    x = xk.clone().requires_grad_(True)
+    g = torch.autograd.grad(edm_pair_loss_reference(x, xl, i, j), x, create_graph=True)[0]
+    assert g.requires_grad  # the reference supports higher-order derivatives
+    g2 = torch.autograd.grad(edm_pair_loss(x, xl, i, j), x, create_graph=True)[0]
+    with pytest.raises(RuntimeError):  # first-order only (once_differentiable): no silent zero
+        torch.autograd.grad(g2.sum(), x)
 
 
 def test_memory_is_linear_in_pairs():
@@ -130,19 +150,38 @@ def test_bad_inputs():
         edm_pair_loss(xk, xl[:5], i, j)
     with pytest.raises(ValueError, match=r"emb: expected shape"):
         edm_pair_loss(xk, xl, i, j, m[:, :2])
-    with pytest.raises(ValueError, match=r"i: expected indices in \[0, 24\)"):
+    with pytest.raises(ValueError, match=r"i: expected indices in \[0, 24\), found range \[100, "):
         edm_pair_loss(xk, xl, i + 100, j)
+    with pytest.raises(ValueError, match=r"j: expected indices in \[0, 24\), found range \[-1, "):
+        edm_pair_loss(xk, xl, i, j - 1)  # pairs have no -1 padding
+    with pytest.raises(ValueError, match=r"j: expected indices in \[0, 24\)"):
+        edm_pair_loss_reference(xk, xl, i, j + 100)  # the reference validates the same way
+    with pytest.raises(ValueError, match=r"i: expected an integer tensor"):
+        edm_pair_loss(xk, xl, i.float(), j)
+    with pytest.raises(ValueError, match=r"i: expected shape \(S\)"):
+        edm_pair_loss(xk, xl, i.reshape(6, 10), j)
     with pytest.raises(ValueError, match=r"j: expected shape"):
         edm_pair_loss(xk, xl, i, j[:3])
     with pytest.raises(ValueError, match=r"0 valid pairs"):
         edm_pair_loss(xk, xl, i[:0], j[:0])
-    bad = xk.detach().clone()
+    bad = xk.clone()
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"xk: expected finite values"):
         edm_pair_loss(bad, xl, i, j)
+    with pytest.raises(ValueError, match=r"xk: expected dtype float32 or float64"):
+        edm_pair_loss(xk.half(), xl.half(), i, j)
     with pytest.raises(ValueError, match=r"tau: expected"):
         edm_pair_loss(xk, xl, i, j, m, tau=-1.0)
+    with pytest.raises(ValueError, match=r"beta, eps: expected"):
+        edm_pair_loss(xk, xl, i, j, m, beta=-0.1)
     with pytest.raises(ValueError, match=r"non-zero distances"):
         edm_pair_loss(xk, xl, i, i)
     with pytest.raises(ValueError, match=r"normalization: expected one of"):
         edm_pair_loss(xk, xl, i, j, normalization="max")
+
+
+@pytest.mark.skipif("cuda" not in DEVICES, reason="no CUDA device")
+def test_indices_on_another_device_are_refused():
+    xk, xl, _, i, j = _inputs(device="cuda")
+    with pytest.raises(ValueError, match=r"i, j: expected device cuda"):
+        edm_pair_loss(xk, xl, i.cpu(), j.cpu())
