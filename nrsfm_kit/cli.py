@@ -7,7 +7,7 @@ subcommands by providing ``nrsfm_kit/<topic>/cli.py`` with ``register(subparsers
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 
@@ -41,23 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_topic_cli(name: str):
-    """``nrsfm_kit/<name>/cli.py`` loaded from its file, WITHOUT importing the package ``nrsfm_kit.<name>``.
+    """The module ``nrsfm_kit.<name>.cli``, or None when the topic has no ``cli.py``.
 
-    The topic packages import torch, Warp and Open3D at import time (seconds); their ``cli.py`` files import
-    only argparse-level modules at the top and the heavy ones inside the command functions, so building the
-    parser (``nrsfm-kit --help``) stays fast. Returns None when the topic has no ``cli.py``.
+    Importing it stays fast (``nrsfm-kit --help``): the topic packages load their names lazily (PEP 562)
+    and the ``cli.py`` files import torch, Warp and Open3D only inside the command functions.
     """
-    modname = f"nrsfm_kit._topic_cli_{name}"
-    if modname in sys.modules:
-        return sys.modules[modname]
-    path = Path(__file__).resolve().parent / name / "cli.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location(modname, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[modname] = module
-    spec.loader.exec_module(module)
-    return module
+    if not (Path(__file__).resolve().parent / name / "cli.py").is_file():
+        return None  # checked on disk: importing the package to find out could be slow
+    return importlib.import_module(f"nrsfm_kit.{name}.cli")
 
 
 def main(argv: list[str] | None = None) -> int:

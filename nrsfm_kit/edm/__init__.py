@@ -7,9 +7,13 @@
 - :mod:`~nrsfm_kit.edm.segmentation`: motion segmentation from the embeddings.
 - :mod:`~nrsfm_kit.edm.reconstruct`: surfaces reconstructed by EDM optimisation (teaching).
 - :mod:`~nrsfm_kit.edm.video_io`: frame folders, intrinsics, DIS optical flow; ``cli``: ``nrsfm-kit depth fit``.
+
+Names load lazily (PEP 562): ``import nrsfm_kit.edm.cli`` does not import torch.
 """
 
-from nrsfm_kit.edm.loss import EDMLossConfig, edm_view_pair_loss
-from nrsfm_kit.edm.priors import PRIORS, edm_from_depth, sampled_edm
+from nrsfm_kit.utils.lazy import lazy_exports
 
-__all__ = ["EDMLossConfig", "PRIORS", "edm_from_depth", "edm_view_pair_loss", "sampled_edm"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "loss": ["EDMLossConfig", "edm_view_pair_loss"],
+    "priors": ["PRIORS", "edm_from_depth", "sampled_edm"],
+})

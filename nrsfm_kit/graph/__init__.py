@@ -6,9 +6,13 @@
 - :mod:`nrsfm_kit.graph.motion`: node rotations from node translations (e.g. scene flow at the nodes).
 - :mod:`nrsfm_kit.graph.synthetic`: synthetic depth surfaces and smooth deformations with ground truth.
 - The warp field Q and ARAP residuals as Warp kernels: :mod:`nrsfm_kit.kernels.warp_field`.
+
+Names load lazily (PEP 562): ``import nrsfm_kit.graph.cli`` does not import torch.
 """
 
-from nrsfm_kit.graph.build import GraphBuildInfo, GraphConfig, build_graph, build_graph_with_info
-from nrsfm_kit.graph.types import DeformationGraph
+from nrsfm_kit.utils.lazy import lazy_exports
 
-__all__ = ["DeformationGraph", "GraphBuildInfo", "GraphConfig", "build_graph", "build_graph_with_info"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "build": ["GraphBuildInfo", "GraphConfig", "build_graph", "build_graph_with_info"],
+    "types": ["DeformationGraph"],
+})

@@ -1,12 +1,14 @@
-"""metrics"""
-from nrsfm_kit.metrics.depth import depth_metrics, median_scale  # noqa: F401  (monocular depth metrics)
-from nrsfm_kit.metrics.nrsfm import (  # noqa: F401  (NRSfM metrics)
-    align_shapes,
-    e3d,
-    e3d_per_frame,
-    mpjpe,
-    nrsfm_report,
-    reprojection_error,
-    stress,
-)
-from nrsfm_kit.metrics.segmentation import roc_curve, segmentation_scores  # noqa: F401  (motion segmentation)
+"""Metrics, one module per task family, exact definitions from the papers (names load lazily, PEP 562).
+
+- :mod:`~nrsfm_kit.metrics.depth`: monocular depth metrics.
+- :mod:`~nrsfm_kit.metrics.nrsfm`: NRSfM metrics (e3D, MPJPE, stress, reprojection).
+- :mod:`~nrsfm_kit.metrics.segmentation`: motion segmentation.
+"""
+
+from nrsfm_kit.utils.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "depth": ["depth_metrics", "median_scale"],
+    "nrsfm": ["align_shapes", "e3d", "e3d_per_frame", "mpjpe", "nrsfm_report", "reprojection_error", "stress"],
+    "segmentation": ["roc_curve", "segmentation_scores"],
+})

@@ -1,11 +1,13 @@
-"""Networks shared by several methods (ResNet-18 encoder, U-Net decoders, depth and motion nets)."""
+"""Networks shared by several methods (ResNet-18 encoder, U-Net decoders, depth and motion nets).
 
-from nrsfm_kit.models.decoders import DECODER_CHANNELS, UNetDecoder
-from nrsfm_kit.models.depth_net import DepthNet, DepthNetConfig, sigmoid_to_depth
-from nrsfm_kit.models.motion_net import EMBED_DIM, MotionNet
-from nrsfm_kit.models.resnet import BasicBlock, ResNet18Encoder, count_parameters
+Names load lazily (PEP 562).
+"""
 
-__all__ = [
-    "BasicBlock", "DECODER_CHANNELS", "DepthNet", "DepthNetConfig", "EMBED_DIM", "MotionNet",
-    "ResNet18Encoder", "UNetDecoder", "count_parameters", "sigmoid_to_depth",
-]
+from nrsfm_kit.utils.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "decoders": ["DECODER_CHANNELS", "UNetDecoder"],
+    "depth_net": ["DepthNet", "DepthNetConfig", "sigmoid_to_depth"],
+    "motion_net": ["EMBED_DIM", "MotionNet"],
+    "resnet": ["BasicBlock", "ResNet18Encoder", "count_parameters"],
+})

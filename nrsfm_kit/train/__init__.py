@@ -1,5 +1,10 @@
-"""The one training loop of the suite (progress bar, seeds, atomic checkpoints, resume, JSON metrics)."""
+"""The one training loop of the suite (progress bar, seeds, atomic checkpoints, resume, JSON metrics).
 
-from nrsfm_kit.train.loop import TrainConfig, TrainResult, fit, seed_everything
+Names load lazily (PEP 562).
+"""
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "seed_everything"]
+from nrsfm_kit.utils.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "loop": ["TrainConfig", "TrainResult", "fit", "seed_everything"],
+})

@@ -1,15 +1,11 @@
-"""Small shared helpers: argument checks and atomic file output."""
+"""Small shared helpers: argument checks, atomic file output, lazy package namespaces.
 
-from nrsfm_kit.utils.checks import check_finite, check_positive, check_shape, check_tensor
-from nrsfm_kit.utils.io import atomic_save_torch, atomic_write_bytes, atomic_write_json, atomic_write_text
+Names load lazily (PEP 562, :mod:`nrsfm_kit.utils.lazy`): ``import nrsfm_kit.utils.lazy`` does not import torch.
+"""
 
-__all__ = [
-    "check_finite",
-    "check_positive",
-    "check_shape",
-    "check_tensor",
-    "atomic_save_torch",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "atomic_write_text",
-]
+from nrsfm_kit.utils.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "checks": ["check_finite", "check_positive", "check_shape", "check_tensor"],
+    "io": ["atomic_save_torch", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"],
+})

@@ -1,5 +1,10 @@
-"""Plotly / ipywidgets helpers; topic modules (viz/<topic>.py) build on :mod:`nrsfm_kit.viz.plot3d`."""
+"""Plotly / ipywidgets helpers; topic modules (viz/<topic>.py) build on :mod:`nrsfm_kit.viz.plot3d`.
 
-from nrsfm_kit.viz.plot3d import figure3d, frustum_lines, lines3d, scatter3d, skeleton_traces
+Names load lazily (PEP 562).
+"""
 
-__all__ = ["figure3d", "frustum_lines", "lines3d", "scatter3d", "skeleton_traces"]
+from nrsfm_kit.utils.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "plot3d": ["figure3d", "frustum_lines", "lines3d", "scatter3d", "skeleton_traces"],
+})
