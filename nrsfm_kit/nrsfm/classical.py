@@ -18,7 +18,7 @@ each camera M_f (M-step). Missing points drop out of every sum.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -30,7 +30,9 @@ from nrsfm_kit.nrsfm.common import (
     normalize_observations,
     to_camera_frame,
     validate_observations,
+    validate_sequence,
 )
+from nrsfm_kit.nrsfm.registry import NRSfMMethod
 
 
 def _lowrank_fill(W2: torch.Tensor, mask: torch.Tensor, rank: int, iters: int) -> torch.Tensor:
@@ -263,3 +265,26 @@ def em_ppca(
             "losses": losses,
         },
     )
+
+
+class TomasiKanadeMethod(NRSfMMethod):
+    """``"tk"``: :func:`tomasi_kanade` (``model_config``: :class:`TomasiKanadeConfig`; no training)."""
+
+    name = "tk"
+
+    def fit(self, seq, *, epochs=None, model_config=None, config=None, out_dir=None, resume=True) -> NRSfMResult:
+        W, vis = validate_sequence(seq)
+        return tomasi_kanade(W, vis, model_config or TomasiKanadeConfig())
+
+
+class EMPPCAMethod(NRSfMMethod):
+    """``"em-ppca"``: :func:`em_ppca` (``model_config``: :class:`EMPPCAConfig`; ``epochs``: EM iterations)."""
+
+    name = "em-ppca"
+
+    def fit(self, seq, *, epochs=None, model_config=None, config=None, out_dir=None, resume=True) -> NRSfMResult:
+        W, vis = validate_sequence(seq)
+        mc = model_config or EMPPCAConfig()
+        if epochs is not None:
+            mc = replace(mc, iters=int(epochs))
+        return em_ppca(W, vis, mc)

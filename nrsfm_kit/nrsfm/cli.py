@@ -16,10 +16,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nrsfm_kit.nrsfm.registry import method_names  # the method names, without importing the methods (torch)
+
 if TYPE_CHECKING:  # the package (torch) is imported only when a command runs: `nrsfm-kit --help` stays fast
     from nrsfm_kit.data.types import NRSfMSequence
-
-METHODS = ("tk", "em-ppca", "dnrsfm", "prrrn")  # the one list (nrsfm_kit.nrsfm.fit imports it); no torch here
 
 _SPEC_KEYS = {
     "frames": ("num_frames", int),
@@ -85,7 +85,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("nrsfm", help="non-rigid structure from motion (TK, EM-PPCA, Deep NRSfM, PR-RRN)")
     sub = p.add_subparsers(dest="nrsfm_command", required=True)
     f = sub.add_parser("fit", help="fit a method to a sequence and report e3D and the other metrics")
-    f.add_argument("--method", required=True, choices=METHODS)
+    f.add_argument("--method", required=True, choices=method_names())
     f.add_argument("--data", required=True, help="FILE.mat (X (3,P,F) or W (2F,P)[+S]) or synthetic:<kind>[,k=v...]")
     f.add_argument("--epochs", type=int, default=None, help="training epochs (learned) / EM iterations (em-ppca)")
     f.add_argument("--json", default=None, help="write the metrics as JSON here (atomically)")

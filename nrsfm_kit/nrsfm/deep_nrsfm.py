@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from nrsfm_kit.geometry import orthonormalize
+from nrsfm_kit.nrsfm.learned import LearnedBatch, LearnedMethod
 from nrsfm_kit.utils.checks import check_tensor
 
 
@@ -161,3 +162,34 @@ def reprojection_loss(
     else:
         Wm = W
     return (R.flatten(1).norm(dim=1) / Wm.flatten(1).norm(dim=1).clamp_min(1e-12)).mean()
+
+
+class DeepNRSfMMethod(LearnedMethod):
+    """``"dnrsfm"``: :class:`DeepNRSfM` trained on the reprojection loss (eq. 21), exponential lr decay.
+
+    Logs and returns the mutual coherence of the final dictionary (``coherence``, §5.4).
+    """
+
+    name = "dnrsfm"
+    config_type = DeepNRSfMConfig
+
+    def build(self, num_points: int, config: DeepNRSfMConfig) -> DeepNRSfM:
+        return DeepNRSfM(num_points, config)
+
+    def scheduler(self, optimizer, config: DeepNRSfMConfig, steps: int):
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: config.lr_decay_rate ** (s / config.lr_decay_steps)
+        )
+
+    def training_loss(self, model, config, W, vis, *, optimizer, generator, steps, fit_config):
+        def loss_fn(net: nn.Module, step: int, b: LearnedBatch) -> dict:
+            loss = reprojection_loss(b.W, b.S, b.M, b.vis)
+            return {"loss": loss, "rep": loss.detach()}
+
+        return loss_fn
+
+    def camera_rows(self, M: torch.Tensor) -> torch.Tensor:
+        return M.transpose(-1, -2)  # the network's (B, 3, 2) -> rows (B, 2, 3)
+
+    def diagnostics(self, model: DeepNRSfM) -> dict:
+        return {"coherence": float(mutual_coherence(model.final_dictionary().detach()))}

@@ -53,6 +53,7 @@ a cosine decay to 3e-5.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,7 @@ import torch
 from torch import nn
 
 from nrsfm_kit.geometry import orthonormalize
+from nrsfm_kit.nrsfm.learned import LearnedBatch, LearnedMethod
 from nrsfm_kit.nrsfm.msr import msr_pairwise_masked
 from nrsfm_kit.utils.checks import check_tensor
 
@@ -270,7 +272,7 @@ def contrastive_loss(
         threshold_on: the value compared with tau and xi: ``"msr"`` (eq. 9) or ``"sqrt_msr"``
             (sigma_4 / ||sigma||_2, the ratio of the singular values rather than of their squares).
         msr_values: optional precomputed (B, N) msr of the pairs (msr depends on the 2D data only, so
-            :func:`nrsfm_kit.nrsfm.fit.fit_learned` looks it up in a per-sequence table instead of
+            :class:`PRRRNMethod` looks it up in a per-sequence table instead of
             recomputing it every step); pairs with fewer than 4 common points must hold NaN there.
 
     Returns:
@@ -335,3 +337,58 @@ def consistency_loss(
     ls = ((S2c - Sc).flatten(1).norm(dim=1) / Sc.flatten(1).norm(dim=1).clamp_min(1e-12)).mean()
     lr = (R2 - Rt).flatten(1).norm(dim=1).mean()
     return ls + rotation_weight * lr
+
+
+class PRRRNMethod(LearnedMethod):
+    """``"prrrn"``: :class:`PRRRN` trained on eq. 18 (reprojection + alternating contrastive / consistency terms).
+
+    The memory bank holds the last ``n_mem`` frames; msr of all frame pairs is precomputed once when
+    F <= ``LearnedFitConfig.msr_table_max_frames`` (the same values as recomputing it every step).
+    """
+
+    name = "prrrn"
+    config_type = PRRRNConfig
+
+    def build(self, num_points: int, config: PRRRNConfig) -> PRRRN:
+        return PRRRN(num_points, config)
+
+    def scheduler(self, optimizer, config: PRRRNConfig, steps: int):
+        if float(config.lr_final) == 1.0:
+            return None
+        lo = float(config.lr_final)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1)))
+        )
+
+    def training_loss(self, model, config, W, vis, *, optimizer, generator, steps, fit_config):
+        mcfg = config
+        warm = int(float(mcfg.consist_warmup) * steps)  # first consistency step
+        bank = MemoryBank(mcfg.n_mem, 2 * mcfg.channels[-1], W.shape[1], device=W.device)
+        table = None  # msr of all frame pairs, looked up by index (F <= msr_table_max_frames; else per step)
+        if mcfg.use_contrast and steps > 0 and W.shape[0] <= int(fit_config.msr_table_max_frames):
+            table = msr_table(W, vis)
+
+        def loss_fn(net: nn.Module, step: int, b: LearnedBatch) -> dict:
+            rep = reprojection_loss(b.W, b.S, b.M, b.vis)
+            logs: dict = {"rep": rep.detach(), "lr": optimizer.param_groups[0]["lr"]}
+            loss = rep
+            use_c, use_k = mcfg.use_contrast, mcfg.use_consist and step >= warm
+            if use_c and (not use_k or step % 2 == 0):  # eq. 18: alternate the two pairwise terms
+                bh, bW, bv = bank.entries()
+                mv = None if table is None else table[b.idx[:, None], bank.frame_indices()[None, :]]
+                lc, stats = contrastive_loss(
+                    b.h, b.W, b.vis, bh, bW, bv, mcfg.tau, mcfg.xi, msr_values=mv, threshold_on=mcfg.threshold_on
+                )
+                loss = loss + mcfg.lambda1 * lc
+                logs.update(contrast=lc.detach(), **stats)
+            elif use_k:
+                lk = consistency_loss(net, b.S, b.M, generator, mcfg.consist_rotation)
+                loss = loss + mcfg.lambda2 * lk
+                logs["consist"] = lk.detach()
+            if use_c:
+                hn = b.h.detach() / b.h.detach().norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                bank.push(hn, b.W, b.vis, b.idx)
+            logs["loss"] = loss
+            return logs
+
+        return loss_fn

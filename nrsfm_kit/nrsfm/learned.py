@@ -1,0 +1,239 @@
+"""Training of the learned NRSfM methods through the suite's one loop :func:`nrsfm_kit.train.fit`.
+
+A learned method is a :class:`LearnedMethod`: it builds its network (:meth:`LearnedMethod.build`), says
+how to schedule the learning rate and what loss one minibatch gives (:meth:`LearnedMethod.training_loss`),
+and predicts shapes and cameras for all frames (:meth:`LearnedMethod.predict`). :func:`fit_learned` does
+the rest for every such method (tqdm, seeds, atomic checkpoints with resume, JSON metrics): one step =
+one minibatch of frames drawn from the (centred, scale-normalised) sequence; an epoch is
+ceil(F / batch_size) steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from nrsfm_kit.data.types import NRSfMSequence
+from nrsfm_kit.metrics.nrsfm import e3d, reprojection_error
+from nrsfm_kit.nrsfm.common import NRSfMResult, normalize_observations, to_camera_frame, validate_sequence
+from nrsfm_kit.nrsfm.registry import NRSfMMethod, get_method, method_names
+from nrsfm_kit.train import TrainConfig, fit
+
+
+@dataclass
+class LearnedFitConfig:
+    """Training schedule of the learned methods (architecture settings live in their own configs)."""
+
+    epochs: int = 100
+    seed: int = 0
+    progress: bool = True
+    log_every: int = 50
+    checkpoint_every: int = 500
+    grad_clip: float | None = 10.0
+    eval_every_log: bool = True  # e3D on the whole sequence at each log step when ground truth exists
+    msr_table_max_frames: int = 2048  # PR-RRN: precompute msr of all frame pairs up to this F (F^2 floats)
+    # independent trainings with seeds seed, seed+1, ...; the one with the lowest reprojection error over all
+    # frames is kept (unsupervised model selection: no 3D ground truth is used)
+    restarts: int = 1
+
+
+@dataclass
+class LearnedBatch:
+    """One training minibatch and the network's outputs on it.
+
+    Attributes:
+        idx: (B,) frame indices; W (B, P, 2) normalised observations; vis (B, P) bool.
+        S: (B, P, 3) canonical shapes; M: the network's cameras (its own layout); h: its representation.
+    """
+
+    idx: torch.Tensor
+    W: torch.Tensor
+    vis: torch.Tensor
+    S: torch.Tensor
+    M: torch.Tensor
+    h: torch.Tensor
+
+
+LossFn = Callable[[torch.nn.Module, int, LearnedBatch], dict]
+
+
+class LearnedMethod(NRSfMMethod):
+    """A learned NRSfM method: a network ``model(W) -> (S, M, h)`` trained on one sequence, unsupervised.
+
+    Subclasses set ``name`` and ``config_type`` (a dataclass with at least ``batch_size`` and
+    ``learning_rate``) and implement :meth:`build` and :meth:`training_loss`.
+    """
+
+    config_type: type = object
+
+    def fit(self, seq, *, epochs=None, model_config=None, config=None, out_dir=None, resume=True) -> NRSfMResult:
+        """Train on ``seq`` (:func:`fit_learned`); ``epochs`` overrides ``config.epochs``."""
+        cfg = config or LearnedFitConfig()
+        if epochs is not None:
+            cfg = replace(cfg, epochs=int(epochs))
+        return fit_learned(seq, self, model_config, cfg, out_dir=out_dir, resume=resume)
+
+    def check_model_config(self, config):
+        """``config`` checked to be a ``config_type`` (None: the defaults)."""
+        cfg = config or self.config_type()
+        if not isinstance(cfg, self.config_type):
+            raise ValueError(
+                f"model_config: expected {self.config_type.__name__} for {self.name}, found {type(cfg).__name__}"
+            )
+        return cfg
+
+    def build(self, num_points: int, config) -> torch.nn.Module:
+        """The untrained network for sequences of ``num_points`` points."""
+        raise NotImplementedError(f"{type(self).__name__}.build")
+
+    def scheduler(self, optimizer: torch.optim.Optimizer, config, steps: int):
+        """Learning-rate scheduler stepped after every optimiser step, or None (constant rate)."""
+        return None
+
+    def training_loss(
+        self,
+        model: torch.nn.Module,
+        config,
+        W: torch.Tensor,
+        vis: torch.Tensor,
+        *,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        steps: int,
+        fit_config: LearnedFitConfig,
+    ) -> LossFn:
+        """``loss(net, step, batch) -> {"loss": scalar tensor, **logged scalars}`` for one training run.
+
+        Args:
+            W: (F, P, 2) the whole normalised sequence, vis (F, P); ``generator`` the run's CPU generator
+                (also the one drawing the minibatches); ``steps`` the run's number of optimiser steps.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.training_loss")
+
+    def camera_rows(self, M: torch.Tensor) -> torch.Tensor:
+        """The network's camera output -> (B, 2, 3) orthonormal rows (W ~= shapes cameras^T)."""
+        return M
+
+    def diagnostics(self, model: torch.nn.Module) -> dict:
+        """Scalars logged at each log step and stored in ``NRSfMResult.extra`` (none by default)."""
+        return {}
+
+    def predict(self, model: torch.nn.Module, W: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the model over all frames W (F, P, 2): canonical shapes (F, P, 3) and cameras (F, 2, 3)."""
+        shapes, cams = [], []
+        for i in range(0, W.shape[0], chunk):
+            S, M, _ = model(W[i : i + chunk])
+            shapes.append(S)
+            cams.append(self.camera_rows(M))
+        return torch.cat(shapes), torch.cat(cams)
+
+
+def _learned_method(method: str | LearnedMethod) -> LearnedMethod:
+    m = get_method(method) if isinstance(method, str) else method
+    if not isinstance(m, LearnedMethod):
+        learned = tuple(n for n in method_names() if isinstance(get_method(n), LearnedMethod))
+        raise ValueError(f"method: expected one of the learned methods {learned}, found {method!r}")
+    return m
+
+
+def fit_learned(
+    seq: NRSfMSequence,
+    method: str | LearnedMethod,
+    model_config=None,
+    config: LearnedFitConfig | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+) -> NRSfMResult:
+    """Train a learned method (``"dnrsfm"``, ``"prrrn"`` or a :class:`LearnedMethod`) on one sequence (W only).
+
+    Args:
+        seq: the sequence; ``seq.S`` (if any) is used only for logging e3D, never for training.
+        model_config: the method's config (:class:`DeepNRSfMConfig` / :class:`PRRRNConfig`, defaults from
+            the papers).
+        config: the schedule (:class:`LearnedFitConfig`).
+        out_dir: checkpoint / metrics.json folder (resumes from it when ``resume``).
+
+    Returns:
+        :class:`NRSfMResult` (shapes in the units of W), ``history`` the logged training entries,
+        ``extra["model"]`` the trained network, plus the method's :meth:`~LearnedMethod.diagnostics`.
+    """
+    learner = _learned_method(method)
+    cfg = config or LearnedFitConfig()
+    if int(cfg.epochs) < 0:
+        raise ValueError(f"epochs: expected >= 0, found {cfg.epochs}")
+    if int(cfg.restarts) < 1:
+        raise ValueError(f"restarts: expected >= 1, found {cfg.restarts}")
+    if int(cfg.restarts) > 1:
+        return _best_of_restarts(seq, learner, model_config, cfg, out_dir, resume)
+    W, vis = validate_sequence(seq)
+    Wn, norm = normalize_observations(W.float(), vis)
+    F, P, _ = Wn.shape
+    torch.manual_seed(cfg.seed)
+    mcfg = learner.check_model_config(model_config)
+    model = learner.build(P, mcfg).to(Wn.device)  # the device follows the input tensors
+    bs = max(1, min(int(mcfg.batch_size), F))
+    steps = int(cfg.epochs) * math.ceil(F / bs)
+    opt = torch.optim.Adam(model.parameters(), lr=mcfg.learning_rate)
+    sched = learner.scheduler(opt, mcfg, steps)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loss_fn = learner.training_loss(model, mcfg, Wn, vis, optimizer=opt, generator=gen, steps=steps, fit_config=cfg)
+    S_gt = None if seq.S is None else seq.S.to(Wn.device)
+
+    def step_fn(net: torch.nn.Module, step: int) -> dict:
+        idx = torch.randint(0, F, (bs,), generator=gen).to(Wn.device)
+        Wb, vb = Wn[idx], vis[idx]
+        S, M, h = net(Wb)
+        return loss_fn(net, step, LearnedBatch(idx=idx, W=Wb, vis=vb, S=S, M=M, h=h))
+
+    def eval_fn(net: torch.nn.Module, step: int) -> dict:
+        out = dict(learner.diagnostics(net))
+        if S_gt is not None and cfg.eval_every_log:
+            shapes, cams = learner.predict(net, Wn)
+            S_eval = to_camera_frame(shapes, cams) * norm.scale  # back to the units of W (e3D is not scale-free)
+            out["e3d"] = float(e3d(S_eval, S_gt))
+        return out
+
+    tcfg = TrainConfig(
+        steps=steps,
+        seed=cfg.seed,
+        grad_clip=cfg.grad_clip,
+        log_every=max(1, min(cfg.log_every, steps or 1)),
+        checkpoint_every=cfg.checkpoint_every,
+        progress=cfg.progress,
+        desc=learner.name,
+    )
+    res = fit(model, step_fn, opt, tcfg, scheduler=sched, out_dir=out_dir, resume=resume, eval_fn=eval_fn)
+    model.eval()
+    with torch.no_grad():
+        shapes, cams = learner.predict(model, Wn)
+    shapes = shapes * norm.scale
+    extra = {"model": model, "train": res, **learner.diagnostics(model)}
+    return NRSfMResult(
+        S=to_camera_frame(shapes, cams), cameras=cams, shapes=shapes, method=learner.name, history=res.history,
+        extra=extra,
+    )
+
+
+def select_restart(reprojections) -> int:
+    """Index of the restart to keep: the lowest reprojection error, ties to the earliest (no 3D used)."""
+    return min(range(len(reprojections)), key=lambda k: (reprojections[k], k))
+
+
+def _best_of_restarts(seq, method, model_config, cfg: LearnedFitConfig, out_dir, resume) -> NRSfMResult:
+    """Train ``cfg.restarts`` times (seeds seed + k) and keep the lowest reprojection error (no 3D used)."""
+    W, vis = validate_sequence(seq)
+    runs = []
+    for k in range(int(cfg.restarts)):
+        sub = None if out_dir is None else Path(out_dir) / f"restart_{k}"
+        res = fit_learned(seq, method, model_config, replace(cfg, restarts=1, seed=cfg.seed + k), sub, resume)
+        rep = float(reprojection_error(W.float(), res.S.float(), None, vis))
+        runs.append((rep, k, res))
+    k_best = select_restart([rep for rep, _, _ in runs])
+    best = runs[k_best][2]
+    best.extra["restarts"] = [{"seed": cfg.seed + k, "reproj": rep} for rep, k, _ in runs]
+    best.extra["restart_seed"] = cfg.seed + k_best
+    return best
