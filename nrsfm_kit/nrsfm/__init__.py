@@ -9,7 +9,8 @@ from nrsfm_kit.utils.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "classical": ["EMPPCAConfig", "TomasiKanadeConfig", "em_ppca", "metric_upgrade", "tomasi_kanade"],
-    "common": ["NRSfMResult", "normalize_observations", "to_camera_frame", "validate_observations"],
+    "common": ["NRSfMResult", "measurement_matrix", "normalize_observations", "to_camera_frame",
+               "validate_observations"],
     "deep_nrsfm": ["DeepNRSfM", "DeepNRSfMConfig", "mutual_coherence"],
     "fit": ["fit_nrsfm"],
     "learned": ["LearnedFitConfig", "LearnedMethod", "fit_learned"],

@@ -27,6 +27,7 @@ from nrsfm_kit.geometry import orthonormalize
 from nrsfm_kit.nrsfm.common import (
     NRSfMResult,
     complete_rotation,
+    measurement_matrix,
     normalize_observations,
     to_camera_frame,
     validate_observations,
@@ -109,7 +110,7 @@ def tomasi_kanade(
     dtype = W.dtype
     Wn, norm = normalize_observations(W.double(), vis)
     F, P, _ = Wn.shape
-    W2 = Wn.permute(0, 2, 1).reshape(2 * F, P)
+    W2 = measurement_matrix(Wn, center=False)  # (2F, P), already centred
     mask = vis[:, None, :].expand(F, 2, P).reshape(2 * F, P)
     W2 = _lowrank_fill(W2, mask, max(3, min(int(cfg.fill_rank), min(2 * F, P) - 1)), cfg.fill_iters)
     W2 = W2 - W2.mean(1, keepdim=True)

@@ -99,6 +99,36 @@ def validate_sequence(seq: NRSfMSequence) -> tuple[torch.Tensor, torch.Tensor]:
     return W, vis
 
 
+def measurement_matrix(W: torch.Tensor, visibility: torch.Tensor | None = None, *, center: bool = True) -> torch.Tensor:
+    """The (2F, P) measurement matrix of factorisation methods (Tomasi-Kanade 1992, eq. 1), rows x_1, y_1, x_2, ...
+
+    Args:
+        W: (F, P, 2) observations (any unit).
+        visibility: (F, P) bool or None (all visible). Missing entries are 0 in the result (fill them, e.g. by
+            low-rank imputation, before factorising).
+        center: subtract each frame's centroid (of its visible points) first, so that a rigid scene gives
+            rank 3 (orthographic cameras: W_f = S M_f^T + 1 t_f^T).
+
+    Returns:
+        (2F, P) tensor: row 2f holds the x and row 2f + 1 the y coordinates of frame f.
+    """
+    if not isinstance(W, torch.Tensor):
+        raise ValueError(f"W: expected a torch.Tensor of shape (F, P, 2), found {type(W).__name__}")
+    dims: dict = {}
+    check_tensor("W", W, ("F", "P", 2), dims=dims, finite=False)
+    F, P = dims["F"], dims["P"]
+    if visibility is not None:
+        check_tensor("visibility", visibility, (F, P), floating=False, finite=False)
+        vis = visibility.bool().to(W.device)[..., None]
+        W = torch.where(vis, W, torch.zeros((), dtype=W.dtype, device=W.device))
+        if center:
+            w = vis.to(W.dtype)
+            W = (W - (W * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1)) * w
+    elif center:
+        W = W - W.mean(1, keepdim=True)
+    return W.permute(0, 2, 1).reshape(2 * F, P)
+
+
 @dataclass
 class Normalization:
     """Per-frame centring and one global scale: W_norm = (W - c_f) / scale."""

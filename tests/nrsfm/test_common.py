@@ -1,0 +1,53 @@
+"""measurement_matrix: the (2F, P) stacking of factorisation methods, centring, missing points, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nrsfm_kit.nrsfm import measurement_matrix
+
+
+def test_layout_rows_x_then_y_per_frame():
+    W = torch.arange(3 * 4 * 2, dtype=torch.float64).reshape(3, 4, 2)
+    M = measurement_matrix(W, center=False)
+    assert M.shape == (6, 4)
+    assert torch.equal(M[0], W[0, :, 0]) and torch.equal(M[1], W[0, :, 1]) and torch.equal(M[5], W[2, :, 1])
+
+
+def test_centred_matrix_of_a_rigid_scene_has_rank_3(make_lowrank):
+    seq = make_lowrank(F=20, P=10, rigid=True)
+    W = seq.W.double() + torch.randn(20, 1, 2, dtype=torch.float64)  # per-frame translations
+    M = measurement_matrix(W)
+    assert torch.allclose(M.sum(1), torch.zeros(40, dtype=torch.float64), atol=1e-12)  # every row centred
+    s = torch.linalg.svdvals(M)
+    assert s[3] / s[0] < 1e-6 and s[2] / s[0] > 1e-3
+    # the notebook's readable two-liner
+    assert torch.equal(M, (W - W.mean(1, keepdim=True)).permute(0, 2, 1).reshape(-1, W.shape[1]))
+
+
+def test_missing_points_are_zero_and_do_not_move_the_centroid():
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(4, 6, 2, generator=g, dtype=torch.float64)
+    vis = torch.ones(4, 6, dtype=torch.bool)
+    vis[1, 2] = vis[3, 0] = False
+    Wn = W.clone()
+    Wn[~vis] = float("nan")  # whatever sits at missing points is ignored
+    M = measurement_matrix(Wn, vis)
+    assert torch.isfinite(M).all() and M[2, 2] == 0 and M[3, 2] == 0 and M[6, 0] == 0
+    c = W[1, vis[1]].mean(0)
+    assert torch.allclose(M[2:4, vis[1]], (W[1, vis[1]] - c).T)
+    assert torch.allclose(measurement_matrix(W, torch.ones(4, 6, dtype=torch.bool)), measurement_matrix(W))
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((torch.zeros(3, 4, 3),), r"W: expected shape \(F, P, 2\)"),
+        (([[0.0, 1.0]],), "W: expected a torch.Tensor of shape"),
+        ((torch.zeros(3, 4, 2), torch.ones(3, 5, dtype=torch.bool)), r"visibility: expected shape \(3, 4\)"),
+    ],
+)
+def test_bad_inputs(args, match):
+    with pytest.raises(ValueError, match=match):
+        measurement_matrix(*args)
