@@ -12,7 +12,7 @@ import pytest
 
 from nrsfm_kit.utils.lazy import lazy_exports
 
-LAZY_PACKAGES = ["nrsfm", "edm", "data", "graph", "metrics", "models", "geometry", "viz", "train",
+LAZY_PACKAGES = ["nrsfm", "edm", "data", "data.render", "graph", "metrics", "models", "geometry", "viz", "train",
                  "utils"]
 TOPIC_CLIS = ["data", "graph", "nrsfm", "edm"]
 
@@ -40,7 +40,7 @@ def test_submodules_are_listed_and_unknown_names_raise(name):
         pkg.no_such_name  # noqa: B018
 
 
-@pytest.mark.parametrize("name, sub", [("graph", "io"), ("edm", "priors"), ("metrics", "nrsfm")])
+@pytest.mark.parametrize("name, sub", [("graph", "io"), ("edm", "priors"), ("metrics", "nrsfm"), ("data", "render")])
 def test_submodules_load_on_attribute_access(name, sub):
     pkg = importlib.import_module(f"nrsfm_kit.{name}")
     assert getattr(pkg, sub) is importlib.import_module(f"nrsfm_kit.{name}.{sub}")
