@@ -55,7 +55,9 @@ def _generic_signature(kernel, ft: FloatTypes) -> dict:
     sig = {}
     for name, param in inspect.signature(kernel.func).parameters.items():
         ann = param.annotation
-        if isinstance(ann, wp.array) and ann.dtype is Any:
+        if isinstance(ann, str):  # postponed annotations (``from __future__ import annotations``)
+            ann = eval(ann, kernel.func.__globals__)  # noqa: S307 - the kernel module's own annotation
+        if wp.types.is_array(ann) and ann.dtype is Any:
             sig[name] = wp.array(dtype=ft.scalar, ndim=ann.ndim)
         elif ann is Any:
             sig[name] = ft.scalar

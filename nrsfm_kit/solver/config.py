@@ -11,6 +11,7 @@ _METHODS = ("gn", "lm")
 _BACKWARDS = ("unrolled", "implicit")
 _CG_BACKWARDS = ("adjoint", "unrolled")
 _BACKENDS = ("warp", "torch")
+_ASSEMBLIES = ("auto", "blocks", "segmented", "atomic", "reference")
 
 
 @dataclass
@@ -51,6 +52,11 @@ class SolverConfig:
     cg_backward: str = "adjoint"  # "adjoint": solve the adjoint system with PCG; "unrolled": autograd
     backward: str = "unrolled"  # "unrolled": through all iterations; "implicit": implicit function thm
     backend: str = "warp"  # "warp" kernels or the pure-torch "torch" reference (same maths)
+    # dense J^T J assembly: "blocks" (per-group 6x6 products by batched matmul, reduced per node pair by a
+    # sparse CSR product: torch, multi-threaded), "segmented" (the same reduction as a Warp kernel, one thread
+    # per entry, no atomics), "atomic" (Warp scalar atomics), "reference" (torch scalar index_add);
+    # "auto": "blocks" on CPU and "segmented" on CUDA with the warp backend, "reference" with the torch one
+    assembly: str = "auto"
     min_cluster_correspondences: int = 2000  # NeuralTracking gn_min_num_correspondences_per_cluster
     min_depth: float = 1e-3  # metres; 2D residuals of warped points closer than this are masked
     jitter: float = 1e-8  # added to the diagonal so that "gn" stays solvable on flat directions
@@ -62,6 +68,7 @@ class SolverConfig:
             ("backward", self.backward, _BACKWARDS),
             ("cg_backward", self.cg_backward, _CG_BACKWARDS),
             ("backend", self.backend, _BACKENDS),
+            ("assembly", self.assembly, _ASSEMBLIES),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}: expected one of {list(allowed)}, found {value!r}")

@@ -23,22 +23,26 @@ Backward modes (``SolverConfig.backward``):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import NamedTuple
 
 import torch
 
 from nrsfm_kit.geometry import so3_exp
 from nrsfm_kit.graph.types import DeformationGraph
-from nrsfm_kit.kernels import gauss_newton as gk
 from nrsfm_kit.kernels.gauss_newton import ResidualBlock
 
 from .config import EnergyTerms, SolverConfig
-from .linear import dense_solve, pcg_solve
+from .linear import Assembler, dense_solve, pcg_solve
 from .problem import Problem, SparseMatches, prepare_problem
+from .terms import Linearization, ResidualTerm
 
-__all__ = ["GraphMotion", "solve_deformation", "solve_problem", "residual_blocks", "energy_terms", "apply_step"]
+__all__ = ["GraphMotion", "solve_deformation", "solve_problem", "residual_blocks", "energy_terms", "apply_step",
+           "STANDARD_TERMS"]
 
-TERM_ROWS = {"2d": (0, 2), "depth": (2, 3), "point": (3, 6), "plane": (6, 7)}
+#: terms always reported in ``info["energy_terms"]`` (zero when a term is off)
+STANDARD_TERMS = ("2d", "depth", "point", "plane", "sparse", "arap")
 
 
 class GraphMotion(NamedTuple):
@@ -49,41 +53,42 @@ class GraphMotion(NamedTuple):
 
 
 def residual_blocks(prob: Problem, R: torch.Tensor, t: torch.Tensor, *, backend: str = "warp",
-                    min_depth: float = 1e-3) -> list[ResidualBlock]:
-    """Data and ARAP residual families with their analytic Jacobians at T = (R (B,N,3,3), t (B,N,3))."""
-    args = (prob.points, prob.anchors, prob.anchor_weights, prob.nodes, R, t, prob.corr, prob.target_z,
-            prob.target_points, prob.normals, prob.wt, prob.intrinsics)
-    if backend == "warp":
-        rd, Jd = gk.data_terms(*args, min_depth=min_depth)
-        ra, Ja = gk.arap_terms(prob.nodes, prob.edges, prob.arap_scale, R, t)
-    else:
-        rd, Jd = gk.data_terms_torch(*args, min_depth=min_depth)
-        ra, Ja = gk.arap_terms_torch(prob.nodes, prob.edges, prob.arap_scale, R, t)
-    N, K = prob.edges.shape
-    i = torch.arange(N, device=prob.edges.device).repeat_interleave(K)
-    j = prob.edges.reshape(-1)
-    ok = j >= 0
-    cols_a = torch.stack([torch.where(ok, i, -1), torch.where(ok, j, -1)], 1).to(torch.int32)
-    return [ResidualBlock(Jd, rd, prob.anchors.to(torch.int32)), ResidualBlock(Ja, ra, cols_a)]
+                    min_depth: float | None = None) -> list[ResidualBlock]:
+    """One :class:`ResidualBlock` per term of ``prob.terms`` at T = (R (B,N,3,3), t (B,N,3)), in term order.
+
+    The terms share one :class:`~nrsfm_kit.solver.terms.Linearization` (warped points computed once per
+    point set). ``min_depth`` is accepted for backward compatibility and ignored (it is a term setting).
+    """
+    lin = Linearization(prob.nodes, R, t, backend)
+    return [term.linearize(prob.nodes, R, t, backend=backend, cache=lin) for term in prob.terms]
 
 
-def energy_terms(blocks: list[ResidualBlock]) -> dict[str, torch.Tensor]:
-    """Weighted energies per term (B,) from the residual families (data rows, then ARAP)."""
-    rd = blocks[0].r
-    out = {name: (rd[..., a:b] ** 2).sum((-1, -2)) for name, (a, b) in TERM_ROWS.items()}
-    out["arap"] = (blocks[1].r ** 2).sum((-1, -2))
-    out["total"] = sum(out[k] for k in ("2d", "depth", "point", "plane", "arap"))
+def energy_terms(terms, blocks: list[ResidualBlock]) -> dict[str, torch.Tensor]:
+    """Energies per term name (B,) (robust terms: their robust energy), the standard names always present,
+    and ``"total"``. ``terms``: a :class:`Problem` or its list of terms, in the order of ``blocks``."""
+    terms = terms.terms if isinstance(terms, Problem) else terms
+    if len(terms) != len(blocks):
+        raise ValueError(f"blocks: expected one block per term ({len(terms)}), found {len(blocks)}")
+    out: dict[str, torch.Tensor] = {}
+    for term, blk in zip(terms, blocks):
+        e = term.energy(blk)
+        out[term.name] = out[term.name] + e if term.name in out else e
+    like = blocks[0].r if blocks else None
+    for name in STANDARD_TERMS:
+        if name not in out and like is not None:
+            out[name] = like.new_zeros(like.shape[0])
+    out["total"] = sum(v for v in out.values()) if out else torch.zeros(())
     return out
 
 
 def _mask_blocks(blocks: list[ResidualBlock], valid_nodes: torch.Tensor) -> list[ResidualBlock]:
-    """Zero the Jacobian columns of frozen (invalid) nodes."""
+    """Zero the Jacobian columns of frozen (invalid) nodes (matrix-free PCG path)."""
     out = []
     for blk in blocks:
         c = blk.cols.long()
         m = valid_nodes[:, c.clamp(min=0)] & (c >= 0)
         m6 = m.to(blk.J.dtype).repeat_interleave(6, dim=-1).unsqueeze(2)  # (B, G, 1, nb*6)
-        out.append(ResidualBlock(blk.J * m6, blk.r, blk.cols))
+        out.append(ResidualBlock(blk.J * m6, blk.r, blk.cols, blk.energy))
     return out
 
 
@@ -94,39 +99,41 @@ def apply_step(R: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> tuple[torch
     return so3_exp(x[..., :3]) @ R, t + x[..., 3:]
 
 
-def _solve_step(blocks, prob: Problem, damping: torch.Tensor, cfg: SolverConfig) -> torch.Tensor:
+def _solve_step(blocks, prob: Problem, damping: torch.Tensor, cfg: SolverConfig, asm: Assembler) -> torch.Tensor:
     m = prob.valid_nodes.to(blocks[0].J.dtype)
     diag = (damping[:, None] * m + (1 - m) + cfg.jitter).repeat_interleave(6, dim=1)  # (B, 6N)
-    masked = _mask_blocks(blocks, prob.valid_nodes)
     if cfg.linear_solver == "dense":
-        return dense_solve(masked, diag, prob.num_nodes, cfg.backend)
+        return dense_solve(blocks, diag, prob.num_nodes, cfg.backend, valid_nodes=prob.valid_nodes, assembler=asm)
+    masked = _mask_blocks(blocks, prob.valid_nodes)
     return pcg_solve(masked, diag, prob.num_nodes, max_iter=cfg.cg_max_iter, tol=cfg.cg_tol, backend=cfg.backend,
                      unrolled=cfg.cg_backward == "unrolled")
 
 
-def _iterate(prob: Problem, R, t, cfg: SolverConfig):
-    """The GN / LM loop. Returns R, t, history dict of per-iteration tensors."""
+def _energies(prob: Problem, blocks) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in energy_terms(prob.terms, blocks).items()}
+
+
+def _iterate(prob: Problem, R, t, cfg: SolverConfig, asm: Assembler):
+    """The GN / LM loop. Returns R, t, damping, history dict of per-iteration tensors."""
     B = R.shape[0]
     lam0 = cfg.damping if cfg.method == "lm" else 0.0
     damping = torch.full((B,), lam0, dtype=R.dtype, device=R.device)
-    blocks = residual_blocks(prob, R, t, backend=cfg.backend, min_depth=cfg.min_depth)
-    e = {k: v.detach() for k, v in energy_terms(blocks).items()}
+    blocks = residual_blocks(prob, R, t, backend=cfg.backend)
+    e = _energies(prob, blocks)
     hist = {k: [v] for k, v in e.items()}
     hist["damping"] = [damping.clone()]
     hist["accepted"] = []
     for it in range(cfg.max_iter):
-        x = _solve_step(blocks, prob, damping, cfg)
+        x = _solve_step(blocks, prob, damping, cfg, asm)
         Rc, tc = apply_step(R, t, x)
         last = it == cfg.max_iter - 1
         if cfg.adaptive_damping and cfg.method == "lm":
-            cand = residual_blocks(prob, Rc, tc, backend=cfg.backend, min_depth=cfg.min_depth)
-            ec = {k: v.detach() for k, v in energy_terms(cand).items()}
-            acc = ec["total"] <= e["total"]
-            a4 = acc.view(B, 1, 1, 1)
-            R = torch.where(a4, Rc, R)
+            cand = residual_blocks(prob, Rc, tc, backend=cfg.backend)
+            ec = _energies(prob, cand)
+            acc = ec["total"] <= e["total"]  # robust terms: their robust energies
+            R = torch.where(acc.view(B, 1, 1, 1), Rc, R)
             t = torch.where(acc.view(B, 1, 1), tc, t)
-            blocks = [ResidualBlock(torch.where(acc.view(B, 1, 1, 1), c.J, o.J), torch.where(acc.view(B, 1, 1), c.r, o.r),
-                                    c.cols) for c, o in zip(cand, blocks)]
+            blocks = [_select_block(acc, c, o) for c, o in zip(cand, blocks)]
             e = {k: torch.where(acc, ec[k], e[k]) for k in e}
             damping = torch.where(acc, damping / cfg.damping_factor, damping * cfg.damping_factor)
         else:
@@ -134,11 +141,10 @@ def _iterate(prob: Problem, R, t, cfg: SolverConfig):
             R, t = Rc, tc
             if last:
                 with torch.no_grad():
-                    blocks = residual_blocks(prob.detached(), R.detach(), t.detach(), backend=cfg.backend,
-                                             min_depth=cfg.min_depth)
+                    blocks = residual_blocks(prob, R.detach(), t.detach(), backend=cfg.backend)
             else:
-                blocks = residual_blocks(prob, R, t, backend=cfg.backend, min_depth=cfg.min_depth)
-            e = {k: v.detach() for k, v in energy_terms(blocks).items()}
+                blocks = residual_blocks(prob, R, t, backend=cfg.backend)
+            e = _energies(prob, blocks)
         for k, v in e.items():
             hist[k].append(v)
         hist["damping"].append(damping.clone())
@@ -151,23 +157,35 @@ def _iterate(prob: Problem, R, t, cfg: SolverConfig):
     return R, t, damping, hist
 
 
+def _select_block(acc: torch.Tensor, new: ResidualBlock, old: ResidualBlock) -> ResidualBlock:
+    B = acc.shape[0]
+    energy = None if new.energy is None else torch.where(acc, new.energy, old.energy)
+    return ResidualBlock(torch.where(acc.view(B, 1, 1, 1), new.J, old.J), torch.where(acc.view(B, 1, 1), new.r, old.r),
+                         new.cols, energy)
+
+
 def solve_problem(prob: Problem, cfg: SolverConfig, init: GraphMotion | None = None):
-    """Run the solver on a prepared :class:`Problem`; returns (GraphMotion (B, N, ...), history)."""
-    B, N = prob.points.shape[0], prob.num_nodes
-    dt, dev = prob.points.dtype, prob.points.device
+    """Run the solver on a prepared :class:`Problem` (its list of terms); returns (GraphMotion (B, N, ...), history)."""
+    if not isinstance(cfg, SolverConfig):
+        raise ValueError(f"cfg: expected a SolverConfig, found {type(cfg).__name__}")
+    if not prob.terms:
+        raise ValueError("prob.terms: expected at least one residual term, found none (every lambda is 0)")
+    B, N = prob.batch, prob.num_nodes
+    dt, dev = prob.nodes.dtype, prob.nodes.device
     if init is None:
         R0 = torch.eye(3, dtype=dt, device=dev).expand(B, N, 3, 3)
         t0 = torch.zeros(B, N, 3, dtype=dt, device=dev)
     else:
         R0 = init.rotations.to(dt).expand(B, N, 3, 3)
         t0 = init.translations.to(dt).expand(B, N, 3)
+    asm = Assembler(N, cfg.assembly, cfg.backend)
     if cfg.backward == "unrolled":
-        R, t, _, hist = _iterate(prob, R0, t0, cfg)
+        R, t, _, hist = _iterate(prob, R0, t0, cfg, asm)
     else:
         with torch.no_grad():
-            R, t, damping, hist = _iterate(prob.detached(), R0.detach(), t0.detach(), cfg)
-        blocks = residual_blocks(prob, R, t, backend=cfg.backend, min_depth=cfg.min_depth)
-        x = _solve_step(blocks, prob, damping, cfg)
+            R, t, damping, hist = _iterate(prob, R0.detach(), t0.detach(), cfg, asm)
+        blocks = residual_blocks(prob, R, t, backend=cfg.backend)
+        x = _solve_step(blocks, prob, damping, cfg, asm)
         R, t = apply_step(R, t, x)
     return GraphMotion(R, t), hist
 
@@ -181,8 +199,8 @@ def solve_deformation(
     intrinsics,
     *,
     terms: EnergyTerms | None = None,
-    solver: str = "dense",
-    max_iter: int = 3,
+    solver: str | None = None,
+    max_iter: int | None = None,
     config: SolverConfig | None = None,
     anchors: torch.Tensor | None = None,
     anchor_weights: torch.Tensor | None = None,
@@ -190,6 +208,7 @@ def solve_deformation(
     target_normals: torch.Tensor | None = None,
     sparse: SparseMatches | None = None,
     init: GraphMotion | None = None,
+    extra_terms: Sequence[ResidualTerm] = (),
 ) -> tuple[GraphMotion, dict]:
     """Non-rigid alignment Omega(C, W, V) -> T, differentiable w.r.t. correspondences, weights, depth, points.
 
@@ -208,15 +227,20 @@ def solve_deformation(
 
     Args:
         terms: energy weights (defaults of the paper: lambda_2D 0.001, lambda_depth 1, lambda_reg 1).
-        solver: "dense" or "pcg" (overrides ``config.linear_solver``).
-        max_iter: iterations (overrides ``config.max_iter``; reference default 3).
+        solver: "dense" or "pcg"; when given, overrides ``config.linear_solver`` (default: the config's,
+            "dense").
+        max_iter: iterations; when given, overrides ``config.max_iter`` (default: the config's, the
+            reference code's 3).
         config: other settings (:class:`SolverConfig`: method gn/lm, damping 0.1, tolerance, backward mode,
             Warp or torch backend, min_cluster_correspondences 2000, ...).
+        extra_terms: further :class:`~nrsfm_kit.solver.terms.ResidualTerm` objects (e.g. a robust
+            photometric or heatmap term) added to the energy built from ``terms``.
 
     Returns:
         (T, info): T = GraphMotion(rotations (B, N, 3, 3), translations (B, N, 3)) (no B when the inputs
         had none); info = {"energy": (B, I+1) total energy per iteration (I = iterations run),
-        "energy_terms": {term: (B, I+1)}, "valid_nodes": (B, N) bool, "valid_points": (B, P) bool,
+        "energy_terms": {term name: (B, I+1)} (the standard
+        names 2d, depth, point, plane, sparse, arap always, and every extra term's name), "valid_nodes": (B, N) bool, "valid_points": (B, P) bool,
         "cluster_correspondences": (B, C), "damping": (B, I+1), "accepted": (B, I), "iterations": I}.
         Frozen nodes (clusters with too few correspondences) keep ``init`` (identity by default).
 
@@ -227,11 +251,14 @@ def solve_deformation(
     cfg = SolverConfig() if config is None else config
     if not isinstance(cfg, SolverConfig):
         raise ValueError(f"config: expected a SolverConfig, found {type(cfg).__name__}")
-    cfg = SolverConfig(**{**cfg.__dict__, "linear_solver": solver, "max_iter": max_iter})
+    overrides = {k: v for k, v in (("linear_solver", solver), ("max_iter", max_iter)) if v is not None}
+    if overrides:
+        cfg = replace(cfg, **overrides)
     prob = prepare_problem(graph, source_points, correspondences, weights, target_depth, intrinsics, terms=terms,
                            anchors=anchors, anchor_weights=anchor_weights, target_points=target_points,
                            target_normals=target_normals, sparse=sparse,
-                           min_cluster_correspondences=cfg.min_cluster_correspondences)
+                           min_cluster_correspondences=cfg.min_cluster_correspondences, min_depth=cfg.min_depth,
+                           extra_terms=extra_terms)
     if init is not None:
         if not isinstance(init, GraphMotion):
             init = GraphMotion(*init)
@@ -244,13 +271,13 @@ def solve_deformation(
     stack = lambda xs: torch.stack(xs, -1)  # noqa: E731
     info = {
         "energy": stack(hist["total"]),
-        "energy_terms": {k: stack(hist[k]) for k in ("2d", "depth", "point", "plane", "arap")},
+        "energy_terms": {k: stack(v) for k, v in hist.items() if k not in ("total", "damping", "accepted")},
         "valid_nodes": prob.valid_nodes,
         "valid_points": prob.valid_points_full,
         "cluster_correspondences": prob.cluster_correspondences,
         "damping": stack(hist["damping"]),
         "accepted": stack(hist["accepted"]) if hist["accepted"] else torch.zeros(
-            prob.points.shape[0], 0, dtype=torch.bool, device=prob.points.device),
+            prob.batch, 0, dtype=torch.bool, device=prob.nodes.device),
         "iterations": len(hist["accepted"]),
     }
     if not prob.batched:

@@ -26,7 +26,7 @@ import torch
 from nrsfm_kit.kernels import gauss_newton as gk
 from nrsfm_kit.kernels.gauss_newton import ResidualBlock
 
-__all__ = ["CholeskySolve", "dense_solve", "assemble", "pcg_solve", "PCGSolve"]
+__all__ = ["CholeskySolve", "Assembler", "dense_solve", "assemble", "pcg_solve", "PCGSolve"]
 
 
 class CholeskySolve(torch.autograd.Function):
@@ -67,22 +67,77 @@ def _robust_cholesky(A: torch.Tensor) -> torch.Tensor:
     return L
 
 
-def assemble(blocks: list[ResidualBlock], num_nodes: int, backend: str = "warp"):
+class Assembler:
+    """Dense normal equations A = sum_f J_f^T J_f, b = sum_f J_f^T r_f of a list of residual families.
+
+    Families with the same ``cols`` tensor (the terms of one point set: 2D, depth, ...) are merged by
+    stacking their rows, so each point set is reduced once. The :class:`BlockLayout` of each ``cols``
+    (which groups feed which node pair) is built on first use and reused for every iteration of a solve.
+
+    Args:
+        num_nodes: N. assembly: see :class:`~nrsfm_kit.solver.config.SolverConfig` ("auto", "blocks",
+            "segmented", "atomic", "reference"). backend: "warp" or "torch" (decides "auto").
+    """
+
+    def __init__(self, num_nodes: int, assembly: str = "auto", backend: str = "warp"):
+        self.num_nodes, self.assembly, self.backend = int(num_nodes), assembly, backend
+        self._layouts: dict = {}
+
+    def method(self, device: torch.device) -> str:
+        if self.assembly != "auto":
+            return self.assembly
+        if self.backend == "torch":
+            return "reference"
+        return "segmented" if device.type == "cuda" else "blocks"
+
+    def layout(self, cols: torch.Tensor) -> gk.BlockLayout:
+        key = id(cols)
+        if key not in self._layouts:
+            self._layouts[key] = (gk.BlockLayout(cols, self.num_nodes), cols)  # keep cols alive: id stays unique
+        return self._layouts[key][0]
+
+    def __call__(self, blocks: list[ResidualBlock]) -> tuple[torch.Tensor, torch.Tensor]:
+        merged: dict = {}
+        for blk in blocks:
+            merged.setdefault(id(blk.cols), []).append(blk)
+        A = b = None
+        for fam in merged.values():
+            cols = fam[0].cols
+            J = fam[0].J if len(fam) == 1 else torch.cat([f.J for f in fam], 2)
+            r = fam[0].r if len(fam) == 1 else torch.cat([f.r for f in fam], 2)
+            how = self.method(J.device)
+            if how == "blocks":
+                Ai, bi = gk.normal_equations_blocks_torch(J, r, self.layout(cols))
+            elif how == "segmented":
+                Ai, bi = gk.normal_equations_segmented(J, r, self.layout(cols))
+            elif how == "atomic":
+                Ai, bi = gk.normal_equations(J, r, cols, self.num_nodes)
+            else:
+                Ai, bi = gk.normal_equations_torch(J, r, cols, self.num_nodes)
+            A = Ai if A is None else A + Ai
+            b = bi if b is None else b + bi
+        return A, b
+
+
+def assemble(blocks: list[ResidualBlock], num_nodes: int, backend: str = "warp", assembly: str = "auto"):
     """Normal equations A = sum J^T J (B, 6N, 6N) and b = sum J^T r (B, 6N) over residual families."""
-    A = b = None
-    for blk in blocks:
-        if backend == "warp":
-            Ai, bi = gk.normal_equations(blk.J, blk.r, blk.cols, num_nodes)
-        else:
-            Ai, bi = gk.normal_equations_torch(blk.J, blk.r, blk.cols, num_nodes)
-        A = Ai if A is None else A + Ai
-        b = bi if b is None else b + bi
-    return A, b
+    return Assembler(num_nodes, assembly, backend)(blocks)
 
 
-def dense_solve(blocks: list[ResidualBlock], diag: torch.Tensor, num_nodes: int, backend: str = "warp"):
-    """Step x = -(J^T J + diag(d))^-1 J^T r (B, 6N) by dense Cholesky, differentiable (App. B.2)."""
-    A, b = assemble(blocks, num_nodes, backend)
+def dense_solve(blocks: list[ResidualBlock], diag: torch.Tensor, num_nodes: int, backend: str = "warp", *,
+                valid_nodes: torch.Tensor | None = None, assembler: Assembler | None = None):
+    """Step x = -(J^T J + diag(d))^-1 J^T r (B, 6N) by dense Cholesky, differentiable (App. B.2).
+
+    ``valid_nodes`` (B, N) bool freezes nodes: their rows and columns of J^T J and J^T r are zeroed
+    (the same as zeroing their Jacobian columns), so with d = 1 there they keep their motion.
+    """
+    asm = assembler if assembler is not None else Assembler(num_nodes, "auto", backend)
+    A, b = asm(blocks)
+    if valid_nodes is not None:
+        m6 = valid_nodes.to(A.dtype).repeat_interleave(6, dim=1)
+        if not bool(valid_nodes.all()):
+            A = A * (m6.unsqueeze(-1) * m6.unsqueeze(-2))
+            b = b * m6
     A = A + torch.diag_embed(diag)
     return CholeskySolve.apply(A, -b)
 

@@ -13,8 +13,8 @@ Masking rules (documented behaviour for bad input):
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
 import torch
@@ -25,7 +25,8 @@ from nrsfm_kit.utils.checks import check_shape, check_tensor
 
 from .config import EnergyTerms
 
-__all__ = ["SparseMatches", "Problem", "prepare_problem", "sample_depth_bilinear"]
+__all__ = ["SparseMatches", "Problem", "prepare_problem", "sample_depth_bilinear", "dense_correspondences",
+           "sparse_matches", "cluster_filter", "DenseInputs", "SparseInputs"]
 
 
 class SparseMatches(NamedTuple):
@@ -44,23 +45,27 @@ class SparseMatches(NamedTuple):
 
 @dataclass
 class Problem:
-    """Batched solver inputs. B frame pairs, P points (dense + sparse), N nodes, K edges per node."""
+    """A prepared solve: the residual terms over B frame pairs and N nodes, plus what the caller needs back.
 
-    points: torch.Tensor  # (B, P, 3)
-    anchors: torch.Tensor  # (P, A) int64, -1 padding
-    anchor_weights: torch.Tensor  # (P, A)
+    ``terms`` is the energy (a list of :class:`~nrsfm_kit.solver.terms.ResidualTerm`); the other fields
+    describe the dense correspondences it was built from (compacted: points without any active row in
+    any pair are dropped) and the masks reported to the caller.
+    """
+
     nodes: torch.Tensor  # (N, 3)
     edges: torch.Tensor  # (N, K) int64
-    arap_scale: torch.Tensor  # (N, K) sqrt(lambda_arap * w_ij), 0 on padding
+    terms: list  # [ResidualTerm]
+    valid_nodes: torch.Tensor  # (B, N) bool
+    points: torch.Tensor  # (B, P, 3) dense source points (compacted)
+    anchors: torch.Tensor  # (P, 4) int64, -1 padding
+    anchor_weights: torch.Tensor  # (P, 4)
     corr: torch.Tensor  # (B, P, 2) pixels, 0 where invalid
     target_z: torch.Tensor  # (B, P) metres, 0 where invalid
     target_points: torch.Tensor  # (B, P, 3)
     normals: torch.Tensor  # (B, P, 3)
-    wt: torch.Tensor  # (B, P, 4) row weights sqrt(lambda) w (0 = off)
     intrinsics: torch.Tensor  # (B, 4)
     valid_points: torch.Tensor  # (B, P) bool, after cluster filtering (compacted points)
     valid_points_full: torch.Tensor  # (B, P_in) bool, in the caller's point layout (dense, then sparse)
-    valid_nodes: torch.Tensor  # (B, N) bool
     cluster_correspondences: torch.Tensor  # (B, C) int64
     batched: bool
     num_dense: int  # number of dense correspondences in the caller's layout (sparse matches follow)
@@ -69,9 +74,32 @@ class Problem:
     def num_nodes(self) -> int:
         return int(self.nodes.shape[0])
 
+    @property
+    def batch(self) -> int:
+        return int(self.valid_nodes.shape[0])
+
+    def term(self, name: str):
+        """The term called ``name`` (ValueError naming the available ones otherwise)."""
+        for t in self.terms:
+            if t.name == name:
+                return t
+        raise ValueError(f"name: expected one of {[t.name for t in self.terms]}, found {name!r}")
+
+    def with_terms(self, extra: Sequence) -> Problem:
+        """A copy with ``extra`` terms appended to the energy (validated)."""
+        from .terms import ResidualTerm
+
+        extra = list(extra)
+        for k, t in enumerate(extra):
+            if not isinstance(t, ResidualTerm):
+                raise ValueError(f"extra_terms[{k}]: expected a ResidualTerm, found {type(t).__name__}")
+        return replace(self, terms=list(self.terms) + extra)
+
     def detached(self) -> Problem:
-        return Problem(**{f.name: (getattr(self, f.name).detach() if isinstance(getattr(self, f.name), torch.Tensor)
-                                   else getattr(self, f.name)) for f in fields(self)})
+        out = {f.name: (getattr(self, f.name).detach() if isinstance(getattr(self, f.name), torch.Tensor)
+                        else getattr(self, f.name)) for f in fields(self)}
+        out["terms"] = [t.detached() for t in self.terms]
+        return Problem(**out)
 
 
 def sample_depth_bilinear(depth: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,28 +150,40 @@ def _batch(x: torch.Tensor, B: int, name: str, core: int) -> torch.Tensor:
     raise ValueError(f"{name}: expected {core} dims or a leading batch of {B}, found shape {tuple(x.shape)}")
 
 
-def prepare_problem(graph: DeformationGraph, source_points: torch.Tensor, correspondences: torch.Tensor,
-                    weights: torch.Tensor | None, target_depth: torch.Tensor, intrinsics, *, terms: EnergyTerms,
-                    anchors: torch.Tensor | None = None, anchor_weights: torch.Tensor | None = None,
-                    target_points: torch.Tensor | None = None, target_normals: torch.Tensor | None = None,
-                    sparse: SparseMatches | None = None, min_cluster_correspondences: int = 2000) -> Problem:
-    """Validate and batch the inputs of :func:`nrsfm_kit.solver.solve_deformation` (see there)."""
-    if not isinstance(graph, DeformationGraph):
-        raise ValueError(f"graph: expected a DeformationGraph, found {type(graph).__name__}")
-    if not isinstance(terms, EnergyTerms):
-        raise ValueError(f"terms: expected an EnergyTerms, found {type(terms).__name__}")
+class DenseInputs(NamedTuple):
+    """Dense correspondences in list layout, batched and sanitised (step 1 of :func:`prepare_problem`)."""
+
+    points: torch.Tensor  # (B, P, 3), 0 where invalid
+    anchors: torch.Tensor  # (P, A) int64
+    anchor_weights: torch.Tensor  # (P, A)
+    corr: torch.Tensor  # (B, P, 2), 0 where invalid
+    weights: torch.Tensor  # (B, P)
+    target_z: torch.Tensor  # (B, P) sampled target depth, 0 where invalid
+    target_points: torch.Tensor  # (B, P, 3)
+    normals: torch.Tensor  # (B, P, 3)
+    intrinsics: torch.Tensor  # (B, 4)
+    base: torch.Tensor  # (B, P) bool: finite source point (z > 0), finite c_u, a valid anchor, w != 0
+    depth_ok: torch.Tensor  # (B, P) bool: target depth sampled at c_u
+    target_ok: torch.Tensor  # (B, P) bool: target point available
+    normal_ok: torch.Tensor  # (B, P) bool: target normal available
+    batched: bool
+
+
+def dense_correspondences(graph: DeformationGraph, source_points: torch.Tensor, correspondences: torch.Tensor,
+                          weights: torch.Tensor | None, target_depth: torch.Tensor, intrinsics, *,
+                          anchors: torch.Tensor | None = None, anchor_weights: torch.Tensor | None = None,
+                          target_points: torch.Tensor | None = None, target_normals: torch.Tensor | None = None,
+                          need_normals: bool = False) -> DenseInputs:
+    """Validate, batch and sanitise the dense correspondences (list or image layout, see
+    :func:`nrsfm_kit.solver.solve_deformation`); sample the target depth at c_u (eq. 10)."""
     nodes = check_tensor("graph.nodes", graph.nodes, ("N", 3))
     dt, dev = nodes.dtype, nodes.device
     N = nodes.shape[0]
-    if N == 0:
-        raise ValueError("graph.nodes: expected at least one node, found 0")
-    check_shape("graph.edges", graph.edges, (N, None))
     check_tensor("correspondences", correspondences, ("...", 2), finite=False)
     if correspondences.dtype != dt:
         raise ValueError(f"correspondences: expected dtype {dt} (that of graph.nodes), found {correspondences.dtype}")
 
-    # ---- dense correspondences: list mode (anchors given) or image mode (graph.pixel_anchors) ----
-    if anchors is None:
+    if anchors is None:  # image mode: anchors from graph.pixel_anchors
         pa = graph.pixel_anchors
         H, W, A = pa.shape
         check_tensor("source_points", source_points, ("...", H, W, 3), finite=False)
@@ -155,14 +195,13 @@ def prepare_problem(graph: DeformationGraph, source_points: torch.Tensor, corres
         correspondences = correspondences.reshape(*correspondences.shape[:-3], H * W, 2)
         if isinstance(weights, torch.Tensor) and weights.dim() >= 2 and tuple(weights.shape[-2:]) == (H, W):
             weights = weights.reshape(*weights.shape[:-2], H * W)
-        for name in ("target_points", "target_normals"):
-            val = locals()[name]
+
+        def flat_image(val):
             if isinstance(val, torch.Tensor) and val.dim() >= 3 and tuple(val.shape[-3:-1]) == (H, W):
-                val = val.reshape(*val.shape[:-3], H * W, 3)
-                if name == "target_points":
-                    target_points = val
-                else:
-                    target_normals = val
+                return val.reshape(*val.shape[:-3], H * W, 3)
+            return val
+
+        target_points, target_normals = flat_image(target_points), flat_image(target_normals)
     else:
         batched = correspondences.dim() == 3
         if anchor_weights is None:
@@ -185,84 +224,87 @@ def prepare_problem(graph: DeformationGraph, source_points: torch.Tensor, corres
         weights = torch.ones(B, P, dtype=dt, device=dev)
     check_tensor("weights", weights, ("...", P))
     w = _batch(weights.to(dt), B, "weights", 1)
-
     check_tensor("target_depth", target_depth, ("...", None, None), finite=False)
     depth = _batch(target_depth.to(dt), B, "target_depth", 2)
-    intr = as_intrinsics(intrinsics, dtype=dt, device=dev)
-    intr = _batch(intr, B, "intrinsics", 1)
+    intr = _batch(as_intrinsics(intrinsics, dtype=dt, device=dev), B, "intrinsics", 1)
 
-    # ---- validity and sanitising ----
     src_ok = torch.isfinite(points).all(-1) & (points[..., 2] > 0)
     points = torch.where(src_ok.unsqueeze(-1), points, torch.zeros_like(points))
     corr_ok = torch.isfinite(corr).all(-1)
     corr = torch.where(corr_ok.unsqueeze(-1), corr, torch.zeros_like(corr))
     anchors = anchors.long()
+    anchor_weights = anchor_weights.to(dt)
     has_anchor = ((anchors >= 0) & (anchor_weights != 0)).any(-1)  # (P,)
     base = src_ok & corr_ok & has_anchor.unsqueeze(0) & (w != 0)
     tz, z_ok = sample_depth_bilinear(depth, corr)
-
     if target_points is None:
-        tp = backproject(corr, tz, intr.unsqueeze(1))
-        tp_ok = z_ok
+        tp, tp_ok = backproject(corr, tz, intr.unsqueeze(1)), z_ok
     else:
-        tp = _batch(check_tensor("target_points", target_points, ("...", P, 3), finite=False).to(dt), B,
-                    "target_points", 2)
-        tp_ok = torch.isfinite(tp).all(-1)
-        tp = torch.where(tp_ok.unsqueeze(-1), tp, torch.zeros_like(tp))
+        tp, tp_ok = _optional_points("target_points", target_points, B, P, dt)
     if target_normals is None:
-        if terms.lambda_plane > 0:
+        if need_normals:
             raise ValueError("target_normals: expected a (..., P, 3) tensor when terms.lambda_plane > 0, found None")
-        nrm = torch.zeros_like(tp)
-        nrm_ok = torch.zeros_like(tp_ok)
+        nrm, nrm_ok = torch.zeros_like(tp), torch.zeros_like(tp_ok)
     else:
-        nrm = _batch(check_tensor("target_normals", target_normals, ("...", P, 3), finite=False).to(dt), B,
-                     "target_normals", 2)
-        nrm_ok = torch.isfinite(nrm).all(-1)
-        nrm = torch.where(nrm_ok.unsqueeze(-1), nrm, torch.zeros_like(nrm))
+        nrm, nrm_ok = _optional_points("target_normals", target_normals, B, P, dt)
+    return DenseInputs(points, anchors, anchor_weights, corr, w, tz, tp, nrm, intr, base, z_ok, tp_ok,
+                       tp_ok & nrm_ok, batched)
 
-    num_dense = P
-    ones = torch.ones_like(w)
-    sel = [torch.zeros_like(w)] * 4  # per-row switches before cluster filtering
-    sel = [ones, z_ok.to(dt), tp_ok.to(dt), (tp_ok & nrm_ok).to(dt)]
-    lam = [terms.lambda_2d, terms.lambda_depth, terms.lambda_point, terms.lambda_plane]
 
-    # ---- sparse matches appended as point-to-point rows ----
-    if sparse is not None:
-        if not isinstance(sparse, SparseMatches):
-            raise ValueError(f"sparse: expected SparseMatches, found {type(sparse).__name__}")
-        S = sparse.source_points.shape[0] if sparse.source_points.dim() >= 2 else -1
-        check_tensor("sparse.source_points", sparse.source_points, (S, 3))
-        check_shape("sparse.anchors", sparse.anchors, (S, None))
-        check_tensor("sparse.anchor_weights", sparse.anchor_weights, (S, sparse.anchors.shape[1]))
-        sp_t = _batch(check_tensor("sparse.target_points", sparse.target_points, ("...", S, 3)).to(dt), B,
-                      "sparse.target_points", 2)
-        sw = torch.ones(B, S, dtype=dt, device=dev) if sparse.weights is None else _batch(
-            check_tensor("sparse.weights", sparse.weights, ("...", S)).to(dt), B, "sparse.weights", 1)
-        A = max(anchors.shape[1], sparse.anchors.shape[1])
-        anchors = _pad(anchors, A, -1)
-        anchor_weights = _pad(anchor_weights.to(dt), A, 0.0)
-        anchors = torch.cat([anchors, _pad(sparse.anchors.long(), A, -1)], 0)
-        anchor_weights = torch.cat([anchor_weights, _pad(sparse.anchor_weights.to(dt), A, 0.0)], 0)
-        points = torch.cat([points, sparse.source_points.to(dt).unsqueeze(0).expand(B, S, 3)], 1)
-        zS = torch.zeros(B, S, dtype=dt, device=dev)
-        corr = torch.cat([corr, zS.unsqueeze(-1).expand(B, S, 2)], 1)
-        tz = torch.cat([tz, zS], 1)
-        tp = torch.cat([tp, sp_t], 1)
-        nrm = torch.cat([nrm, torch.zeros_like(sp_t)], 1)
-        w = torch.cat([w, sw], 1)
-        sp_has = ((sparse.anchors >= 0) & (sparse.anchor_weights != 0)).any(-1)
-        base = torch.cat([base, (sp_has.unsqueeze(0) & (sw != 0)).expand(B, S)], 1)
-        sel = [torch.cat([s, zS], 1) for s in sel[:2]] + [torch.cat([sel[2], zS], 1), torch.cat([sel[3], zS], 1)]
-        sp_sel = torch.cat([torch.zeros(B, num_dense, dtype=dt, device=dev), torch.ones(B, S, dtype=dt, device=dev)], 1)
-        sel[2] = sel[2] + sp_sel  # point-to-point row of the sparse matches, weighted by lambda_sparse
-        lam_point = torch.where(sp_sel > 0, torch.full_like(sp_sel, terms.lambda_sparse),
-                                torch.full_like(sp_sel, terms.lambda_point))
-    else:
-        lam_point = torch.full_like(w, terms.lambda_point)
+def _optional_points(name: str, x: torch.Tensor, B: int, P: int, dt) -> tuple[torch.Tensor, torch.Tensor]:
+    x = _batch(check_tensor(name, x, ("...", P, 3), finite=False).to(dt), B, name, 2)
+    ok = torch.isfinite(x).all(-1)
+    return torch.where(ok.unsqueeze(-1), x, torch.zeros_like(x)), ok
 
-    # ---- clusters with too few correspondences are frozen ----
-    clusters = graph.clusters.to(dev).long()
-    check_shape("graph.clusters", clusters, (N,))
+
+class SparseInputs(NamedTuple):
+    """Validated sparse matches, batched (step 2 of :func:`prepare_problem`)."""
+
+    points: torch.Tensor  # (B, S, 3)
+    anchors: torch.Tensor  # (S, A) int64
+    anchor_weights: torch.Tensor  # (S, A)
+    target_points: torch.Tensor  # (B, S, 3)
+    weights: torch.Tensor  # (B, S)
+    base: torch.Tensor  # (B, S) bool
+
+
+def sparse_matches(sparse: SparseMatches, B: int, dtype: torch.dtype, num_nodes: int) -> SparseInputs:
+    """Validate and batch :class:`SparseMatches` (DeepDeform's sparse point-to-point term)."""
+    if not isinstance(sparse, SparseMatches):
+        raise ValueError(f"sparse: expected SparseMatches, found {type(sparse).__name__}")
+    S = sparse.source_points.shape[0] if sparse.source_points.dim() >= 2 else -1
+    check_tensor("sparse.source_points", sparse.source_points, (S, 3))
+    check_shape("sparse.anchors", sparse.anchors, (S, None))
+    if sparse.anchors.numel() and (int(sparse.anchors.max()) >= num_nodes or int(sparse.anchors.min()) < -1):
+        raise ValueError(f"sparse.anchors: expected ids in [-1, {num_nodes}), found range "
+                         f"[{int(sparse.anchors.min())}, {int(sparse.anchors.max())}]")
+    check_tensor("sparse.anchor_weights", sparse.anchor_weights, (S, sparse.anchors.shape[1]))
+    tp = _batch(check_tensor("sparse.target_points", sparse.target_points, ("...", S, 3)).to(dtype), B,
+                "sparse.target_points", 2)
+    dev = tp.device
+    sw = torch.ones(B, S, dtype=dtype, device=dev) if sparse.weights is None else _batch(
+        check_tensor("sparse.weights", sparse.weights, ("...", S)).to(dtype), B, "sparse.weights", 1)
+    anchors = sparse.anchors.long()
+    aw = sparse.anchor_weights.to(dtype)
+    has = ((anchors >= 0) & (aw != 0)).any(-1)
+    return SparseInputs(sparse.source_points.to(dtype).unsqueeze(0).expand(B, S, 3), anchors, aw, tp, sw,
+                        has.unsqueeze(0) & (sw != 0))
+
+
+def cluster_filter(clusters: torch.Tensor, anchors: torch.Tensor, anchor_weights: torch.Tensor,
+                   base: torch.Tensor, min_correspondences: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Freeze node clusters with fewer than ``min_correspondences`` valid correspondences (step 3).
+
+    Args:
+        clusters: (N,) cluster id per node. anchors / anchor_weights: (P, A) of all points (dense, then
+            sparse). base: (B, P) bool, the valid correspondences.
+
+    Returns:
+        (valid_nodes (B, N), valid_points (B, P): base and every anchor on a valid node, counts (B, C)).
+    """
+    clusters = clusters.long()
+    dt, dev = anchor_weights.dtype, anchor_weights.device
+    B, N = base.shape[0], clusters.shape[0]
     C = int(clusters.max()) + 1 if clusters.numel() else 1
     a_ok = (anchors >= 0) & (anchor_weights != 0)
     a_cl = torch.where(a_ok, clusters[anchors.clamp(min=0)], torch.full_like(anchors, -1))  # (P, A)
@@ -270,37 +312,92 @@ def prepare_problem(graph: DeformationGraph, source_points: torch.Tensor, corres
     member.scatter_(1, (a_cl + 1).clamp(min=0), 1.0)
     member = member[:, 1:]  # (P, C): point touches cluster c
     counts = torch.einsum("bp,pc->bc", base.to(dt), member).round().long()
-    cl_ok = counts >= min_cluster_correspondences  # (B, C)
-    valid_nodes = cl_ok.gather(1, clusters.unsqueeze(0).expand(B, N))
-    node_ok_at_anchor = torch.where(a_ok.unsqueeze(0), valid_nodes[:, anchors.clamp(min=0)],
-                                    torch.ones(B, *anchors.shape, dtype=torch.bool, device=dev))
-    valid_points = base & node_ok_at_anchor.all(-1)
+    valid_nodes = (counts >= min_correspondences).gather(1, clusters.unsqueeze(0).expand(B, N))
+    node_ok = torch.where(a_ok.unsqueeze(0), valid_nodes[:, anchors.clamp(min=0)],
+                          torch.ones(B, *anchors.shape, dtype=torch.bool, device=dev))
+    return valid_nodes, base & node_ok.all(-1), counts
 
-    vp = valid_points.to(dt)
-    wt = torch.stack([
-        math.sqrt(lam[0]) * w * vp * sel[0],
-        math.sqrt(lam[1]) * w * vp * sel[1],
-        torch.sqrt(lam_point) * w * vp * sel[2].clamp(max=1),
-        math.sqrt(lam[3]) * w * vp * sel[3],
-    ], -1)
 
-    # points without any active row in any pair are dropped before the kernels (e.g. invalid pixels of
-    # a 640x480 point image); ``valid_points`` keeps the caller's layout
-    valid_full = valid_points
-    keep = valid_points.any(0)
-    if not bool(keep.all()):
-        idx = keep.nonzero().squeeze(1)
-        anchors, anchor_weights = anchors[idx], anchor_weights[idx]
-        points, corr, tz, tp, nrm, wt, valid_points = (x[:, idx] for x in (points, corr, tz, tp, nrm, wt, valid_points))
+def prepare_problem(graph: DeformationGraph, source_points: torch.Tensor, correspondences: torch.Tensor,
+                    weights: torch.Tensor | None, target_depth: torch.Tensor, intrinsics, *, terms: EnergyTerms,
+                    anchors: torch.Tensor | None = None, anchor_weights: torch.Tensor | None = None,
+                    target_points: torch.Tensor | None = None, target_normals: torch.Tensor | None = None,
+                    sparse: SparseMatches | None = None, min_cluster_correspondences: int = 2000,
+                    min_depth: float = 1e-3, extra_terms: Sequence = ()) -> Problem:
+    """Validate the inputs of :func:`nrsfm_kit.solver.solve_deformation` (see there) and build its terms.
 
-    edges = graph.edges.to(dev).long()
-    e_ok = edges >= 0
-    ew = graph.edge_weights.to(dt) if terms.use_edge_weights else torch.ones(edges.shape, dtype=dt, device=dev)
-    arap_scale = torch.where(e_ok, torch.sqrt(terms.lambda_arap * ew.clamp(min=0)), torch.zeros_like(ew))
-    return Problem(points=points, anchors=anchors, anchor_weights=anchor_weights.to(dt), nodes=nodes, edges=edges,
-                   arap_scale=arap_scale, corr=corr, target_z=tz, target_points=tp, normals=nrm, wt=wt,
-                   intrinsics=intr, valid_points=valid_points, valid_points_full=valid_full, valid_nodes=valid_nodes,
-                   cluster_correspondences=counts, batched=batched, num_dense=num_dense)
+    Steps: :func:`dense_correspondences` -> :func:`sparse_matches` -> :func:`cluster_filter` -> the
+    residual terms of ``terms`` with lambda > 0 (:mod:`nrsfm_kit.solver.terms`: 2D, depth, point,
+    plane on the dense correspondences, point-to-point "sparse" on the sparse matches, ARAP), followed by
+    ``extra_terms``.
+    """
+    from .terms import Arap, Depth, PointSet, PointToPlane, PointToPoint, Reprojection2D
+
+    if not isinstance(graph, DeformationGraph):
+        raise ValueError(f"graph: expected a DeformationGraph, found {type(graph).__name__}")
+    if not isinstance(terms, EnergyTerms):
+        raise ValueError(f"terms: expected an EnergyTerms, found {type(terms).__name__}")
+    nodes = check_tensor("graph.nodes", graph.nodes, ("N", 3))
+    N = nodes.shape[0]
+    if N == 0:
+        raise ValueError("graph.nodes: expected at least one node, found 0")
+    check_shape("graph.edges", graph.edges, (N, None))
+    d = dense_correspondences(graph, source_points, correspondences, weights, target_depth, intrinsics,
+                              anchors=anchors, anchor_weights=anchor_weights, target_points=target_points,
+                              target_normals=target_normals, need_normals=terms.lambda_plane > 0)
+    B, P = d.weights.shape
+    dt = d.points.dtype
+    sp = None if sparse is None else sparse_matches(sparse, B, dt, N)
+
+    clusters = graph.clusters.to(nodes.device).long()
+    check_shape("graph.clusters", clusters, (N,))
+    if sp is None:
+        all_anchors, all_weights, base = d.anchors, d.anchor_weights, d.base
+    else:
+        A = max(d.anchors.shape[1], sp.anchors.shape[1])
+        all_anchors = torch.cat([_pad(d.anchors, A, -1), _pad(sp.anchors, A, -1)], 0)
+        all_weights = torch.cat([_pad(d.anchor_weights, A, 0.0), _pad(sp.anchor_weights, A, 0.0)], 0)
+        base = torch.cat([d.base, sp.base], 1)
+    valid_nodes, valid_full, counts = cluster_filter(clusters, all_anchors, all_weights, base,
+                                                     min_cluster_correspondences)
+    vd = valid_full[:, :P]
+
+    # dense points without any active row in any pair are dropped (e.g. invalid pixels of a 640x480 image)
+    active = {"2d": torch.ones_like(vd), "depth": d.depth_ok, "point": d.target_ok, "plane": d.normal_ok}
+    lam = {"2d": terms.lambda_2d, "depth": terms.lambda_depth, "point": terms.lambda_point,
+           "plane": terms.lambda_plane}
+    keep = vd.any(0)
+    idx = keep.nonzero().squeeze(1) if not bool(keep.all()) else None
+
+    def take(x, dim=1):
+        return x if idx is None else x.index_select(dim, idx)
+
+    ps = PointSet.make(take(d.points), take(d.anchors, 0), take(d.anchor_weights, 0))
+    wv = take(d.weights * vd.to(dt))
+    mask = {k: take(v.to(dt)) for k, v in active.items()}
+    corr, tz, tp, nrm = take(d.corr), take(d.target_z), take(d.target_points), take(d.normals)
+    built = []
+    if lam["2d"] > 0:
+        built.append(Reprojection2D(ps, corr, d.intrinsics, weight=lam["2d"], w=wv * mask["2d"], min_depth=min_depth))
+    if lam["depth"] > 0:
+        built.append(Depth(ps, tz, weight=lam["depth"], w=wv * mask["depth"]))
+    if lam["point"] > 0:
+        built.append(PointToPoint(ps, tp, weight=lam["point"], w=wv * mask["point"]))
+    if lam["plane"] > 0:
+        built.append(PointToPlane(ps, tp, nrm, weight=lam["plane"], w=wv * mask["plane"]))
+    if sp is not None and terms.lambda_sparse > 0 and sp.points.shape[1] > 0:
+        vs = valid_full[:, P:]
+        ss = PointSet.make(sp.points, sp.anchors, sp.anchor_weights)
+        built.append(PointToPoint(ss, sp.target_points, weight=terms.lambda_sparse, w=sp.weights * vs.to(dt),
+                                  name="sparse"))
+    if terms.lambda_arap > 0:
+        ew = graph.edge_weights.to(dt) if terms.use_edge_weights else None
+        built.append(Arap(graph.edges.to(nodes.device), weight=terms.lambda_arap, edge_weights=ew, dtype=dt))
+    prob = Problem(nodes=nodes, edges=graph.edges.to(nodes.device).long(), terms=built, valid_nodes=valid_nodes,
+                   points=ps.points, anchors=ps.anchors, anchor_weights=ps.anchor_weights, corr=corr, target_z=tz,
+                   target_points=tp, normals=nrm, intrinsics=d.intrinsics, valid_points=take(vd),
+                   valid_points_full=valid_full, cluster_correspondences=counts, batched=d.batched, num_dense=P)
+    return prob.with_terms(extra_terms) if extra_terms else prob
 
 
 def _pad(x: torch.Tensor, A: int, value) -> torch.Tensor:
