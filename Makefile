@@ -8,7 +8,7 @@ SYSTEM_LIBS := libgl1 libgomp1 libusb-1.0-0
 # pytest workers (2 cores here); notebooks stay whole on one worker (--dist loadfile)
 WORKERS ?= 2
 
-.PHONY: install demo test unit notebooks lint lab bench clean system-libs
+.PHONY: install demo test unit notebooks lint lab bench gpu-check clean system-libs
 
 install: $(STAMP)
 
@@ -59,6 +59,10 @@ lab: install
 
 bench: install
 	$(PY) benchmarks/run_all.py
+
+# on a lent GPU: kernel parity (float32/float64) + the benchmarks' GPU rows, summary in $OUT or build/gpu_check
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache $(VENV) *.egg-info
