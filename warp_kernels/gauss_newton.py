@@ -208,6 +208,8 @@ def image_residual_kernel(
     intr: wp.array2d(dtype=Any),  # (B, 4)
     num_maps: int,
     min_depth: Any,
+    outside: Any,  # value of the maps outside their pixels (used when use_outside == 1)
+    use_outside: int,  # 0: rows off outside the map / behind the camera; 1: I = outside there (no gradient)
     r: wp.array3d(dtype=Any),  # out (B, P, C)
     g: wp.array3d(dtype=Any),  # out (B, P, C) vec3
 ):
@@ -216,7 +218,8 @@ def image_residual_kernel(
     The photometric (I = target colours), silhouette (I = distance transform of the target mask,
     c = 0) and heatmap (I = H, c = 1: the residual -(1 - H(pi(Q))) of DeepDeform sec. 4.2) terms.
     Points projecting outside the map's pixel centres [0, W-1] x [0, H-1] or behind the camera give
-    zero rows.
+    zero rows, or with ``use_outside`` the constant residual w (outside - c) without gradient (a heatmap
+    is 0 outside its patch: leaving the patch must not lower the energy).
     """
     b, p = wp.tid()
     x = q[b, p]
@@ -235,7 +238,10 @@ def image_residual_kernel(
             inside = wp.int32(1)
     if inside == 0:
         for c in range(C):
-            r[b, p, c] = zero
+            rc = zero
+            if use_outside == 1:
+                rc = w[b, p] * (outside - target[b, p, c])
+            r[b, p, c] = rc
             g[b, p, c] = x * zero
         return
     m = int(b) * num_maps + int(map_index[p])
@@ -572,7 +578,8 @@ def _vector_signatures():
         point_residual_kernel: lambda ft: [v3(ft), v3(ft), s(ft, 2), s(ft, 3), v3(ft, 3)],
         plane_residual_kernel: lambda ft: [v3(ft), v3(ft), v3(ft), s(ft, 2), s(ft, 3), v3(ft, 3)],
         image_residual_kernel: lambda ft: [v3(ft), s(ft, 4), arr(dtype=INDEX), arr(dtype=ft.vec2, ndim=2),
-                                           s(ft, 3), s(ft, 2), s(ft, 2), int, ft.scalar, s(ft, 3), v3(ft, 3)],
+                                           s(ft, 3), s(ft, 2), s(ft, 2), int, ft.scalar, ft.scalar, int, s(ft, 3),
+                                           v3(ft, 3)],
         arap_terms_kernel: lambda ft: [arr(dtype=ft.vec3), arr(dtype=INDEX, ndim=2), s(ft, 2),
                                        arr(dtype=ft.mat33, ndim=2), v3(ft), s(ft, 3), s(ft, 4)],
     }

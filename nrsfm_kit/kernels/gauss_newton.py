@@ -394,7 +394,8 @@ def plane_residual(q: torch.Tensor, target: torch.Tensor, normals: torch.Tensor,
                 [((B, P, 1), "s"), ((B, P, 1, 3), "v3")])
 
 
-def image_residual_torch(q, image, map_index, offset, target, w, intrinsics, min_depth: float = 1e-3):
+def image_residual_torch(q, image, map_index, offset, target, w, intrinsics, min_depth: float = 1e-3,
+                         outside: float | None = None):
     """Pure-torch reference of :func:`image_residual` (same bilinear weights and gradient)."""
     B, P = q.shape[:2]
     _, M, H, W, C = image.shape
@@ -429,12 +430,15 @@ def image_residual_torch(q, image, map_index, offset, target, w, intrinsics, min
     dv = torch.stack([zero, fy * iz, -fy * q[..., 1] * iz * iz], -1)
     m = (w * inside.to(q.dtype)).unsqueeze(-1)
     r = m * (val - target)
+    if outside is not None:
+        r = torch.where(inside.unsqueeze(-1), r, w.unsqueeze(-1) * (outside - target))
     g = m.unsqueeze(-1) * (gu.unsqueeze(-1) * du.unsqueeze(-2) + gv.unsqueeze(-1) * dv.unsqueeze(-2))
     return r, g
 
 
 def image_residual(q: torch.Tensor, image: torch.Tensor, map_index: torch.Tensor, offset: torch.Tensor,
-                   target: torch.Tensor, w: torch.Tensor, intrinsics: torch.Tensor, min_depth: float = 1e-3):
+                   target: torch.Tensor, w: torch.Tensor, intrinsics: torch.Tensor, min_depth: float = 1e-3,
+                   outside: float | None = None):
     """Rows w (I_m(pi(Q) - o) - c) of any bilinearly sampled 2D map, with the image-gradient Jacobian (Warp).
 
     The photometric (I = target image, c = source colours), silhouette (I = distance transform of the
@@ -446,7 +450,9 @@ def image_residual(q: torch.Tensor, image: torch.Tensor, map_index: torch.Tensor
             e.g. one heatmap patch per match). map_index: (P,) int in [0, M): the map of each point.
         offset: (B, P, 2) pixel position of each map's pixel (0, 0) in the image (patch corner; 0 for
             full images). target: (B, P, C). w: (B, P) sqrt(lambda) w. intrinsics: (B, 4).
-        min_depth: metres; points behind it, or projecting outside [0, W-1] x [0, H-1], give zero rows.
+        min_depth: metres; points behind it, or projecting outside [0, W-1] x [0, H-1], give zero rows,
+        outside: ... or, when given, the constant rows w (outside - c) without gradient (the value of the
+            maps beyond their pixels, e.g. 0 for heatmaps).
 
     Returns:
         r (B, P, C), g (B, P, C, 3) = w dI/d(u, v) d pi/dQ.
@@ -468,7 +474,8 @@ def image_residual(q: torch.Tensor, image: torch.Tensor, map_index: torch.Tensor
     P = q.shape[1]
     return _run(wk.image_residual_kernel, (B, P),
                 [(q, "v3"), (image.reshape(B * M, H, W, C), "s"), (idx, "i"), (offset, "v2"), (target, "s"),
-                 (w, "s"), (intrinsics, "s"), _Const(int(M)), _Const(float(min_depth))],
+                 (w, "s"), (intrinsics, "s"), _Const(int(M)), _Const(float(min_depth)),
+                 _Const(0.0 if outside is None else float(outside)), _Const(0 if outside is None else 1)],
                 [((B, P, C), "s"), ((B, P, C, 3), "v3")])
 
 
@@ -893,6 +900,9 @@ PARITY_CASES = {
                        [0, 1, 2, 3]),
     "image_residual": (lambda dev, dt: [(x := _case_inputs(dev, dt))["q_img"], x["image"], x["map_index"],
                                         x["offset"], x["target_c"], x["w"], x["intrinsics"]], [0, 1, 3, 4, 5, 6]),
+    "image_residual[outside]": (lambda dev, dt: [(x := _case_inputs(dev, dt))["q"] * 3, x["image"], x["map_index"],
+                                                x["offset"], x["target_c"], x["w"], x["intrinsics"], 1e-3, 0.0],
+                               [0, 1, 3, 4, 5, 6]),
     "arap_terms": (lambda dev, dt: [(x := _case_inputs(dev, dt))["nodes"], x["edges"], x["scale"], x["R"], x["t"]],
                    [0, 2, 3, 4]),
 }

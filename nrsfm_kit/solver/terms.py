@@ -261,13 +261,17 @@ class ImageSampled(PointTerm):
         target: (B, P, C) values c. intrinsics: (B, 4).
         map_index: (P,) int, the map of each point (default 0). offset: (B, P, 2) pixel of each map's
             pixel (0, 0) in the image (patch corners; default 0).
+        outside: value of the maps beyond their pixels (rows then constant, no gradient); None (default):
+            rows off for points projecting outside or behind the camera.
         weight, w, min_depth, name: as the other point terms.
     """
 
     def __init__(self, points: PointSet, image: torch.Tensor, target: torch.Tensor, intrinsics: torch.Tensor, *,
                  map_index: torch.Tensor | None = None, offset: torch.Tensor | None = None, weight: float = 1.0,
-                 w: torch.Tensor | None = None, min_depth: float = 1e-3, name: str = "image"):
+                 w: torch.Tensor | None = None, min_depth: float = 1e-3, outside: float | None = None,
+                 name: str = "image"):
         super().__init__(points, weight, w, name)
+        self.outside = outside
         B, P = points.points.shape[:2]
         check_tensor(f"{name}.image", image, None)
         if image.dim() == 4:
@@ -287,7 +291,7 @@ class ImageSampled(PointTerm):
     def residual(self, q, backend):
         fn = gk.image_residual if backend == "warp" else gk.image_residual_torch
         return fn(q, self.image, self.map_index, self.offset, self.target, self.row_weight, self.intrinsics,
-                  self.min_depth)
+                  self.min_depth, self.outside)
 
 
 class Photometric(ImageSampled):
@@ -337,7 +341,8 @@ class Heatmap(ImageSampled):
     matcher's heatmap over a target patch (written as H - 1: same energy and step).
 
     heatmaps (B, M, h, w) probability maps; map_index (P,) which heatmap each point uses (default
-    k -> k); offset (B, P, 2) patch corners in the target image (pixels)."""
+    k -> k); offset (B, P, 2) patch corners in the target image (pixels). Outside its patch a heatmap is 0
+    (residual -1, no gradient), so leaving the patch never lowers the energy."""
 
     def __init__(self, points: PointSet, heatmaps: torch.Tensor, intrinsics: torch.Tensor, *,
                  map_index: torch.Tensor | None = None, offset: torch.Tensor | None = None, weight: float = 1.0,
@@ -352,7 +357,7 @@ class Heatmap(ImageSampled):
         like = points.points
         super().__init__(points, heatmaps.unsqueeze(-1), torch.ones(B, P, 1, dtype=like.dtype, device=like.device),
                          intrinsics, map_index=map_index, offset=offset, weight=weight, w=w, min_depth=min_depth,
-                         name=name)
+                         outside=0.0, name=name)
 
 
 class Arap(ResidualTerm):

@@ -1,98 +1,77 @@
-"""Warp kernels of the GN solver vs their pure-torch references (values and gradients), gradchecks."""
+"""Warp kernels of the GN solver vs their pure-torch references (values and gradients), gradchecks, bad input.
+
+Every Warp function of :mod:`nrsfm_kit.kernels.gauss_newton` with a ``*_torch`` twin has a case in its
+``PARITY_CASES`` (also run on CUDA by ``benchmarks/gpu_check.py``).
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from nrsfm_kit.geometry import so3_exp
 from nrsfm_kit.kernels import gauss_newton as gn
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-FLOAT_ARGS = [0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]  # positions of float inputs of data_terms
+from nrsfm_kit.utils.testing import assert_parity, gradcheck64
 
 
-def data_inputs(B=2, P=16, N=6, A=4, dtype=torch.float64, device="cpu", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
-    nodes = r(N, 3) * 0.1 + torch.tensor([0.0, 0.0, 1.0], dtype=dtype)
-    pts = r(B, P, 3) * 0.1 + torch.tensor([0.0, 0.0, 1.0], dtype=dtype)
-    anc = torch.randint(0, N, (P, A), generator=g)
-    anc[0, -1] = -1
-    aw = torch.rand(P, A, generator=g, dtype=dtype)
-    R = so3_exp(r(B, N, 3) * 0.3)
-    t = r(B, N, 3) * 0.05
-    corr = torch.rand(B, P, 2, generator=g, dtype=dtype) * 60
-    tz = torch.rand(B, P, generator=g, dtype=dtype) + 0.5
-    tp = r(B, P, 3)
-    nrm = r(B, P, 3)
-    wt = torch.rand(B, P, 4, generator=g, dtype=dtype)
-    intr = torch.tensor([[80.0, 85.0, 30.0, 28.0]] * B, dtype=dtype)
-    out = [pts, anc, aw, nodes, R, t, corr, tz, tp, nrm, wt, intr]
-    return [x.to(device) for x in out]
+@pytest.mark.parametrize("name", sorted(gn.PARITY_CASES))
+def test_parity_values_and_gradients(name, device, dtype_tol):
+    dtype, tol = dtype_tol
+    make, grad_idx = gn.PARITY_CASES[name]
+    args = make(device, dtype)
+    base = name.split("[")[0]  # "f[variant]": another input case of f
+    assert_parity(getattr(gn, base), getattr(gn, base + "_torch"), args, grad_idx, tol=tol)
 
 
-def arap_inputs(B=2, N=7, K=3, dtype=torch.float64, device="cpu", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    nodes = torch.randn(N, 3, generator=g, dtype=dtype)
-    edges = torch.randint(-1, N, (N, K), generator=g)
-    scale = torch.rand(N, K, generator=g, dtype=dtype)
-    R = so3_exp(torch.randn(B, N, 3, generator=g, dtype=dtype))
-    t = torch.randn(B, N, 3, generator=g, dtype=dtype)
-    return [x.to(device) for x in (nodes, edges, scale, R, t)]
+def test_every_warp_function_has_a_parity_case():
+    twins = {n for n in gn.__all__ if n + "_torch" in gn.__all__}
+    blocks = {"normal_equations", "block_diagonal", "jac_vec", "jac_t_vec", "solve_adjoint_jacobian"}
+    assert twins - blocks == {name.split("[")[0] for name in gn.PARITY_CASES}
 
 
-def _grads(fn, args, float_idx, seed=1):
-    ins = [a.clone().requires_grad_(True) if i in float_idx else a for i, a in enumerate(args)]
-    outs = fn(*ins)
-    g = torch.Generator().manual_seed(seed)
-    loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype).to(o.device)).sum() for o in outs)
-    return outs, torch.autograd.grad(loss, [ins[i] for i in float_idx])
+@pytest.mark.parametrize("name", sorted(gn.PARITY_CASES))
+def test_gradcheck_warp_and_reference(name):
+    """float64 gradcheck of the Warp function and of its reference (fast mode: random directions)."""
+    make, grad_idx = gn.PARITY_CASES[name]
+    args = make("cpu", torch.float64)
+    base = name.split("[")[0]
+    for fn in (getattr(gn, base), getattr(gn, base + "_torch")):
+        assert gradcheck64(fn, args, grad_idx, eps=1e-6, atol=1e-6, fast_mode=True)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
-@pytest.mark.parametrize("A", [4, 3])
-def test_data_terms_parity(device, dtype, tol, A):
-    args = data_inputs(A=A, dtype=dtype, device=device)
-    (r1, J1), g1 = _grads(gn.data_terms, args, FLOAT_ARGS)
-    (r2, J2), g2 = _grads(gn.data_terms_torch, args, FLOAT_ARGS)
-    assert J1.shape == (2, 16, 7, 6 * A)
-    torch.testing.assert_close(r1, r2, atol=tol, rtol=tol)
-    torch.testing.assert_close(J1, J2, atol=tol, rtol=tol)
-    for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b, atol=tol * 10, rtol=tol * 10)
+def test_reprojection_behind_camera_masks_rows():
+    make, _ = gn.PARITY_CASES["reprojection_residual"]
+    q, corr, w, intr = make("cpu", torch.float64)
+    q = q.clone()
+    q[..., 2] = -1.0
+    for fn in (gn.reprojection_residual, gn.reprojection_residual_torch):
+        r, g = fn(q, corr, w, intr)
+        assert torch.isfinite(r).all() and torch.isfinite(g).all()
+        assert (r == 0).all() and (g == 0).all()
 
 
-def test_data_terms_behind_camera_masks_2d_rows():
-    args = data_inputs()
-    args[0] = args[0].clone()
-    args[0][..., 2] = -1.0  # everything behind the camera: warped z < 0 for small motions
-    args[4] = torch.eye(3, dtype=torch.float64).expand_as(args[4]).contiguous()
-    args[5] = torch.zeros_like(args[5])
-    r, J = gn.data_terms(*args)
-    assert torch.isfinite(r).all() and torch.isfinite(J).all()
-    assert (r[..., :2] == 0).all() and (J[..., :2, :] == 0).all()
-    assert (r[..., 2] != 0).any()  # the depth row stays active
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
-def test_arap_terms_parity(device, dtype, tol):
-    args = arap_inputs(dtype=dtype, device=device)
-    (r1, J1), g1 = _grads(gn.arap_terms, args, [0, 2, 3, 4])
-    (r2, J2), g2 = _grads(gn.arap_terms_torch, args, [0, 2, 3, 4])
-    torch.testing.assert_close(r1, r2, atol=tol, rtol=tol)
-    torch.testing.assert_close(J1, J2, atol=tol, rtol=tol)
-    for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b, atol=tol * 10, rtol=tol * 10)
+def test_image_residual_outside_and_exact_bilinear():
+    """Outside the map the rows are zero; inside, a linear image is sampled exactly with its gradient."""
+    B, P, H, W = 1, 3, 20, 30
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    img = (2.0 * xx + 3.0 * yy)[None, None, :, :, None]  # I(u, v) = 2u + 3v
+    intr = torch.tensor([[10.0, 10.0, 15.0, 10.0]], dtype=torch.float64)
+    q = torch.tensor([[[0.1, 0.05, 1.0], [5.0, 0.0, 1.0], [0.0, 0.0, -1.0]]], dtype=torch.float64)
+    args = (q, img, torch.zeros(P, dtype=torch.int64), torch.zeros(B, P, 2, dtype=torch.float64),
+            torch.zeros(B, P, 1, dtype=torch.float64), torch.ones(B, P, dtype=torch.float64), intr)
+    for fn in (gn.image_residual, gn.image_residual_torch):
+        r, g = fn(*args)
+        u, v = 10 * 0.1 + 15, 10 * 0.05 + 10
+        torch.testing.assert_close(r[0, 0, 0], torch.tensor(2 * u + 3 * v, dtype=torch.float64))
+        torch.testing.assert_close(g[0, 0, 0], torch.tensor([2 * 10.0, 3 * 10.0, -2 * 10 * 0.1 - 3 * 10 * 0.05],
+                                                            dtype=torch.float64))
+        assert (r[0, 1:] == 0).all() and (g[0, 1:] == 0).all()
 
 
 def test_arap_residual_matches_graph_kernel():
-    """Our ARAP rows equal the graph engineer's eq. 11 residuals times the scale."""
+    """Our ARAP rows equal the warp-field module's eq. 11 residuals times the scale."""
     from nrsfm_kit.kernels.warp_field import arap_residuals_torch
 
-    nodes, edges, scale, R, t = arap_inputs()
+    nodes, edges, scale, R, t = gn.PARITY_CASES["arap_terms"][0]("cpu", torch.float64)
     r, _ = gn.arap_terms(nodes, edges, scale, R, t)
     for b in range(R.shape[0]):
         ref = arap_residuals_torch(nodes, edges, R[b], t[b]) * scale.unsqueeze(-1)
@@ -105,23 +84,34 @@ def _block(dtype=torch.float64, device="cpu", nb=3, g=5, G=11, N=6, seed=0):
     r = torch.randn(2, G, g, generator=gen, dtype=dtype).to(device)
     cols = torch.randint(-1, N, (G, nb), generator=gen, dtype=torch.int64)
     cols[0] = torch.tensor([1, 1, 2][:nb])  # a repeated node inside a group
-    return J, r, cols.to(torch.int32).to(device), N
+    return J, r, cols.to(device), N
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
-def test_normal_equations_parity(device, dtype, tol):
+ASSEMBLIES = {
+    "atomic": lambda J, r, cols, N: gn.normal_equations(J, r, cols, N),
+    "segmented": lambda J, r, cols, N: gn.normal_equations_segmented(J, r, gn.BlockLayout(cols, N)),
+    "blocks": lambda J, r, cols, N: gn.normal_equations_blocks_torch(J, r, gn.BlockLayout(cols, N)),
+}
+
+
+@pytest.mark.parametrize("how", sorted(ASSEMBLIES))
+def test_normal_equations_parity(how, device, dtype_tol):
+    dtype, tol = dtype_tol
     J, r, cols, N = _block(dtype, device)
-    (A1, b1), g1 = _grads(lambda J, r: gn.normal_equations(J, r, cols, N), [J, r], [0, 1])
-    (A2, b2), g2 = _grads(lambda J, r: gn.normal_equations_torch(J, r, cols, N), [J, r], [0, 1])
-    torch.testing.assert_close(A1, A2, atol=tol, rtol=tol)
-    torch.testing.assert_close(b1, b2, atol=tol, rtol=tol)
-    torch.testing.assert_close(A1, A1.transpose(-1, -2))
-    for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b, atol=tol * 10, rtol=tol * 10)
+    fn = ASSEMBLIES[how]
+    assert_parity(lambda J, r: fn(J, r, cols, N), lambda J, r: gn.normal_equations_torch(J, r, cols, N), [J, r],
+                  [0, 1], tol=tol)
+    A, _ = fn(J, r, cols, N)
+    torch.testing.assert_close(A, A.transpose(-1, -2))
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("how", sorted(ASSEMBLIES))
+def test_normal_equations_gradcheck(how):
+    J, r, cols, N = _block(G=3, g=2, nb=2, N=3)
+    fn = ASSEMBLIES[how]
+    assert gradcheck64(lambda J, r: fn(J, r, cols, N), [J, r], [0, 1])
+
+
 def test_products_and_preconditioner_parity(device):
     J, r, cols, N = _block(device=device)
     gen = torch.Generator().manual_seed(3)
@@ -150,68 +140,42 @@ def test_matrix_free_products_match_dense():
     torch.testing.assert_close(gn.jac_t_vec(J, cols, r, N), b)
 
 
-def test_gradcheck_warp_functions():
-    args = data_inputs(B=1, P=3, N=3)
-    fl = [i for i in FLOAT_ARGS if i not in (3,)]
-    ins = [a.clone().requires_grad_(i in fl) for i, a in enumerate(args) if i != 1]
-
-    def f(*xs):
-        full = list(xs)
-        full.insert(1, args[1])
-        return gn.data_terms(*full)
-
-    assert torch.autograd.gradcheck(f, ins, eps=1e-6, atol=1e-6)
-    nodes, edges, scale, R, t = arap_inputs(B=1, N=4, K=2)
-    assert torch.autograd.gradcheck(lambda n, s, R, t: gn.arap_terms(n, edges, s, R, t),
-                                    [x.requires_grad_() for x in (nodes, scale, R, t)])
-    J, r, cols, N = _block(G=3, g=2, nb=2, N=3)
-    assert torch.autograd.gradcheck(lambda J, r: gn.normal_equations(J, r, cols, N),
-                                    [J.requires_grad_(), r.requires_grad_()])
-
-
-def test_gradcheck_torch_references():
-    args = data_inputs(B=1, P=3, N=3)
-    ins = [a.clone().requires_grad_(i in FLOAT_ARGS) for i, a in enumerate(args) if i != 1]
-
-    def f(*xs):
-        full = list(xs)
-        full.insert(1, args[1])
-        return gn.data_terms_torch(*full)
-
-    assert torch.autograd.gradcheck(f, ins)
-    nodes, edges, scale, R, t = arap_inputs(B=1, N=4, K=2)
-    assert torch.autograd.gradcheck(lambda n, s, R, t: gn.arap_terms_torch(n, edges, s, R, t),
-                                    [x.requires_grad_() for x in (nodes, scale, R, t)])
-
-
 def test_bad_inputs():
-    args = data_inputs(A=4)
-    args5 = list(args)
-    args5[1] = torch.cat([args[1], args[1][:, :1]], 1)
-    args5[2] = torch.cat([args[2], args[2][:, :1]], 1)
+    make, _ = gn.PARITY_CASES["warp_linearize"]
+    pts, anc, aw, nodes, R, t = make("cpu", torch.float64)
     with pytest.raises(ValueError, match="anchors: expected at most 4"):
-        gn.data_terms(*args5)
-    bad = list(args)
-    bad[6] = args[6][..., :1]
-    with pytest.raises(ValueError, match=r"corr: expected shape \(B, P, 2\)"):
-        gn.data_terms(*bad)
-    bad = list(args)
-    bad[4] = args[4].clone()
-    bad[4][0, 0, 0, 0] = float("nan")
+        gn.warp_linearize(pts, torch.cat([anc, anc[:, :1]], 1), torch.cat([aw, aw[:, :1]], 1), nodes, R, t)
+    bad = anc.clone()
+    bad[0, 0] = nodes.shape[0]
+    with pytest.raises(ValueError, match=r"anchors: expected ids in \[-1, 6\)"):
+        gn.warp_linearize(pts, bad, aw, nodes, R, t)
+    Rn = R.clone()
+    Rn[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="rotations: expected finite"):
-        gn.data_terms(*bad)
+        gn.warp_linearize(pts, anc, aw, nodes, Rn, t)
+    q, corr, w, intr = gn.PARITY_CASES["reprojection_residual"][0]("cpu", torch.float64)
+    with pytest.raises(ValueError, match=r"corr: expected shape \(B, P, 2\)"):
+        gn.reprojection_residual(q, corr[..., :1], w, intr)
+    img_args = gn.PARITY_CASES["image_residual"][0]("cpu", torch.float64)
+    bad_idx = img_args[2].clone()
+    bad_idx[0] = 5
+    with pytest.raises(ValueError, match="map_index: expected ids"):
+        gn.image_residual(img_args[0], img_args[1], bad_idx, *img_args[3:])
     J, r, cols, N = _block()
     with pytest.raises(ValueError, match="J: expected last dimension"):
         gn.normal_equations(J[..., :-1], r, cols, N)
+    with pytest.raises(ValueError, match=r"cols: expected ids in \[-1, 6\)"):
+        gn.BlockLayout(cols + 10, N)
+    with pytest.raises(ValueError, match="layout: expected a BlockLayout"):
+        gn.normal_equations_blocks_torch(J, r, cols)
 
 
-def test_empty_residual_family_gives_zero_system():
+@pytest.mark.parametrize("how", ["reference"] + sorted(ASSEMBLIES))
+def test_empty_residual_family_gives_zero_system(how):
     """A family with no residual rows (G = 0, e.g. every node cluster too small) contributes A = 0, b = 0."""
     J, r, cols, N = _block()
     J0, r0, c0 = J[:, :0], r[:, :0], cols[:0]
-    A, b = gn.normal_equations_torch(J0, r0, c0, N)
+    fn = ASSEMBLIES.get(how, lambda J, r, c, n: gn.normal_equations_torch(J, r, c, n))
+    A, b = fn(J0, r0, c0, N)
     assert A.shape == (J.shape[0], 6 * N, 6 * N) and b.shape == (J.shape[0], 6 * N)
     assert float(A.abs().max()) == 0.0 and float(b.abs().max()) == 0.0
-    Aw, bw = gn.normal_equations(J0, r0, c0, N)
-    torch.testing.assert_close(Aw, A)
-    torch.testing.assert_close(bw, b)
