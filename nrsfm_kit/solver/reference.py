@@ -15,6 +15,9 @@ torch (:meth:`~nrsfm_kit.solver.terms.ResidualTerm.values`), and autograd does t
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import numpy as np
 import torch
 
@@ -45,6 +48,15 @@ def residual_vector(x: torch.Tensor, prob: Problem, R0: torch.Tensor, t0: torch.
     return torch.cat([term.values(prob.nodes, Rb, tb)[b].reshape(-1) for term in prob.terms])
 
 
+@contextlib.contextmanager
+def _quiet_forward_ad():
+    """torch's first forward-mode AD call scripts its jvp decompositions with the deprecated torch.jit.script
+    (a DeprecationWarning from torch's internals, not from this code): silenced here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+        yield
+
+
 def _point_block(term: PointTerm, nodes: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> ResidualBlock:
     """Jacobian of a point term by forward-mode autograd w.r.t. each point's own anchor increments."""
     ps = term.points
@@ -64,7 +76,8 @@ def _point_block(term: PointTerm, nodes: torch.Tensor, R: torch.Tensor, t: torch
     x0 = torch.zeros(B, P, A, 6, dtype=R.dtype, device=R.device)
     eye = torch.eye(A * 6, dtype=R.dtype, device=R.device).view(A * 6, 1, 1, A, 6).expand(A * 6, B, P, A, 6)
     r = residuals(x0)
-    J = torch.func.vmap(lambda v: torch.func.jvp(residuals, (x0,), (v,))[1])(eye)  # (A*6, B, P, m)
+    with _quiet_forward_ad():
+        J = torch.func.vmap(lambda v: torch.func.jvp(residuals, (x0,), (v,))[1])(eye)  # (A*6, B, P, m)
     return ResidualBlock(J.permute(1, 2, 3, 0), r, ps.anchors)
 
 
@@ -78,7 +91,8 @@ def _dense_block(term, nodes: torch.Tensor, R: torch.Tensor, t: torch.Tensor) ->
 
     x0 = torch.zeros(B, 6 * N, dtype=R.dtype, device=R.device)
     r = values(x0)
-    J = torch.func.jacfwd(values)(x0)  # (B, M, B, 6N): pairs are independent, keep the diagonal
+    with _quiet_forward_ad():
+        J = torch.func.jacfwd(values)(x0)  # (B, M, B, 6N): pairs are independent, keep the diagonal
     J = torch.stack([J[b, :, b] for b in range(B)])
     cols = torch.arange(N, device=nodes.device).unsqueeze(0)
     return ResidualBlock(J.unsqueeze(1), r.unsqueeze(1), cols)
