@@ -65,6 +65,9 @@ __all__ = [
     "normal_equations_torch",
     "normal_equations_segmented",
     "normal_equations_blocks_torch",
+    "normal_blocks_torch",
+    "dense_from_blocks",
+    "block_entry_index",
     "block_diagonal",
     "block_diagonal_torch",
     "jac_vec",
@@ -714,19 +717,28 @@ class _SegmentSum(torch.autograd.Function):
         return S @ x
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, gout):
         entry, owner = ctx.saved_tensors
+        if entry.numel() == ctx.rows:  # every entry is used (the common case): one gather, no scatter
+            inverse = torch.empty_like(owner)
+            inverse[entry] = owner
+            return gout.index_select(0, inverse), None, None, None
         gx = gout.new_zeros(ctx.rows, *gout.shape[1:])
         gx[entry] = gout[owner]
         return gx, None, None, None
 
 
-def normal_equations_blocks_torch(J: torch.Tensor, r: torch.Tensor, layout: BlockLayout) -> tuple[torch.Tensor, torch.Tensor]:
-    """A = J^T J (B, 6N, 6N), b = J^T r (B, 6N) in torch, block by block (the fast CPU path).
+def normal_blocks_torch(J: torch.Tensor, r: torch.Tensor, layout: BlockLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """The non-zero 6x6 blocks of A = J^T J and b = J^T r in torch, never forming the dense matrix.
 
-    The per-group products J_a^T J_c (6x6 for every block pair a, c) come from one batched matmul,
-    are summed over the groups of each (node, node) pair by a sparse CSR product (multi-threaded),
-    and placed in the dense matrix; autograd differentiates every step.
+    The per-group products J_a^T J_c (6x6 for every block pair a, c) come from one batched matmul and are
+    summed over the groups of each (node, node) pair by a sparse CSR product (multi-threaded); autograd
+    differentiates every step.
+
+    Returns:
+        blocks (B, U, 6, 6): block u is A[6i:6i+6, 6j:6j+6] for (i, j) = (layout.pairs.i[u], layout.pairs.j[u]);
+        b (B, 6N).
     """
     if not isinstance(layout, BlockLayout):
         raise ValueError(f"layout: expected a BlockLayout, found {type(layout).__name__}")
@@ -734,16 +746,39 @@ def normal_equations_blocks_torch(J: torch.Tensor, r: torch.Tensor, layout: Bloc
     B, G, g, nb6 = J.shape
     nb, N = nb6 // 6, layout.num_nodes
     Jb = J.view(B, G, g, nb, 6)
-    prod = torch.einsum("bgrak,bgrcl->gacbkl", Jb, Jb).reshape(G * nb * nb, B * 36)
+    prod = torch.einsum("bgrak,bgrcl->bgackl", Jb, Jb)  # per group and block pair: 6x6 products
+    # (E, B*36) with E = (g, a, c): a view when B = 1, one copy otherwise
+    prod = prod.reshape(G * nb * nb, 36) if B == 1 else prod.permute(1, 2, 3, 0, 4, 5).reshape(G * nb * nb, B * 36)
     p = layout.pairs
     red = _SegmentSum.apply(prod, layout.csr("pairs", J.dtype), p.entry, p.owner)  # (U, B*36)
-    Ab = torch.zeros(N * N, B * 36, dtype=J.dtype, device=J.device).index_add(0, p.i * N + p.j, red)
-    A = Ab.view(N, N, B, 6, 6).permute(2, 0, 3, 1, 4).reshape(B, 6 * N, 6 * N)
-    rhs = torch.einsum("bgrak,bgr->gabk", Jb, r).reshape(G * nb, B * 6)
+    rhs = torch.einsum("bgrak,bgr->bgak", Jb, r)
+    rhs = rhs.reshape(G * nb, 6) if B == 1 else rhs.permute(1, 2, 0, 3).reshape(G * nb, B * 6)
     nd = layout.nodes
     redb = _SegmentSum.apply(rhs, layout.csr("nodes", J.dtype), nd.entry, nd.owner)  # (Un, B*6)
     bb = torch.zeros(N, B * 6, dtype=J.dtype, device=J.device).index_add(0, nd.i, redb)
-    return A, bb.view(N, B, 6).permute(1, 0, 2).reshape(B, 6 * N)
+    return red.view(p.count, B, 6, 6).transpose(0, 1), bb.view(N, B, 6).permute(1, 0, 2).reshape(B, 6 * N)
+
+
+def dense_from_blocks(blocks: torch.Tensor, pair_i: torch.Tensor, pair_j: torch.Tensor, num_nodes: int) -> torch.Tensor:
+    """Dense (B, 6N, 6N) matrix from 6x6 blocks (B, U, 6, 6) at node pairs (pair_i, pair_j) (repeats add)."""
+    B = blocks.shape[0]
+    n = 6 * num_nodes
+    return torch.zeros(B, n * n, dtype=blocks.dtype, device=blocks.device).index_add(
+        1, block_entry_index(pair_i, pair_j, num_nodes), blocks.reshape(B, -1)).view(B, n, n)
+
+
+def block_entry_index(pair_i: torch.Tensor, pair_j: torch.Tensor, num_nodes: int) -> torch.Tensor:
+    """(U*36,) flat positions in a (6N, 6N) matrix of the entries of 6x6 blocks at (pair_i, pair_j)."""
+    k = torch.arange(6, device=pair_i.device)
+    rows = (6 * pair_i).view(-1, 1, 1) + k.view(1, 6, 1)
+    cols = (6 * pair_j).view(-1, 1, 1) + k.view(1, 1, 6)
+    return (rows * (6 * num_nodes) + cols).reshape(-1)
+
+
+def normal_equations_blocks_torch(J: torch.Tensor, r: torch.Tensor, layout: BlockLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """A = J^T J (B, 6N, 6N), b = J^T r (B, 6N) in torch, block by block (:func:`normal_blocks_torch`)."""
+    blocks, b = normal_blocks_torch(J, r, layout)
+    return dense_from_blocks(blocks, layout.pairs.i, layout.pairs.j, layout.num_nodes), b
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import torch
 from nrsfm_kit.kernels import gauss_newton as gk
 from nrsfm_kit.kernels.gauss_newton import ResidualBlock
 
-__all__ = ["CholeskySolve", "Assembler", "dense_solve", "assemble", "pcg_solve", "PCGSolve"]
+__all__ = ["CholeskySolve", "BlockCholeskySolve", "Assembler", "dense_solve", "assemble", "pcg_solve", "PCGSolve"]
 
 
 class CholeskySolve(torch.autograd.Function):
@@ -45,6 +45,36 @@ class CholeskySolve(torch.autograd.Function):
         gc = torch.cholesky_solve(gx.unsqueeze(-1), L).squeeze(-1)  # A^-T g (A symmetric)
         gA = -gc.unsqueeze(-1) * x.unsqueeze(-2)
         return gA, gc
+
+
+class BlockCholeskySolve(torch.autograd.Function):
+    """x = (A + diag(d))^-1 c with A given by its non-zero 6x6 blocks (B, U, 6, 6) at node pairs (i_u, j_u).
+
+    Forward: the blocks are scattered into the dense matrix, factorised (Cholesky) and solved. Backward
+    (App. B.2): with g_c = A^-T g, dL/dA = -g_c x^T is needed only at the stored blocks, so it is gathered
+    block by block, dL/dblock_u = -g_c[i_u] x[j_u]^T (O(36 U), never the dense 6N x 6N gradient);
+    dL/dc = g_c and dL/dd = -(g_c * x).
+    """
+
+    @staticmethod
+    def forward(ctx, vals, c, diag, pair_i, pair_j, num_nodes):
+        B = vals.shape[0]
+        A = gk.dense_from_blocks(vals, pair_i, pair_j, num_nodes)
+        A.diagonal(dim1=-2, dim2=-1).add_(diag)
+        L = _robust_cholesky(A)
+        x = torch.cholesky_solve(c.unsqueeze(-1), L).squeeze(-1)
+        ctx.save_for_backward(L, x, pair_i, pair_j)
+        ctx.shape = (B, num_nodes)
+        return x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gx):
+        L, x, pi, pj = ctx.saved_tensors
+        B, N = ctx.shape
+        gc = torch.cholesky_solve(gx.unsqueeze(-1), L).squeeze(-1)
+        gblk = -(gc.view(B, N, 6)[:, pi].unsqueeze(-1) * x.view(B, N, 6)[:, pj].unsqueeze(-2))
+        return gblk, gc, -(gc * x), None, None, None
 
 
 def _robust_cholesky(A: torch.Tensor) -> torch.Tensor:
@@ -96,15 +126,33 @@ class Assembler:
             self._layouts[key] = (gk.BlockLayout(cols, self.num_nodes), cols)  # keep cols alive: id stays unique
         return self._layouts[key][0]
 
-    def __call__(self, blocks: list[ResidualBlock]) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def _families(blocks: list[ResidualBlock]):
         merged: dict = {}
         for blk in blocks:
             merged.setdefault(id(blk.cols), []).append(blk)
-        A = b = None
         for fam in merged.values():
-            cols = fam[0].cols
             J = fam[0].J if len(fam) == 1 else torch.cat([f.J for f in fam], 2)
             r = fam[0].r if len(fam) == 1 else torch.cat([f.r for f in fam], 2)
+            yield fam[0].cols, J, r
+
+    def block_form(self, blocks: list[ResidualBlock]):
+        """The non-zero 6x6 blocks of A (never the dense matrix): (blocks (B, U, 6, 6), pair_i (U,), pair_j (U,),
+        b (B, 6N)), the blocks of all families concatenated (a pair may repeat: repeats add)."""
+        vals, pi, pj, b = [], [], [], None
+        for cols, J, r in self._families(blocks):
+            lay = self.layout(cols)
+            blk, bi = gk.normal_blocks_torch(J, r, lay)
+            vals.append(blk)
+            pi.append(lay.pairs.i)
+            pj.append(lay.pairs.j)
+            b = bi if b is None else b + bi
+        return torch.cat(vals, 1), torch.cat(pi), torch.cat(pj), b
+
+    def __call__(self, blocks: list[ResidualBlock]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense (A (B, 6N, 6N), b (B, 6N))."""
+        A = b = None
+        for cols, J, r in self._families(blocks):
             how = self.method(J.device)
             if how == "blocks":
                 Ai, bi = gk.normal_equations_blocks_torch(J, r, self.layout(cols))
@@ -132,6 +180,13 @@ def dense_solve(blocks: list[ResidualBlock], diag: torch.Tensor, num_nodes: int,
     (the same as zeroing their Jacobian columns), so with d = 1 there they keep their motion.
     """
     asm = assembler if assembler is not None else Assembler(num_nodes, "auto", backend)
+    if asm.method(blocks[0].J.device) == "blocks":
+        vals, pi, pj, b = asm.block_form(blocks)
+        if valid_nodes is not None and not bool(valid_nodes.all()):
+            m = valid_nodes.to(vals.dtype)
+            vals = vals * (m[:, pi] * m[:, pj])[..., None, None]
+            b = b * m.repeat_interleave(6, dim=1)
+        return BlockCholeskySolve.apply(vals, -b, diag, pi, pj, num_nodes)
     A, b = asm(blocks)
     if valid_nodes is not None:
         m6 = valid_nodes.to(A.dtype).repeat_interleave(6, dim=1)

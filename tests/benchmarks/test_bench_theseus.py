@@ -17,6 +17,8 @@ import pytest
 import torch
 
 pytest.importorskip("theseus")
+# theseus 0.2.3 calls np.array(tensor, copy=False) internally (NumPy 2 deprecation, not ours)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_theseus.py"
 
