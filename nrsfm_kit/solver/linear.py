@@ -26,7 +26,7 @@ import torch
 from nrsfm_kit.kernels import gauss_newton as gk
 from nrsfm_kit.kernels.gauss_newton import ResidualBlock
 
-__all__ = ["CholeskySolve", "BlockCholeskySolve", "Assembler", "dense_solve", "assemble", "pcg_solve", "PCGSolve"]
+__all__ = ["CholeskySolve", "DenseSolve", "Assembler", "dense_solve", "assemble", "pcg_solve", "PCGSolve"]
 
 
 class CholeskySolve(torch.autograd.Function):
@@ -45,36 +45,6 @@ class CholeskySolve(torch.autograd.Function):
         gc = torch.cholesky_solve(gx.unsqueeze(-1), L).squeeze(-1)  # A^-T g (A symmetric)
         gA = -gc.unsqueeze(-1) * x.unsqueeze(-2)
         return gA, gc
-
-
-class BlockCholeskySolve(torch.autograd.Function):
-    """x = (A + diag(d))^-1 c with A given by its non-zero 6x6 blocks (B, U, 6, 6) at node pairs (i_u, j_u).
-
-    Forward: the blocks are scattered into the dense matrix, factorised (Cholesky) and solved. Backward
-    (App. B.2): with g_c = A^-T g, dL/dA = -g_c x^T is needed only at the stored blocks, so it is gathered
-    block by block, dL/dblock_u = -g_c[i_u] x[j_u]^T (O(36 U), never the dense 6N x 6N gradient);
-    dL/dc = g_c and dL/dd = -(g_c * x).
-    """
-
-    @staticmethod
-    def forward(ctx, vals, c, diag, pair_i, pair_j, num_nodes):
-        B = vals.shape[0]
-        A = gk.dense_from_blocks(vals, pair_i, pair_j, num_nodes)
-        A.diagonal(dim1=-2, dim2=-1).add_(diag)
-        L = _robust_cholesky(A)
-        x = torch.cholesky_solve(c.unsqueeze(-1), L).squeeze(-1)
-        ctx.save_for_backward(L, x, pair_i, pair_j)
-        ctx.shape = (B, num_nodes)
-        return x
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, gx):
-        L, x, pi, pj = ctx.saved_tensors
-        B, N = ctx.shape
-        gc = torch.cholesky_solve(gx.unsqueeze(-1), L).squeeze(-1)
-        gblk = -(gc.view(B, N, 6)[:, pi].unsqueeze(-1) * x.view(B, N, 6)[:, pj].unsqueeze(-2))
-        return gblk, gc, -(gc * x), None, None, None
 
 
 def _robust_cholesky(A: torch.Tensor) -> torch.Tensor:
@@ -172,29 +142,93 @@ def assemble(blocks: list[ResidualBlock], num_nodes: int, backend: str = "warp",
     return Assembler(num_nodes, assembly, backend)(blocks)
 
 
+def _system(asm: Assembler, blocks: list[ResidualBlock], diag: torch.Tensor, num_nodes: int,
+            valid_nodes: torch.Tensor | None):
+    """Dense A = J^T J + diag(d) (frozen nodes' rows / columns of J^T J zeroed) and the masked b."""
+    B = diag.shape[0]
+    if asm.method(blocks[0].J.device) == "blocks":
+        vals, pi, pj, b = asm.block_form(blocks)
+        if valid_nodes is not None and not bool(valid_nodes.all()):
+            m = valid_nodes.to(vals.dtype)
+            vals = vals * (m[:, pi] * m[:, pj])[..., None, None]
+        A = gk.dense_from_blocks(vals, pi, pj, num_nodes)
+    else:
+        A, b = asm(blocks)
+        if valid_nodes is not None and not bool(valid_nodes.all()):
+            m6 = valid_nodes.to(A.dtype).repeat_interleave(6, dim=1)
+            A = A * (m6.unsqueeze(-1) * m6.unsqueeze(-2))
+    if valid_nodes is not None and not bool(valid_nodes.all()):
+        b = b * valid_nodes.to(b.dtype).repeat_interleave(6, dim=1)
+    A.view(B, -1)[:, :: 6 * num_nodes + 1] += diag  # the diagonal, in place (A is ours)
+    return A, b
+
+
+class DenseSolve(torch.autograd.Function):
+    """x = -(J^T J + diag(d))^-1 J^T r over residual families, by dense Cholesky; backward without J^T J.
+
+    Forward: the normal equations by the :class:`Assembler` (no autograd graph), Cholesky, solve.
+    Backward (App. B.2 mapped to the Jacobian rows, as the PCG adjoint does): with g_c = A^-1 dL/dx
+    (masked to the valid nodes),
+
+        dL/dJ_row = -((J_row . g_c) x + (J_row . x + r_row) g_c),   dL/dr_row = -(J_row . g_c),
+        dL/dd = -(g_c * x),
+
+    i.e. the exact derivative of the solve, in O(rows x 6 nb) per family instead of differentiating the
+    O(N^2) dense assembly (``solve_adjoint_jacobian``: Warp kernel or its torch reference).
+    """
+
+    @staticmethod
+    def forward(ctx, diag, num_nodes, valid_nodes, asm, cols, *JR):
+        k = len(cols)
+        Js, rs = [t.detach() for t in JR[:k]], [t.detach() for t in JR[k:]]
+        blocks = [ResidualBlock(J, r, c) for J, r, c in zip(Js, rs, cols)]
+        with torch.no_grad():
+            A, b = _system(asm, blocks, diag.detach(), num_nodes, valid_nodes)
+            L = _robust_cholesky(A)
+            x = torch.cholesky_solve(-b.unsqueeze(-1), L).squeeze(-1)
+        ctx.save_for_backward(L, x, *Js, *rs)
+        ctx.meta = (k, cols, valid_nodes, asm.backend)
+        return x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gx):
+        L, x, *JR = ctx.saved_tensors
+        k, cols, valid_nodes, backend = ctx.meta
+        gc = torch.cholesky_solve(gx.contiguous().unsqueeze(-1), L).squeeze(-1)
+        g_diag = -(gc * x)
+        if valid_nodes is not None:
+            gc = gc * valid_nodes.to(gc.dtype).repeat_interleave(6, dim=1)
+        adj = gk.solve_adjoint_jacobian if backend == "warp" else gk.solve_adjoint_jacobian_torch
+        gJ, gr = [], []
+        for J, r, c in zip(JR[:k], JR[k:], cols):
+            dJ, dr = adj(J, r, c, x, gc)
+            gJ.append(dJ)
+            gr.append(dr)
+        return (g_diag, None, None, None, None, *gJ, *gr)
+
+
 def dense_solve(blocks: list[ResidualBlock], diag: torch.Tensor, num_nodes: int, backend: str = "warp", *,
                 valid_nodes: torch.Tensor | None = None, assembler: Assembler | None = None):
     """Step x = -(J^T J + diag(d))^-1 J^T r (B, 6N) by dense Cholesky, differentiable (App. B.2).
 
     ``valid_nodes`` (B, N) bool freezes nodes: their rows and columns of J^T J and J^T r are zeroed
     (the same as zeroing their Jacobian columns), so with d = 1 there they keep their motion.
+    With the torch backend ("reference" assembly) autograd differentiates the assembly and the
+    Cholesky solve (:class:`CholeskySolve`): the straightforward reference. Otherwise :class:`DenseSolve`
+    maps the solve's adjoint straight to the Jacobian rows.
     """
     asm = assembler if assembler is not None else Assembler(num_nodes, "auto", backend)
-    if asm.method(blocks[0].J.device) == "blocks":
-        vals, pi, pj, b = asm.block_form(blocks)
+    if asm.method(blocks[0].J.device) == "reference":
+        A, b = asm(blocks)
         if valid_nodes is not None and not bool(valid_nodes.all()):
-            m = valid_nodes.to(vals.dtype)
-            vals = vals * (m[:, pi] * m[:, pj])[..., None, None]
-            b = b * m.repeat_interleave(6, dim=1)
-        return BlockCholeskySolve.apply(vals, -b, diag, pi, pj, num_nodes)
-    A, b = asm(blocks)
-    if valid_nodes is not None:
-        m6 = valid_nodes.to(A.dtype).repeat_interleave(6, dim=1)
-        if not bool(valid_nodes.all()):
+            m6 = valid_nodes.to(A.dtype).repeat_interleave(6, dim=1)
             A = A * (m6.unsqueeze(-1) * m6.unsqueeze(-2))
             b = b * m6
-    A = A + torch.diag_embed(diag)
-    return CholeskySolve.apply(A, -b)
+        return CholeskySolve.apply(A + torch.diag_embed(diag), -b)
+    cols = tuple(blk.cols for blk in blocks)
+    return DenseSolve.apply(diag, num_nodes, valid_nodes, asm, cols, *[blk.J for blk in blocks],
+                            *[blk.r for blk in blocks])
 
 
 # --------------------------------------------------------------------------------------------------
