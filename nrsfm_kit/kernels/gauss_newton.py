@@ -920,6 +920,18 @@ def _case_inputs(device: str, dtype: torch.dtype, seed: int = 0, B: int = 2, P: 
     return {k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device)) for k, v in out.items()}
 
 
+def _block_inputs(device: str, dtype: torch.dtype, B: int = 2, G: int = 11, g: int = 5, nb: int = 3, N: int = 6):
+    """A random residual family (J, r, cols) with a repeated node inside a group, N, and two 6N vectors."""
+    gen = torch.Generator().manual_seed(0)
+    J = torch.randn(B, G, g, nb * 6, generator=gen, dtype=torch.float64)
+    r = torch.randn(B, G, g, generator=gen, dtype=torch.float64)
+    cols = torch.randint(-1, N, (G, nb), generator=gen)
+    cols[0] = torch.tensor([1, 1, 2][:nb])
+    v, u = torch.randn(2, B, 6 * N, generator=gen, dtype=torch.float64)
+    f = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
+    return f(J), f(r), cols.to(device), N, f(v), f(u)
+
+
 #: name -> (inputs(device, dtype) -> args, float argument positions); used by the parity tests and
 #: ``benchmarks/gpu_check.py`` for every Warp function of this module with a ``*_torch`` twin
 PARITY_CASES = {
@@ -940,4 +952,10 @@ PARITY_CASES = {
                                [0, 1, 3, 4, 5, 6]),
     "arap_terms": (lambda dev, dt: [(x := _case_inputs(dev, dt))["nodes"], x["edges"], x["scale"], x["R"], x["t"]],
                    [0, 2, 3, 4]),
+    # block products (the PCG ones are not differentiable: values only)
+    "normal_equations": (lambda dev, dt: [*(b := _block_inputs(dev, dt))[:3], b[3]], [0, 1]),
+    "block_diagonal": (lambda dev, dt: [(b := _block_inputs(dev, dt))[0], b[2], b[3]], []),
+    "jac_vec": (lambda dev, dt: [(b := _block_inputs(dev, dt))[0], b[2], b[4]], []),
+    "jac_t_vec": (lambda dev, dt: [(b := _block_inputs(dev, dt))[0], b[2], b[1], b[3]], []),
+    "solve_adjoint_jacobian": (lambda dev, dt: [*(b := _block_inputs(dev, dt))[:3], b[4], b[5]], []),
 }

@@ -24,11 +24,11 @@ def test_parity_values_and_gradients(name, device, dtype_tol):
 
 def test_every_warp_function_has_a_parity_case():
     twins = {n for n in gn.__all__ if n + "_torch" in gn.__all__}
-    blocks = {"normal_equations", "block_diagonal", "jac_vec", "jac_t_vec", "solve_adjoint_jacobian"}
-    assert twins - blocks == {name.split("[")[0] for name in gn.PARITY_CASES}
+    assert twins == {name.split("[")[0] for name in gn.PARITY_CASES}
 
 
-@pytest.mark.parametrize("name", sorted(gn.PARITY_CASES))
+# the PCG products are not differentiable (their adjoint is PCGSolve's): values only, above
+@pytest.mark.parametrize("name", sorted(n for n, (_, grad_idx) in gn.PARITY_CASES.items() if grad_idx))
 def test_gradcheck_warp_and_reference(name):
     """float64 gradcheck of the Warp function and of its reference (fast mode: random directions)."""
     make, grad_idx = gn.PARITY_CASES[name]
