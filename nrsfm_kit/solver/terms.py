@@ -365,6 +365,7 @@ class Arap(ResidualTerm):
 
     Args:
         edges: (N, K) int, -1 padding. weight: lambda_reg. edge_weights: (N, K) w_ij (default 1).
+        dtype: of the scales; cast to the nodes' dtype at first use when they differ.
     """
 
     def __init__(self, edges: torch.Tensor, *, weight: float = 1.0, edge_weights: torch.Tensor | None = None,
@@ -389,11 +390,17 @@ class Arap(ResidualTerm):
     def linearize(self, nodes, R, t, *, backend="warp", cache=None) -> ResidualBlock:
         backend = cache.backend if cache is not None else backend
         fn = gk.arap_terms if backend == "warp" else gk.arap_terms_torch
-        r, J = fn(nodes, self.edges, self.scale, R, t)
+        r, J = fn(nodes, self.edges, self._scale(nodes), R, t)
         return ResidualBlock(J, r, self._cols)
 
     def values(self, nodes, R, t) -> torch.Tensor:
         from nrsfm_kit.kernels.warp_field import arap_residuals_torch
 
         r = torch.stack([arap_residuals_torch(nodes, self.edges, R[b], t[b]) for b in range(R.shape[0])])
-        return (r * self.scale.unsqueeze(-1)).reshape(R.shape[0], -1, 3)
+        return (r * self._scale(nodes).unsqueeze(-1)).reshape(R.shape[0], -1, 3)
+
+    def _scale(self, nodes: torch.Tensor) -> torch.Tensor:
+        """s_ij in the dtype / device of the nodes (a term built without ``dtype=`` still works in float64)."""
+        if self.scale.dtype != nodes.dtype or self.scale.device != nodes.device:
+            self.scale = self.scale.to(dtype=nodes.dtype, device=nodes.device)
+        return self.scale

@@ -305,3 +305,15 @@ def test_term_bad_inputs(rigid):
         solve_problem(prepare_problem(s.graph, s.source_points, s.correspondences, s.weights, s.target_depth,
                                       s.intrinsics, terms=EnergyTerms(lambda_2d=0, lambda_depth=0, lambda_arap=0),
                                       **kw(s)), SolverConfig())
+
+
+def test_arap_term_follows_the_dtype_of_the_nodes(tiny):
+    from nrsfm_kit.solver.terms import Arap
+
+    s = tiny
+    term = Arap(s.graph.edges)  # default float32 scales, float64 problem
+    N = s.graph.nodes.shape[0]
+    R = torch.eye(3, dtype=torch.float64).expand(1, N, 3, 3).contiguous()
+    t = torch.full((1, N, 3), 0.01, dtype=torch.float64)
+    blk = term.linearize(s.graph.nodes, R, t)
+    assert blk.r.dtype == torch.float64 and term.values(s.graph.nodes, R, t).dtype == torch.float64
