@@ -169,11 +169,26 @@ def gauss_newton_cases() -> tuple[list[ParityCase], list[str]]:
     return cases, notes + _coverage_notes("gauss_newton", m, cases)
 
 
+def correlation_cases() -> tuple[list[ParityCase], list[str]]:
+    """The PWC-Net cost volume: ``PARITY_CASES`` of :mod:`nrsfm_kit.kernels.correlation`, at d = 4 as well."""
+    import nrsfm_kit.kernels.correlation as m
+
+    make, grad_args = m.PARITY_CASES["correlation"]
+
+    def pwc(device, dtype):  # the network's setting: d = 4 (81 channels)
+        return [*make(device, dtype)[:2], 4]
+
+    cases = [ParityCase("correlation", "correlation", m.correlation, m.correlation_torch, make, tuple(grad_args)),
+             ParityCase("correlation", "correlation[d=4]", m.correlation, m.correlation_torch, pwc, tuple(grad_args))]
+    return cases, _coverage_notes("correlation", m, cases)
+
+
 # the kernel bridges checked: module -> () -> (cases, notes)
 KERNELS: dict[str, Callable[[], tuple[list[ParityCase], list[str]]]] = {
     "warp_field": warp_field_cases,
     "edm_loss": edm_loss_cases,
     "gauss_newton": gauss_newton_cases,
+    "correlation": correlation_cases,
 }
 
 
