@@ -3,6 +3,7 @@
 - :mod:`~nrsfm_kit.metrics.depth`: monocular depth metrics.
 - :mod:`~nrsfm_kit.metrics.nrsfm`: NRSfM metrics (e3D, MPJPE, stress, reprojection).
 - :mod:`~nrsfm_kit.metrics.segmentation`: motion segmentation.
+- :mod:`~nrsfm_kit.metrics.tracking`: non-rigid tracking (EPE 3D, Graph Error 3D; Neural Non-Rigid Tracking sec. 5.2).
 """
 
 from nrsfm_kit.utils.lazy import lazy_exports
@@ -11,4 +12,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "depth": ["depth_metrics", "median_scale"],
     "nrsfm": ["align_shapes", "e3d", "e3d_per_frame", "mpjpe", "nrsfm_report", "reprojection_error", "stress"],
     "segmentation": ["roc_curve", "segmentation_scores"],
+    "tracking": ["TrackingMetrics", "epe_3d_terms", "graph_error_3d_terms", "keep_pair"],
 })
