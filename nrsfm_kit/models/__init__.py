@@ -1,4 +1,5 @@
-"""Networks shared by several methods (ResNet-18 encoder, U-Net decoders, depth and motion nets).
+"""Networks shared by several methods (ResNet-18 encoder, U-Net decoders, depth and motion nets,
+PWC-Net, weight net).
 
 Names load lazily (PEP 562).
 """
@@ -9,5 +10,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "decoders": ["DECODER_CHANNELS", "UNetDecoder"],
     "depth_net": ["DepthNet", "DepthNetConfig", "sigmoid_to_depth"],
     "motion_net": ["EMBED_DIM", "MotionNet"],
+    "pwcnet": ["PWCDCNet", "PWCNetConfig", "backward_warp", "correlation_torch", "load_pwcnet_state_dict"],
     "resnet": ["BasicBlock", "ResNet18Encoder", "count_parameters"],
+    "weightnet": ["WeightNet", "WeightNetConfig"],
 })
