@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nrsfm_kit.kernels.correlation import correlation_torch  # the cost volume; its Warp kernel: correlation
 from nrsfm_kit.utils.checks import check_tensor
 
 PYRAMID_CHANNELS = (16, 32, 64, 96, 128, 196)  # levels 1..6 (port)
@@ -52,31 +53,6 @@ class PWCNetConfig:
 
 def _scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
-
-
-def correlation_torch(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int) -> torch.Tensor:
-    """Cost volume: channel mean of ``f1(x) * f2(x + (dx, dy))`` for ``dx, dy`` in ``[-d, d]``.
-
-    Args:
-        f1: (B, C, H, W) source features.
-        f2: (B, C, H, W) target features (zero outside the image).
-        max_displacement: d >= 0.
-    Returns:
-        (B, (2d+1)^2, H, W); channel ``k = (dy + d) * (2d + 1) + (dx + d)``.
-    """
-    check_tensor("f1", f1, (None, None, None, None), finite=False)
-    check_tensor("f2", f2, tuple(f1.shape), finite=False)
-    d = int(max_displacement)
-    if d < 0:
-        raise ValueError(f"max_displacement: expected >= 0, found {max_displacement}")
-    _, _, h, w = f1.shape
-    f2p = F.pad(f2, (d, d, d, d))
-    out = [
-        (f1 * f2p[:, :, d + dy: d + dy + h, d + dx: d + dx + w]).mean(1)
-        for dy in range(-d, d + 1)
-        for dx in range(-d, d + 1)
-    ]
-    return torch.stack(out, 1)
 
 
 def backward_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -135,7 +111,8 @@ class PWCDCNet(nn.Module):
       ``align_corners=False``), source pixel p corresponds to target pixel ``p + flow(p)``.
 
     ``correlation`` is a callable ``(f1, f2, max_displacement) -> (B, (2d+1)^2, H, W)`` with the layout of
-    :func:`correlation_torch` (the default); a Warp kernel with the same signature can be passed.
+    :func:`correlation_torch` (the default, fastest on CPU); the Warp kernel
+    :func:`nrsfm_kit.kernels.correlation.correlation` (same maths and layout, for CUDA) can be passed.
     """
 
     def __init__(self, config: PWCNetConfig | None = None, correlation: Correlation | None = None):

@@ -115,6 +115,14 @@ def valid_solves(translations: torch.Tensor, gt_translations: torch.Tensor, node
     return (mean <= max_error) & v.any(-1)
 
 
+def _masked_mean_sq(x: torch.Tensor, target: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """mean over v of ||x - target||^2 (target may be non-finite outside v); 0 (still differentiable) if v is empty."""
+    target = torch.where(v.unsqueeze(-1), target, torch.zeros_like(target))
+    sq = ((x - target) ** 2).sum(-1)
+    n = v.sum()
+    return (sq * v).sum() / n if int(n) else sq.sum() * 0.0
+
+
 def graph_loss(translations: torch.Tensor, gt_translations: torch.Tensor, node_valid: torch.Tensor,
                pair_valid: torch.Tensor | None = None) -> torch.Tensor:
     """L_graph: mean ||t_i - t~_i||^2 (m^2) over valid nodes of valid pairs; translations, gt (B, N, 3),
@@ -126,10 +134,7 @@ def graph_loss(translations: torch.Tensor, gt_translations: torch.Tensor, node_v
     v = node_valid.bool() & torch.isfinite(gt_translations).all(-1)
     if pair_valid is not None:
         v = v & pair_valid.view(-1, 1)
-    gt = torch.where(v.unsqueeze(-1), gt_translations, torch.zeros_like(gt_translations))
-    sq = ((translations - gt) ** 2).sum(-1)
-    n = v.sum()
-    return (sq * v).sum() / n if int(n) else sq.sum() * 0.0
+    return _masked_mean_sq(translations, gt_translations, v)
 
 
 def warp_loss(warped: torch.Tensor, source_points: torch.Tensor, scene_flow: torch.Tensor, point_valid: torch.Tensor,
@@ -145,7 +150,4 @@ def warp_loss(warped: torch.Tensor, source_points: torch.Tensor, scene_flow: tor
     v = point_valid.bool() & torch.isfinite(target).all(-1)
     if pair_valid is not None:
         v = v & pair_valid.view(-1, 1)
-    target = torch.where(v.unsqueeze(-1), target, torch.zeros_like(target))
-    sq = ((warped - target) ** 2).sum(-1)
-    n = v.sum()
-    return (sq * v).sum() / n if int(n) else sq.sum() * 0.0
+    return _masked_mean_sq(warped, target, v)

@@ -145,3 +145,17 @@ def test_backward_warp_gradcheck():
     x = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
     flow = (0.3 * torch.randn(1, 2, 4, 5, dtype=torch.float64)).requires_grad_(True)
     assert torch.autograd.gradcheck(backward_warp, (x, flow))
+
+
+def test_network_with_the_warp_cost_volume_equals_the_torch_one():
+    from nrsfm_kit.kernels.correlation import correlation
+
+    torch.manual_seed(0)
+    net_t = PWCDCNet(PWCNetConfig(width=0.25)).double().eval()
+    net_w = PWCDCNet(PWCNetConfig(width=0.25), correlation=correlation).double().eval()
+    net_w.load_state_dict(net_t.state_dict())
+    a, b = torch.rand(1, 3, 64, 64, dtype=torch.float64), torch.rand(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        out_t, out_w = net_t(a, b), net_w(a, b)
+    torch.testing.assert_close(out_w["flow"], out_t["flow"], atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(out_w["feature"], out_t["feature"], atol=1e-10, rtol=1e-8)
