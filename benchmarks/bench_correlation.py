@@ -2,8 +2,8 @@
 
 Sizes of PWC-Net's decoder levels on a 448x640 input (d = 4, 81 channels): level 2 (112x160, 32 channels) to
 level 6 (7x10, 196 channels), batch 1, float32; forward alone and forward + backward. Median over repetitions,
-ratio of medians; peak memory of the extra allocations (``traced_peak_mib``: torch CPU allocations are not traced
-by tracemalloc, so the RSS peak of the process is printed too). On a GPU the same rows run on CUDA.
+ratio of medians; the peak RSS of the process at the end (both implementations allocate only the
+(B, 81, H, W) output and the input gradients). On a GPU the same rows run on CUDA.
 Usage: ``python benchmarks/bench_correlation.py [--quick] [--reps N]``.
 """
 
