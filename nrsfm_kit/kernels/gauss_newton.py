@@ -45,6 +45,7 @@ from warp_kernels.types import float_types
 __all__ = [
     "ResidualBlock",
     "BlockLayout",
+    "pad_anchors",
     "warp_linearize",
     "warp_linearize_torch",
     "point_jacobian",
@@ -194,16 +195,23 @@ def _run(kernel, dim, ins: list, outs: list):
 # ==================================================================================================
 
 
-def _pad_anchors(anchors: torch.Tensor, anchor_weights: torch.Tensor, num_nodes: int):
+def pad_anchors(anchors: torch.Tensor, anchor_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anchors (P, A <= 4) int and their weights padded to the kernels' 4 anchors (-1 / 0): (P, 4) int64, (P, 4)."""
     A = anchors.shape[-1]
     if A > NUM_ANCHORS:
         raise ValueError(f"anchors: expected at most {NUM_ANCHORS} anchors per point, found {A}")
-    anchors = index_tensor("anchors", anchors, num_nodes)
+    anchors = anchors.long()
     if A < NUM_ANCHORS:
         pad = NUM_ANCHORS - A
         anchors = torch.cat([anchors, anchors.new_full((anchors.shape[0], pad), -1)], 1)
         anchor_weights = torch.cat([anchor_weights, anchor_weights.new_zeros(anchor_weights.shape[0], pad)], 1)
-    return anchors, anchor_weights
+    return contiguous(anchors), anchor_weights
+
+
+def _pad_anchors(anchors: torch.Tensor, anchor_weights: torch.Tensor, num_nodes: int):
+    if anchors.shape[-1] > NUM_ANCHORS:  # the count first: a clearer error than an index range
+        return pad_anchors(anchors, anchor_weights)
+    return pad_anchors(index_tensor("anchors", anchors, num_nodes), anchor_weights)
 
 
 def _check_q(q, dims, name="q"):

@@ -52,12 +52,11 @@ class GraphMotion(NamedTuple):
     translations: torch.Tensor
 
 
-def residual_blocks(prob: Problem, R: torch.Tensor, t: torch.Tensor, *, backend: str = "warp",
-                    min_depth: float | None = None) -> list[ResidualBlock]:
+def residual_blocks(prob: Problem, R: torch.Tensor, t: torch.Tensor, *, backend: str = "warp") -> list[ResidualBlock]:
     """One :class:`ResidualBlock` per term of ``prob.terms`` at T = (R (B,N,3,3), t (B,N,3)), in term order.
 
     The terms share one :class:`~nrsfm_kit.solver.terms.Linearization` (warped points computed once per
-    point set). ``min_depth`` is accepted for backward compatibility and ignored (it is a term setting).
+    point set).
     """
     lin = Linearization(prob.nodes, R, t, backend)
     return [term.linearize(prob.nodes, R, t, backend=backend, cache=lin) for term in prob.terms]

@@ -121,12 +121,13 @@ class Assembler:
 
     def __call__(self, blocks: list[ResidualBlock]) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense (A (B, 6N, 6N), b (B, 6N))."""
+        if self.method(blocks[0].J.device) == "blocks":  # all families' blocks scattered at once
+            vals, pi, pj, b = self.block_form(blocks)
+            return gk.dense_from_blocks(vals, pi, pj, self.num_nodes), b
         A = b = None
         for cols, J, r in self._families(blocks):
             how = self.method(J.device)
-            if how == "blocks":
-                Ai, bi = gk.normal_equations_blocks_torch(J, r, self.layout(cols))
-            elif how == "segmented":
+            if how == "segmented":
                 Ai, bi = gk.normal_equations_segmented(J, r, self.layout(cols))
             elif how == "atomic":
                 Ai, bi = gk.normal_equations(J, r, cols, self.num_nodes)
@@ -142,25 +143,13 @@ def assemble(blocks: list[ResidualBlock], num_nodes: int, backend: str = "warp",
     return Assembler(num_nodes, assembly, backend)(blocks)
 
 
-def _system(asm: Assembler, blocks: list[ResidualBlock], diag: torch.Tensor, num_nodes: int,
-            valid_nodes: torch.Tensor | None):
-    """Dense A = J^T J + diag(d) (frozen nodes' rows / columns of J^T J zeroed) and the masked b."""
-    B = diag.shape[0]
-    if asm.method(blocks[0].J.device) == "blocks":
-        vals, pi, pj, b = asm.block_form(blocks)
-        if valid_nodes is not None and not bool(valid_nodes.all()):
-            m = valid_nodes.to(vals.dtype)
-            vals = vals * (m[:, pi] * m[:, pj])[..., None, None]
-        A = gk.dense_from_blocks(vals, pi, pj, num_nodes)
-    else:
-        A, b = asm(blocks)
-        if valid_nodes is not None and not bool(valid_nodes.all()):
-            m6 = valid_nodes.to(A.dtype).repeat_interleave(6, dim=1)
-            A = A * (m6.unsqueeze(-1) * m6.unsqueeze(-2))
-    if valid_nodes is not None and not bool(valid_nodes.all()):
-        b = b * valid_nodes.to(b.dtype).repeat_interleave(6, dim=1)
-    A.view(B, -1)[:, :: 6 * num_nodes + 1] += diag  # the diagonal, in place (A is ours)
-    return A, b
+def _freeze(A: torch.Tensor, b: torch.Tensor, valid_nodes: torch.Tensor | None):
+    """Zero the rows / columns of J^T J and the entries of J^T r of frozen nodes (= zeroing their Jacobian
+    columns); with a diagonal of 1 there they keep their motion."""
+    if valid_nodes is None or bool(valid_nodes.all()):
+        return A, b
+    m6 = valid_nodes.to(A.dtype).repeat_interleave(6, dim=1)
+    return A * (m6.unsqueeze(-1) * m6.unsqueeze(-2)), b * m6
 
 
 class DenseSolve(torch.autograd.Function):
@@ -183,7 +172,8 @@ class DenseSolve(torch.autograd.Function):
         Js, rs = [t.detach() for t in JR[:k]], [t.detach() for t in JR[k:]]
         blocks = [ResidualBlock(J, r, c) for J, r, c in zip(Js, rs, cols)]
         with torch.no_grad():
-            A, b = _system(asm, blocks, diag.detach(), num_nodes, valid_nodes)
+            A, b = _freeze(*asm(blocks), valid_nodes)
+            A.view(A.shape[0], -1)[:, :: 6 * num_nodes + 1] += diag  # the diagonal, in place (A is ours)
             L = _robust_cholesky(A)
             x = torch.cholesky_solve(-b.unsqueeze(-1), L).squeeze(-1)
         ctx.save_for_backward(L, x, *Js, *rs)
@@ -220,11 +210,7 @@ def dense_solve(blocks: list[ResidualBlock], diag: torch.Tensor, num_nodes: int,
     """
     asm = assembler if assembler is not None else Assembler(num_nodes, "auto", backend)
     if asm.method(blocks[0].J.device) == "reference":
-        A, b = asm(blocks)
-        if valid_nodes is not None and not bool(valid_nodes.all()):
-            m6 = valid_nodes.to(A.dtype).repeat_interleave(6, dim=1)
-            A = A * (m6.unsqueeze(-1) * m6.unsqueeze(-2))
-            b = b * m6
+        A, b = _freeze(*asm(blocks), valid_nodes)
         return CholeskySolve.apply(A + torch.diag_embed(diag), -b)
     cols = tuple(blk.cols for blk in blocks)
     return DenseSolve.apply(diag, num_nodes, valid_nodes, asm, cols, *[blk.J for blk in blocks],

@@ -37,11 +37,10 @@ def _increment(x: torch.Tensor, R0: torch.Tensor, t0: torch.Tensor):
     return so3_exp(x[..., :3]) @ R0, t0 + x[..., 3:]
 
 
-def residual_vector(x: torch.Tensor, prob: Problem, R0: torch.Tensor, t0: torch.Tensor, b: int = 0,
-                    min_depth: float | None = None) -> torch.Tensor:
+def residual_vector(x: torch.Tensor, prob: Problem, R0: torch.Tensor, t0: torch.Tensor, b: int = 0) -> torch.Tensor:
     """All residuals of frame pair ``b`` at R = exp(eps^) R0, t = t0 + dt, x (N, 6) or (6N,): (M,) vector,
     in term order, group by group (the row order of :func:`dense_jacobian` of the solver's blocks).
-    ``R0`` (N, 3, 3), ``t0`` (N, 3). ``min_depth`` is ignored (a term setting)."""
+    ``R0`` (N, 3, 3), ``t0`` (N, 3)."""
     B = prob.batch
     R, t = _increment(x.reshape(prob.num_nodes, 6), R0, t0)
     Rb, tb = R.expand(B, *R.shape), t.expand(B, *t.shape)  # pair b's rows depend on its own motion only
@@ -98,7 +97,7 @@ def _dense_block(term, nodes: torch.Tensor, R: torch.Tensor, t: torch.Tensor) ->
     return ResidualBlock(J.unsqueeze(1), r.unsqueeze(1), cols)
 
 
-def autograd_blocks(prob: Problem, R: torch.Tensor, t: torch.Tensor, min_depth: float | None = None):
+def autograd_blocks(prob: Problem, R: torch.Tensor, t: torch.Tensor):
     """One block per term with Jacobians from autograd only (no analytic derivative anywhere):
     point terms in the solver's layout, other terms as one dense group over all nodes."""
     return [_point_block(term, prob.nodes, R, t) if isinstance(term, PointTerm) else
@@ -149,7 +148,7 @@ def reference_solve(prob: Problem, cfg: SolverConfig) -> GraphMotion:
     return GraphMotion(R, t)
 
 
-def scipy_solve(prob: Problem, b: int = 0, min_depth: float = 1e-3, **kwargs) -> tuple[GraphMotion, float]:
+def scipy_solve(prob: Problem, b: int = 0, **kwargs) -> tuple[GraphMotion, float]:
     """Minimise the same energy with ``scipy.optimize.least_squares`` (axis-angle parametrisation).
 
     Frozen nodes are kept at the identity. Returns (GraphMotion (N, ...), final energy sum r^2).
@@ -169,10 +168,10 @@ def scipy_solve(prob: Problem, b: int = 0, min_depth: float = 1e-3, **kwargs) ->
         return torch.as_tensor(x, dtype=dt)
 
     def fun(xv):
-        return residual_vector(full(xv), prob, eye, zero, b, min_depth).numpy()
+        return residual_vector(full(xv), prob, eye, zero, b).numpy()
 
     def jac(xv):
-        J = torch.autograd.functional.jacobian(lambda x: residual_vector(x, prob, eye, zero, b, min_depth),
+        J = torch.autograd.functional.jacobian(lambda x: residual_vector(x, prob, eye, zero, b),
                                                full(xv), vectorize=True)
         return J.numpy()[:, m]
 

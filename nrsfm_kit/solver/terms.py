@@ -66,15 +66,7 @@ class PointSet(NamedTuple):
         check_tensor("points", points, ("B", "P", 3), dims=dims)
         check_shape("anchors", anchors, ("P", "A"), dims)
         check_tensor("anchor_weights", anchor_weights, ("P", "A"), dims=dims)
-        A = anchors.shape[1]
-        if A > gk.NUM_ANCHORS:
-            raise ValueError(f"anchors: expected at most {gk.NUM_ANCHORS} anchors per point, found {A}")
-        anchors = anchors.long()
-        if A < gk.NUM_ANCHORS:
-            pad = gk.NUM_ANCHORS - A
-            anchors = torch.cat([anchors, anchors.new_full((anchors.shape[0], pad), -1)], 1)
-            anchor_weights = torch.cat([anchor_weights, anchor_weights.new_zeros(anchor_weights.shape[0], pad)], 1)
-        return PointSet(points, anchors.contiguous(), anchor_weights)
+        return PointSet(points, *gk.pad_anchors(anchors, anchor_weights))
 
 
 class Linearization:
