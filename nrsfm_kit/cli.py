@@ -15,7 +15,7 @@ from nrsfm_kit import __version__
 from nrsfm_kit.config import smoke
 
 # subpackages that may contribute subcommands (``nrsfm_kit/<name>/cli.py`` with ``register``)
-_COMMAND_PACKAGES = ("data", "graph", "solver", "nrsfm", "edm")
+_COMMAND_PACKAGES = ("data", "graph", "solver", "nrsfm", "edm", "tracking")
 
 
 def _demo(args: argparse.Namespace) -> int:

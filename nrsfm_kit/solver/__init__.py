@@ -28,7 +28,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "gauss_newton": ["GraphMotion", "apply_step", "energy_terms", "residual_blocks", "solve_deformation",
                      "solve_problem", "STANDARD_TERMS"],
     "linear": ["Assembler", "dense_solve", "pcg_solve"],
-    "problem": ["Problem", "SparseMatches", "prepare_problem", "sample_depth_bilinear"],
+    "problem": ["Problem", "SparseMatches", "prepare_problem", "sample_depth_bilinear", "sample_bilinear"],
     "terms": ["ResidualTerm", "PointTerm", "PointSet", "Reprojection2D", "Depth", "PointToPoint", "PointToPlane",
               "ImageSampled", "Photometric", "Silhouette", "Heatmap", "Arap"],
     "robust": ["Robust", "Huber", "Cauchy", "Tukey"],

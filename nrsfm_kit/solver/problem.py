@@ -25,7 +25,7 @@ from nrsfm_kit.utils.checks import check_shape, check_tensor
 
 from .config import EnergyTerms
 
-__all__ = ["SparseMatches", "Problem", "prepare_problem", "sample_depth_bilinear", "dense_correspondences",
+__all__ = ["SparseMatches", "Problem", "prepare_problem", "sample_depth_bilinear", "sample_bilinear", "dense_correspondences",
            "sparse_matches", "cluster_filter", "DenseInputs", "SparseInputs"]
 
 
@@ -102,6 +102,44 @@ class Problem:
         return Problem(**out)
 
 
+def sample_bilinear(image: torch.Tensor, valid: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear samples of a (multi-channel) image at pixel positions, differentiable w.r.t. both.
+
+    Args:
+        image: (B, H, W, C). valid: (B, H, W) bool, pixels that may be used. uv: (B, P, 2) pixels (u = column,
+            v = row, pixel centres at integers), finite.
+
+    Returns:
+        (values (B, P, C), 0 where invalid; ok (B, P) bool: inside the image and all 4 neighbours valid).
+    """
+    B, H, W, C = image.shape
+    img = torch.where(valid.unsqueeze(-1), image, torch.zeros_like(image))
+    u, v = uv[..., 0], uv[..., 1]
+    inside = (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
+    uc = u.clamp(0, W - 1)
+    vc = v.clamp(0, H - 1)
+    u0 = uc.detach().floor().clamp(max=max(W - 2, 0)).long()
+    v0 = vc.detach().floor().clamp(max=max(H - 2, 0)).long()
+    u1 = (u0 + 1).clamp(max=W - 1)
+    v1 = (v0 + 1).clamp(max=H - 1)
+    fu = (uc - u0.to(uc.dtype)).unsqueeze(-1)
+    fv = (vc - v0.to(vc.dtype)).unsqueeze(-1)
+    flat = img.reshape(B, H * W, C)
+    okf = valid.reshape(B, -1)
+
+    def g(vv, uu):
+        idx = vv * W + uu
+        return flat.gather(1, idx.unsqueeze(-1).expand(*idx.shape, C)), okf.gather(1, idx)
+
+    d00, o00 = g(v0, u0)
+    d01, o01 = g(v0, u1)
+    d10, o10 = g(v1, u0)
+    d11, o11 = g(v1, u1)
+    val = (1 - fv) * ((1 - fu) * d00 + fu * d01) + fv * ((1 - fu) * d10 + fu * d11)
+    ok = inside & o00 & o01 & o10 & o11
+    return torch.where(ok.unsqueeze(-1), val, torch.zeros_like(val)), ok
+
+
 def sample_depth_bilinear(depth: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Bilinear depth at pixel positions, differentiable w.r.t. both (eq. 10's D_t(c_u)).
 
@@ -112,33 +150,9 @@ def sample_depth_bilinear(depth: torch.Tensor, uv: torch.Tensor) -> tuple[torch.
     Returns:
         (values (B, P) metres, 0 where invalid; valid (B, P) bool: inside the image and all 4 neighbours valid).
     """
-    B, H, W = depth.shape
     ok_px = torch.isfinite(depth) & (depth > 0)
-    d = torch.where(ok_px, depth, torch.zeros_like(depth))
-    u, v = uv[..., 0], uv[..., 1]
-    inside = (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
-    uc = u.clamp(0, W - 1)
-    vc = v.clamp(0, H - 1)
-    u0 = uc.detach().floor().clamp(max=max(W - 2, 0)).long()
-    v0 = vc.detach().floor().clamp(max=max(H - 2, 0)).long()
-    u1 = (u0 + 1).clamp(max=W - 1)
-    v1 = (v0 + 1).clamp(max=H - 1)
-    fu = uc - u0.to(uc.dtype)
-    fv = vc - v0.to(vc.dtype)
-    flat = d.reshape(B, -1)
-    okf = ok_px.reshape(B, -1)
-
-    def g(vv, uu):
-        idx = vv * W + uu
-        return flat.gather(1, idx), okf.gather(1, idx)
-
-    d00, o00 = g(v0, u0)
-    d01, o01 = g(v0, u1)
-    d10, o10 = g(v1, u0)
-    d11, o11 = g(v1, u1)
-    val = (1 - fv) * ((1 - fu) * d00 + fu * d01) + fv * ((1 - fu) * d10 + fu * d11)
-    valid = inside & o00 & o01 & o10 & o11
-    return torch.where(valid, val, torch.zeros_like(val)), valid
+    val, ok = sample_bilinear(depth.unsqueeze(-1), ok_px, uv)
+    return val[..., 0], ok
 
 
 def _batch(x: torch.Tensor, B: int, name: str, core: int) -> torch.Tensor:
