@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-_STAGE_CHOICES = ("flow", "solver", "mask", "refine", "supervised", "all")
+_STAGE_CHOICES = ("pretrain", "flow", "solver", "mask", "refine", "supervised", "all")
 
 
 def register(subparsers) -> None:
@@ -24,7 +24,9 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="track_command", required=True)
 
     t = sub.add_parser("train", help="train the tracker's stages (resumes from --out)")
-    t.add_argument("--stage", choices=_STAGE_CHOICES, default="all", help="stage to train (default all four)")
+    t.add_argument("--stage", choices=_STAGE_CHOICES, default="all",
+                   help="stage to train (default all: pretrain unless the preset ships pre-trained Phi weights, then "
+                        "the four stages)")
     t.add_argument("--data", default="synthetic", help="'synthetic' or a DeepDeform root (<root>/train/<seq>/...)")
     t.add_argument("--preset", default="teaching", help="teaching (CPU) | paper (GPU) | smoke")
     t.add_argument("--out", required=True, help="output folder (checkpoints per stage, tracker.pt)")
@@ -94,19 +96,33 @@ def _train(args) -> int:
 
     p = _preset(args.preset, args.steps)
     out = Path(args.out)
-    stages = STAGES if args.stage == "all" else (args.stage,)
+    if args.stage == "all":
+        stages = STAGES if (p.pretrained_phi is not None or args.pwcnet is not None) else ("pretrain", *STAGES)
+    else:
+        stages = (args.stage,)
     if args.data == "synthetic":
         from .data import flow_pretraining_pairs, synthetic_tracking_pairs
 
         train = synthetic_tracking_pairs("train", p.train_pairs, p.height, p.width, seed=args.seed,
                                          cache_dir=out / "cache")
         flow = flow_pretraining_pairs(p.flow_pairs, p.height, p.width, seed=args.seed, cache_dir=out / "cache") \
-            if "flow" in stages else None
+            if "pretrain" in stages else None
     else:
         train, flow = _deepdeform(args.data, "train"), None
     tracker = None
-    order = ("flow", "solver", "mask", "refine")
-    if args.stage in order[1:]:
+    order = ("pretrain", "flow", "solver", "mask", "refine")
+    if args.stage == "flow" or (args.stage == "all" and stages[0] == "flow"):
+        prev = out / "pretrain" / "tracker.pt"
+        if prev.is_file():
+            tracker = load_tracker(prev, p.tracker)
+        elif p.pretrained_phi is not None and args.pwcnet is None:
+            from nrsfm_kit.models.pwcnet import load_pwcnet_state_dict
+
+            from .model import NeuralTracker
+
+            tracker = NeuralTracker(p.tracker)
+            load_pwcnet_state_dict(tracker.phi, p.pretrained_phi)
+    elif args.stage in order[2:]:
         prev = out / order[order.index(args.stage) - 1] / "tracker.pt"
         if prev.is_file():
             tracker = load_tracker(prev, p.tracker)

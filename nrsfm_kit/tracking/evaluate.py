@@ -7,7 +7,7 @@ TrackingMetrics`). :func:`ablation` trains, per seed, the rows of Table 1 at a p
 row                                 how
 ==================================  ===========================================================================
 DIS optical flow (classical)        OpenCV DIS flow as correspondences, all weights 1 (no training)
-Phi_c                               flow stage only, weights 1
+Phi_c                               pre-trained PWC-Net, then the flow stage (L_corr), weights 1
 Phi_c+g+w                           flow, then flow + solver losses, weights 1
 Phi_c + Psi_supervised              flow stage, then Psi with the App. C.3 BCE labels
 Phi_c+g+w + Psi_self-supervised     flow, solver, mask (Psi through the solver), refine (joint)
@@ -118,6 +118,7 @@ def ablation(recipe, *, seeds=(0, 1, 2), out_dir: str | Path | None = None, data
              progress: bool = True, json_path: str | Path | None = None) -> dict:
     """Table 1 at the size of ``recipe`` (:class:`~nrsfm_kit.tracking.training.TrainingPreset`).
 
+    Every seed starts from ``recipe.pretrained_phi`` (a PWC-Net checkpoint) when set, else runs the pretrain stage.
     Data: ``recipe.train_pairs`` training pairs + ``recipe.flow_pairs`` flow pre-training pairs (train split),
     ``recipe.test_pairs`` test pairs (disjoint scenes). Every stage of every seed checkpoints under
     ``out_dir/seed<k>/<row>/`` and a rerun resumes. Returns {"per_seed": {row: [metrics]}, "summary", "ordering"}.
@@ -145,7 +146,12 @@ def ablation(recipe, *, seeds=(0, 1, 2), out_dir: str | Path | None = None, data
     for seed in seeds:
         torch.manual_seed(seed)
         init = NeuralTracker(copy.deepcopy(recipe.tracker))
-        phi_c, m = run(seed, "phi_c", ("flow",), init)
+        if recipe.pretrained_phi is not None:  # as the paper: start from a pre-trained PWC-Net
+            from nrsfm_kit.models.pwcnet import load_pwcnet_state_dict
+
+            load_pwcnet_state_dict(init.phi, recipe.pretrained_phi)
+        first = ("flow",) if recipe.pretrained_phi is not None else ("pretrain", "flow")
+        phi_c, m = run(seed, "phi_c", first, init)
         per_seed["phi_c"].append(m)
         _, m = run(seed, "phi_c+psi_sup", ("supervised",), phi_c, use_w=True)
         per_seed["phi_c+psi_sup"].append(m)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from nrsfm_kit.utils.checks import check_positive, check_shape, check_tensor
 
 __all__ = ["LossWeights", "PRESETS", "robust_qnorm", "downsample_flow", "correspondence_loss", "graph_loss",
-           "warp_loss", "valid_solves"]
+           "warp_loss", "valid_solves", "multiscale_epe_loss"]
 
 FLOW_SCALE = 20.0  # PWC-Net predicts flow / 20 at every level
 
@@ -102,6 +102,27 @@ def correspondence_loss(flows: list[torch.Tensor], gt_flow: torch.Tensor, gt_val
         n = ok.sum()
         if int(n):
             total = total + (robust_qnorm(pred - target, q, eps) * ok).sum() / n
+    return total
+
+
+def multiscale_epe_loss(flows: list[torch.Tensor], gt_flow: torch.Tensor, gt_valid: torch.Tensor) -> torch.Tensor:
+    """Pre-training loss of the flow network: sum over levels of the mean end-point error ||f_l - f~_l||_2 (in
+    flow / 20 units) over valid pixels.
+
+    PWC-Net (Sun et al. 2018) pre-trains with this L2 multi-scale loss and switches to the robust q-norm
+    (:func:`correspondence_loss`) for fine-tuning; it weights the per-level *sums* over pixels by
+    0.32 / 0.08 / 0.02 / 0.01 / 0.005 (levels 6..2), which roughly equalises the levels. We average over the
+    pixels of each level instead and weight the levels equally (ours; the same balance without the constants).
+    """
+    if not flows:
+        raise ValueError("flows: expected at least one level, found none")
+    total = gt_flow.new_zeros(())
+    for k, pred in enumerate(flows):
+        check_tensor(f"flows[{k}]", pred, (gt_flow.shape[0], 2, None, None))
+        target, ok = downsample_flow(gt_flow, gt_valid, tuple(pred.shape[-2:]))
+        n = ok.sum()
+        if int(n):
+            total = total + ((pred - target).square().sum(1).add(1e-12).sqrt() * ok).sum() / n
     return total
 
 

@@ -4,6 +4,8 @@
 stage      trains               (corr, graph,     what it is
                                 warp) (paper)
 =========  ===================  ================  ========================================================
+pretrain   Phi                  (multi-scale EPE) flow pre-training on synthetic pairs (our stand-in for
+                                                  FlyingChairs / Things), random flips
 flow       Phi                  (1, 0, 0)         optical flow only (L_corr); Phi_c of Table 1
 solver     Phi                  (1, 5, 5)         flow + losses through the solver (weights all 1); Phi_c+g+w
 mask       Psi (Phi frozen)     (0, 1000, 1000)   self-supervised weights through the solver
@@ -41,15 +43,24 @@ import torch
 from nrsfm_kit.train import TrainConfig, TrainResult, fit
 from nrsfm_kit.utils.io import atomic_write_json
 
-from .losses import PRESETS, LossWeights, correspondence_loss, graph_loss, valid_solves, warp_loss
+from .losses import (
+    PRESETS,
+    LossWeights,
+    correspondence_loss,
+    graph_loss,
+    multiscale_epe_loss,
+    valid_solves,
+    warp_loss,
+)
 from .model import NeuralTracker, TrackerConfig
 
-__all__ = ["STAGES", "StageConfig", "TrainingPreset", "TRAINING_PRESETS", "train_stage", "train_tracker",
+__all__ = ["STAGES", "ALL_STAGES", "SHIPPED_PHI", "flip_sample", "StageConfig", "TrainingPreset", "TRAINING_PRESETS",
+           "train_stage", "train_tracker",
            "supervised_weight_targets", "load_tracker", "save_tracker", "preset"]
 
 STAGES = ("flow", "solver", "mask", "refine")
-ALL_STAGES = (*STAGES, "supervised")
-_TRAINS = {"flow": ("phi",), "solver": ("phi",), "mask": ("psi",), "refine": ("phi", "psi"), "supervised": ("psi",)}
+ALL_STAGES = ("pretrain", *STAGES, "supervised")
+_TRAINS = {"pretrain": ("phi",), "flow": ("phi",), "solver": ("phi",), "mask": ("psi",), "refine": ("phi", "psi"), "supervised": ("psi",)}
 
 
 @dataclass
@@ -89,11 +100,12 @@ class TrainingPreset:
     train_pairs: int = 48
     val_pairs: int = 8
     test_pairs: int = 16
-    flow_pairs: int = 48  # pre-training pairs of the flow stage (moving camera), added to the train pairs
+    flow_pairs: int = 48  # pre-training pairs of the pretrain stage (moving camera), added to the train pairs
+    pretrained_phi: str | None = None  # PWC-Net weights to start from instead of running the pretrain stage
     supervised_thresholds: tuple[float, float] = (0.1, 0.3)  # App. C.3, metres
 
     def weights(self, stage: str) -> LossWeights:
-        if stage == "supervised":
+        if stage in ("supervised", "pretrain"):
             return LossWeights(0.0, 0.0, 0.0)
         return PRESETS[self.loss_weights][stage]
 
@@ -102,7 +114,7 @@ def _paper() -> TrainingPreset:
     sgd = lambda steps: StageConfig(steps=steps)  # noqa: E731
     return TrainingPreset(
         tracker=TrackerConfig(width=1.0), height=448, width=640,
-        stages={"flow": sgd(30_000), "solver": sgd(30_000), "mask": sgd(30_000), "refine": sgd(30_000),
+        stages={"pretrain": sgd(0), "flow": sgd(30_000), "solver": sgd(30_000), "mask": sgd(30_000), "refine": sgd(30_000),
                 "supervised": sgd(30_000)},
         train_pairs=2000, val_pairs=200, test_pairs=400, flow_pairs=4000)
 
@@ -115,18 +127,22 @@ def _teaching() -> TrainingPreset:
         tracker=TrackerConfig(width=0.25, train_correspondences=2000,
                               solver=SolverConfig(min_cluster_correspondences=170)),
         height=128, width=192,
-        stages={"flow": adam(800, 1e-3), "solver": adam(150, 1e-4), "mask": adam(150, 1e-3), "refine": adam(100, 1e-4),
-                "supervised": adam(150, 1e-3)},
-        train_pairs=48, val_pairs=8, test_pairs=16, flow_pairs=48)
+        stages={"pretrain": adam(6000, 3e-4), "flow": adam(300, 1e-4), "solver": adam(150, 1e-4),
+                "mask": adam(150, 1e-3), "refine": adam(100, 1e-4), "supervised": adam(150, 1e-3)},
+        train_pairs=48, val_pairs=8, test_pairs=16, flow_pairs=192,
+        pretrained_phi=str(SHIPPED_PHI) if SHIPPED_PHI.is_file() else None)
 
 
 def _smoke() -> TrainingPreset:
     p = _teaching()
     for k, s in p.stages.items():
-        p.stages[k] = replace(s, steps=4 if k == "flow" else 2, batch_size=2)
+        p.stages[k] = replace(s, steps=4 if k in ("flow", "pretrain") else 2, batch_size=2)
     p.train_pairs, p.val_pairs, p.test_pairs, p.flow_pairs = 4, 2, 2, 2
     return p
 
+
+#: teaching-size PWC-Net pre-trained by the "pretrain" stage on our synthetic pairs (shipped with the suite)
+SHIPPED_PHI = Path(__file__).resolve().parents[2] / "datasets" / "weights" / "pwcnet_teaching_synthetic.pt"
 
 TRAINING_PRESETS = {"paper": _paper, "teaching": _teaching, "smoke": _smoke}
 
@@ -172,6 +188,12 @@ def _batch_losses(tracker: NeuralTracker, samples, stage: str, weights: LossWeig
     else:
         batch, results = tracker.track(samples, weights=use_w)
     loss = batch["flow"].new_zeros(())
+    if stage == "pretrain":
+        gt = torch.stack([s.optical_flow for s in samples]).to(dev).permute(0, 3, 1, 2)
+        fv = torch.stack([s.flow_valid for s in samples]).to(dev)
+        le = multiscale_epe_loss(batch["flows"], gt, fv)
+        logs.update(loss=le, l_epe=le.detach())
+        return logs
     if weights.corr > 0 and batch["flows"] is not None:
         gt = torch.stack([s.optical_flow for s in samples]).to(dev).permute(0, 3, 1, 2)
         fv = torch.stack([s.flow_valid for s in samples]).to(dev)
@@ -212,6 +234,19 @@ def _batch_losses(tracker: NeuralTracker, samples, stage: str, weights: LossWeig
 # --- stages ---------------------------------------------------------------------------------------------------
 
 
+def flip_sample(s, horizontal: bool, vertical: bool):
+    """Exact flip augmentation of the images and the optical flow (for the flow-only pretrain stage: the graph
+    and the intrinsics are not flipped, so the result is not meant for the solver)."""
+    if not (horizontal or vertical):
+        return s
+    dims = [d for d, on in ((-1, horizontal), (-2, vertical)) if on]
+    flow = s.optical_flow.flip([d - 1 for d in dims])
+    sign = torch.tensor([-1.0 if horizontal else 1.0, -1.0 if vertical else 1.0], dtype=flow.dtype)
+    return replace(s, source_color=s.source_color.flip(dims), target_color=s.target_color.flip(dims),
+                   optical_flow=flow * sign, flow_valid=s.flow_valid.flip(dims),
+                   source_depth=s.source_depth.flip(dims), target_depth=s.target_depth.flip(dims))
+
+
 def _optimizer(params, cfg: StageConfig):
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -247,14 +282,18 @@ def train_stage(tracker: NeuralTracker, stage: str, train_samples, config: Stage
     if not train_samples:
         raise ValueError("train_samples: expected at least one TrackingSample, found none")
     weights = weights or (PRESETS["paper"][stage] if stage in STAGES else LossWeights(0.0, 0.0, 0.0))
+    if stage == "pretrain" and int(config.steps) == 0:
+        return TrainResult(step=0)
     params = _set_trainable(tracker, stage)
     opt = _optimizer(params, config)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(config.lr_decay_every), gamma=config.lr_decay)
     bs = min(int(config.batch_size), len(train_samples))
 
     def step_fn(model, step):
-        batch = random.sample(range(len(train_samples)), bs)  # seeded and checkpointed by fit
-        return _batch_losses(model, [train_samples[i] for i in batch], stage, weights, thresholds)
+        batch = [train_samples[i] for i in random.sample(range(len(train_samples)), bs)]  # seeded by fit
+        if stage == "pretrain":
+            batch = [flip_sample(s, random.random() < 0.5, random.random() < 0.5) for s in batch]
+        return _batch_losses(model, batch, stage, weights, thresholds)
 
     tc = TrainConfig(steps=int(config.steps), seed=int(seed), grad_clip=config.grad_clip, log_every=log_every,
                      checkpoint_every=checkpoint_every, progress=progress, desc=f"track {stage}")
@@ -323,7 +362,7 @@ def train_tracker(recipe: TrainingPreset, train_samples, *, stages=STAGES, out_d
             tracker.load_state_dict(load_tracker(final).state_dict())
             results[stage] = None
             continue
-        data = list(train_samples) + (list(flow_samples or []) if stage == "flow" else [])
+        data = list(train_samples) + (list(flow_samples or []) if stage == "pretrain" else [])
         res = train_stage(tracker, stage, data, recipe.stages[stage], weights=recipe.weights(stage), out_dir=sdir,
                           seed=seed + 1000 * k, val_fn=val_fn, thresholds=recipe.supervised_thresholds,
                           progress=progress)

@@ -11,6 +11,7 @@ from nrsfm_kit.tracking.losses import (
     correspondence_loss,
     downsample_flow,
     graph_loss,
+    multiscale_epe_loss,
     robust_qnorm,
     valid_solves,
     warp_loss,
@@ -89,3 +90,18 @@ def test_presets_and_bad_inputs():
         correspondence_loss([torch.zeros(1, 3, 4, 4)], torch.zeros(1, 2, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="node_valid: expected shape"):
         graph_loss(torch.zeros(1, 3, 3), torch.zeros(1, 3, 3), torch.ones(1, 4, dtype=torch.bool))
+
+
+def test_multiscale_epe_loss_value_and_gradcheck():
+    from nrsfm_kit.utils.testing import gradcheck64
+
+    gt = torch.zeros(1, 2, 4, 4, dtype=torch.float64)
+    gt[:, 0] = 20.0  # 1 in flow / 20 units
+    valid = torch.ones(1, 4, 4, dtype=torch.bool)
+    pred = [torch.zeros(1, 2, 4, 4, dtype=torch.float64), torch.zeros(1, 2, 2, 2, dtype=torch.float64)]
+    pred[1][:, 1] = 1.0  # error (1, 1) -> sqrt 2
+    torch.testing.assert_close(multiscale_epe_loss(pred, gt, valid), torch.tensor(1 + 2**0.5, dtype=torch.float64))
+    p = torch.rand(1, 2, 2, 2, dtype=torch.float64) + 0.1
+    assert gradcheck64(lambda x: multiscale_epe_loss([x], gt, valid), (p,), (0,))
+    with pytest.raises(ValueError, match="flows"):
+        multiscale_epe_loss([], gt, valid)

@@ -10,12 +10,22 @@ import pytest
 import torch
 
 from nrsfm_kit.solver.config import SolverConfig
-from nrsfm_kit.tracking.data import SPLIT_SEEDS, TrackingSample, node_translations_from_scene_flow, \
-    synthetic_tracking_pairs
+from nrsfm_kit.tracking.data import (
+    SPLIT_SEEDS,
+    TrackingSample,
+    node_translations_from_scene_flow,
+    synthetic_tracking_pairs,
+)
 from nrsfm_kit.tracking.evaluate import ABLATION_ROWS, evaluate, paper_ordering, summarise
 from nrsfm_kit.tracking.model import NeuralTracker, TrackerConfig, sample_targets
-from nrsfm_kit.tracking.training import StageConfig, load_tracker, preset, save_tracker, \
-    supervised_weight_targets, train_stage
+from nrsfm_kit.tracking.training import (
+    StageConfig,
+    load_tracker,
+    preset,
+    save_tracker,
+    supervised_weight_targets,
+    train_stage,
+)
 from nrsfm_kit.utils.testing import gradcheck64
 
 SMALL = TrackerConfig(width=0.125, train_correspondences=500, solver=SolverConfig(min_cluster_correspondences=100))
@@ -97,7 +107,7 @@ def test_supervised_labels():
         supervised_weight_targets(y, torch.ones(4, dtype=torch.bool), p, sf, (0.3, 0.1))
 
 
-@pytest.mark.parametrize("stage", ["flow", "solver", "mask", "refine", "supervised"])
+@pytest.mark.parametrize("stage", ["pretrain", "flow", "solver", "mask", "refine", "supervised"])
 def test_every_stage_trains_only_its_network(pairs, stage):
     tracker = NeuralTracker(SMALL)
     before = copy.deepcopy(tracker.state_dict())
@@ -106,7 +116,7 @@ def test_every_stage_trains_only_its_network(pairs, stage):
     assert res.step == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in res.history)
     moved = {n: any(not torch.equal(v, before[k]) for k, v in tracker.state_dict().items() if k.startswith(n))
              for n in ("phi", "psi")}
-    trains = {"flow": {"phi"}, "solver": {"phi"}, "mask": {"psi"}, "refine": {"phi", "psi"}, "supervised": {"psi"}}
+    trains = {"pretrain": {"phi"}, "flow": {"phi"}, "solver": {"phi"}, "mask": {"psi"}, "refine": {"phi", "psi"}, "supervised": {"psi"}}
     assert {n for n, m in moved.items() if m} == trains[stage]
 
 
