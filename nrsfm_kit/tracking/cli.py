@@ -98,6 +98,9 @@ def _train(args) -> int:
     out = Path(args.out)
     if args.stage == "all":
         stages = STAGES if (p.pretrained_phi is not None or args.pwcnet is not None) else ("pretrain", *STAGES)
+        if "pretrain" in stages and p.stages["pretrain"].steps == 0:
+            print("note: no pre-trained PWC-Net (--pwcnet) and this preset has no pretrain steps: Phi starts from "
+                  "random weights (the paper starts from a PWC-Net trained on FlyingChairs + Things)")
     else:
         stages = (args.stage,)
     if args.data == "synthetic":
