@@ -72,3 +72,71 @@ def test_cli_method_list_matches_the_package():
     fit = next(a for a in sub._actions if a.dest == "nrsfm_command").choices["fit"]
     method = next(a for a in fit._actions if a.dest == "method")
     assert tuple(method.choices) == METHODS
+
+
+def _options(parser, path=()):
+    """(command path, action) of every argument of every subcommand (the track command has its own owner)."""
+    import argparse
+
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for name, sp in a.choices.items():
+                if name != "track":
+                    yield from _options(sp, (*path, name))
+        elif a.dest not in ("help", "version"):
+            yield path, a
+
+
+def test_help_is_plain_text_and_every_option_states_its_default():
+    p = build_parser()
+    first = p.format_help().split("\n\n")[1].splitlines()[0]
+    assert first.startswith("nrsfm-kit: non-rigid") and "``" not in p.format_help()
+    opts = list(_options(p))
+    commands = {" ".join(path) for path, _ in opts}
+    assert commands >= {"demo", "data synth", "data info", "graph", "nrsfm fit", "depth fit"}
+    for path, a in opts:
+        where = f"{' '.join(path)} {a.option_strings or a.dest}"
+        assert a.help, f"{where}: no help"
+        if a.option_strings and not a.required:
+            assert "default" in a.help, f"{where}: the help does not state the default: {a.help!r}"
+
+
+def test_demo_help_lists_the_sections_without_importing_them():
+    from nrsfm_kit.cli import _section_names, demo_sections
+
+    names = [m.__name__.rsplit(".", 1)[-1] for m in discover_sections()]
+    assert [n for n, _ in demo_sections()] == names
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["demo"]
+    text = sub.format_help()
+    assert all(n in text for n in names) and all(m.TITLE in text for m in discover_sections())
+    assert _section_names(["geometry", "s60_nrsfm"]) == ["s10_geometry", "s60_nrsfm"]
+
+
+def test_errors_are_reported_under_the_flag_the_user_typed():
+    from nrsfm_kit.cli import flag_names, user_message
+
+    p = build_parser()
+    args = p.parse_args(["graph", "--depth", "d.png", "--mask", "m.png", "--intrinsics", "K.txt", "--out", "o"])
+    names = flag_names(p, args)
+    assert user_message("node_coverage: expected a finite value > 0, found 0", names) == \
+        "--node-coverage: expected a finite value > 0, found 0"
+    assert user_message("mask: expected at least one object pixel", names) == \
+        "--mask m.png: expected at least one object pixel"
+    assert user_message("other: unchanged", names) == "other: unchanged"
+    args = p.parse_args(["data", "synth", "nrsfm", "s.mat", "--frames", "1"])
+    assert user_message("num_frames: expected an integer >= 2, found 1", flag_names(p, args)).startswith("--frames:")
+
+
+def test_output_checks_refuse_directories_and_files_in_the_way(tmp_path):
+    from nrsfm_kit.cli import check_input_file, check_output_dir, check_output_file
+
+    with pytest.raises(ValueError, match="--json: expected a file path to write, found a directory"):
+        check_output_file("--json", tmp_path)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="--json: expected a folder at .*f to write"):
+        check_output_file("--json", tmp_path / "f" / "sub" / "m.json")
+    with pytest.raises(ValueError, match="--out: expected a folder"):
+        check_output_dir("--out", tmp_path / "f")
+    assert check_output_dir("--out", tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    with pytest.raises(FileNotFoundError, match="--data: .*nope.mat does not exist"):
+        check_input_file("--data", tmp_path / "nope.mat", "a .mat file")

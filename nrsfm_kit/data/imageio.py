@@ -12,8 +12,11 @@ from nrsfm_kit.utils.io import atomic_write_bytes
 
 
 def require_file(path: str | Path, what: str) -> Path:
-    """Return ``Path(path)``; FileNotFoundError naming it (and what it should be) when missing."""
+    """Return ``Path(path)``; FileNotFoundError naming it (and what it should be) when missing, ValueError when
+    it is a directory."""
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{p}: expected a {what}, found a directory")
     if not p.is_file():
         raise FileNotFoundError(f"{p}: {what} not found")
     return p

@@ -283,6 +283,8 @@ def views_from_shapes(
 def _loadmat(path: Path) -> dict:
     import scipy.io
 
+    if path.is_dir():
+        raise ValueError(f"{path}: expected an NRSfM .mat file, found a directory")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: NRSfM .mat file not found")
     try:

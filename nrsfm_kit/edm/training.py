@@ -123,6 +123,21 @@ def check_video(video: MonocularVideo) -> tuple[int, int, int]:
     return T, H, W
 
 
+def network_input(frames: torch.Tensor) -> torch.Tensor:
+    """(T, 3, H, W) frames as the networks' input: float32 in the standard contiguous (NCHW) layout.
+
+    Frames built from images are often channels-last in memory (``torch.from_numpy(hwc).permute(0, 3, 1,
+    2)`` has NHWC strides), and that layout runs through the whole ResNet-18 encoder. On CPUs with
+    AVX-512, oneDNN (v3.12, in torch 2.13) then computes the weight gradient of the encoder's 1x1 stride-2
+    shortcut convs with an implementation (``jit_1x1:avx512_core`` backward_weights, its reduce-to-unit-stride
+    copy) that writes past its scratch buffer when there are fewer than 16 input channels (``width`` < 16,
+    e.g. the smoke width 8): a heap corruption that crashes the process (segfault, or glibc's "corrupted
+    size vs. prev_size") with 2 or more intra-op threads. NCHW takes oneDNN's blocked path, which is
+    correct (uxlfoundation/oneDNN#6035; tests/edm/test_thread_regression.py).
+    """
+    return frames.float().contiguous()
+
+
 def _valid_masks(video: MonocularVideo):
     vis = getattr(video, "flow_visibility", None)
     return None if vis is None else vis.bool()
@@ -196,7 +211,7 @@ def fit_sequence(
         raise ValueError(f"variant: expected one of {VARIANTS}, found {variant!r}")
     cfg = config or TwoStageConfig()
     T, H, W = check_video(video)
-    frames = video.frames.float()
+    frames = network_input(video.frames)
     flow = video.flow.float()
     intr = video.intrinsics.float()
     valid = _valid_masks(video)

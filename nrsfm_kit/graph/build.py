@@ -618,7 +618,8 @@ def build_graph_with_info(depth, mask, intrinsics, config: GraphConfig | None = 
     keep = remove_weak_nodes(edges) if cfg.remove_weak else np.ones(S, dtype=bool)
     removed_weak = np.flatnonzero(~keep)
     if not keep.any():
-        raise ValueError(f"build_graph: all {S} sampled nodes have <= 1 neighbour (node_coverage={sigma} m)")
+        raise ValueError(f"node_coverage: expected a sigma small enough for nodes with >= 2 neighbours, found "
+                         f"{sigma} m, at which all {S} sampled nodes have <= 1 neighbour")
     e2, w2, d2 = remap_edges(edges, ew, ed, keep)
     clusters, sizes = compute_clusters(e2)
     small = sizes < cfg.min_cluster_size

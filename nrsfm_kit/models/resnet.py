@@ -66,6 +66,9 @@ class ResNet18Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         check_tensor("images", x, (None, self.in_channels, None, None))
+        # NCHW-contiguous input: oneDNN's 1x1 stride-2 backward-weights kernel (the shortcut convs) writes past its
+        # scratch buffer for channels-last input with < 16 input channels (uxlfoundation/oneDNN#6035; torch 2.13)
+        x = x.contiguous()
         f0 = self.relu(self.bn1(self.conv1((x - 0.45) / 0.225)))
         f1 = self.layer1(self.maxpool(f0))
         f2 = self.layer2(f1)

@@ -171,6 +171,8 @@ def em_ppca(
     cfg = config or EMPPCAConfig()
     if int(cfg.num_bases) < 1:
         raise ValueError(f"num_bases: expected >= 1, found {cfg.num_bases}")
+    if int(cfg.iters) < 1:
+        raise ValueError(f"iters: expected >= 1 EM iteration, found {cfg.iters}")
     W, vis = validate_observations(W, visibility)
     dtype = W.dtype
     Wn, norm = normalize_observations(W.double(), vis)
@@ -287,5 +289,7 @@ class EMPPCAMethod(NRSfMMethod):
         W, vis = validate_sequence(seq)
         mc = model_config or EMPPCAConfig()
         if epochs is not None:
+            if int(epochs) < 1:
+                raise ValueError(f"epochs: expected >= 1 EM iteration for em-ppca, found {epochs}")
             mc = replace(mc, iters=int(epochs))
         return em_ppca(W, vis, mc)

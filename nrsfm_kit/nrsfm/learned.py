@@ -10,9 +10,11 @@ ceil(F / batch_size) steps.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +24,10 @@ from nrsfm_kit.metrics.nrsfm import e3d, reprojection_error
 from nrsfm_kit.nrsfm.common import NRSfMResult, normalize_observations, to_camera_frame, validate_sequence
 from nrsfm_kit.nrsfm.registry import NRSfMMethod, get_method, method_names
 from nrsfm_kit.train import TrainConfig, fit
+from nrsfm_kit.train.loop import CHECKPOINT
+from nrsfm_kit.utils.io import atomic_write_json
+
+SETTINGS = "settings.json"  # what a checkpoint folder was written with (see check_run_folder)
 
 
 @dataclass
@@ -140,6 +146,96 @@ def _learned_method(method: str | LearnedMethod) -> LearnedMethod:
     return m
 
 
+def run_settings(seq: NRSfMSequence, method: str | LearnedMethod, model_config=None,
+                 config: LearnedFitConfig | None = None) -> dict:
+    """What one training run's checkpoint folder is tied to (JSON-ready): the method, its model config, the seed
+    and gradient clipping, and the sequence (name, F, P and a SHA-256 of W and the visibility, so the same data
+    read from another path still matches). Not the number of epochs: a resumed run may train further."""
+    learner = _learned_method(method)
+    cfg = config or LearnedFitConfig()
+    mcfg = learner.check_model_config(model_config)
+    W, vis = validate_sequence(seq)
+    digest = hashlib.sha256(W.detach().cpu().float().contiguous().numpy().tobytes())
+    digest.update(vis.detach().cpu().bool().contiguous().numpy().tobytes())
+    settings = {
+        "method": learner.name,
+        "model_config": asdict(mcfg) if is_dataclass(mcfg) else repr(mcfg),
+        "seed": int(cfg.seed),
+        "grad_clip": cfg.grad_clip,
+        "sequence": {"name": seq.name, "frames": int(W.shape[0]), "points": int(W.shape[1]),
+                     "sha256": digest.hexdigest()},
+    }
+    return json.loads(json.dumps(settings, default=str))
+
+
+def _flat(d, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_run_folder(out_dir: str | Path, settings: dict, *, write: bool = True, overwrite: bool = False) -> None:
+    """Refuse a checkpoint folder written with other settings (another method, model, sequence, seed).
+
+    Resuming is by folder: ``out_dir/settings.json`` records :func:`run_settings` of the run that wrote it.
+    A folder with other settings, or with a checkpoint but no settings.json (written by another tool or an
+    older version), raises ValueError naming the differences instead of loading a checkpoint that does not
+    fit. ``write`` records ``settings`` in a new folder; ``overwrite`` (a run with ``resume=False``, which
+    starts afresh) records them whatever the folder holds.
+    """
+    out = Path(out_dir)
+    path = out / SETTINGS
+    if overwrite:
+        atomic_write_json(path, settings)
+        return
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text())
+        except ValueError:
+            raise ValueError(f"out_dir: expected {path} to be the JSON written by fit_learned, found invalid JSON "
+                             "(use another folder)") from None
+        if found != settings:
+            a, b = _flat(found) if isinstance(found, dict) else {}, _flat(settings)
+            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            if "method" in diff:  # another method: its model settings differ anyway, name the method only
+                diff = ["method"]
+
+            def show(v) -> str:
+                r = repr(v)
+                return r if len(r) <= 24 else r[:21] + "..."
+
+            shown = "; ".join(f"{k}: {show(a.get(k))} there, {show(b.get(k))} now" for k in diff[:4])
+            more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+            raise ValueError(f"out_dir: expected a new folder or one written with the same settings, found {path} "
+                             f"with other settings ({shown}{more}); use another folder")
+    elif (out / CHECKPOINT).exists():
+        raise ValueError(f"out_dir: expected a new folder or one written by fit_learned, found {out / CHECKPOINT} "
+                         f"without {SETTINGS} (written by another tool or an older version); use another folder")
+    elif write:
+        atomic_write_json(path, settings)
+
+
+def check_out_dir(seq: NRSfMSequence, method: str | LearnedMethod, out_dir: str | Path, model_config=None,
+                  config: LearnedFitConfig | None = None) -> None:
+    """Refuse ``out_dir`` (its ``restart_<k>`` folders with ``config.restarts`` > 1) when another run wrote it.
+
+    What :func:`fit_learned` checks before it trains, for callers that check everything before any work
+    (``nrsfm-kit nrsfm fit``); writes nothing. See :func:`check_run_folder`.
+    """
+    cfg = config or LearnedFitConfig()
+    if int(cfg.restarts) <= 1:
+        runs = [(Path(out_dir), cfg)]
+    else:
+        runs = [(Path(out_dir) / f"restart_{k}", replace(cfg, restarts=1, seed=cfg.seed + k))
+                for k in range(int(cfg.restarts))]
+    for folder, run_cfg in runs:
+        check_run_folder(folder, run_settings(seq, method, model_config, run_cfg), write=False)
+
+
 def fit_learned(
     seq: NRSfMSequence,
     method: str | LearnedMethod,
@@ -155,7 +251,9 @@ def fit_learned(
         model_config: the method's config (:class:`DeepNRSfMConfig` / :class:`PRRRNConfig`, defaults from
             the papers).
         config: the schedule (:class:`LearnedFitConfig`).
-        out_dir: checkpoint / metrics.json folder (resumes from it when ``resume``).
+        out_dir: checkpoint / metrics.json folder (resumes from it when ``resume``); its settings.json ties it
+            to this run (:func:`check_run_folder`): a folder written for another method, model, sequence or seed
+            is refused before any training.
 
     Returns:
         :class:`NRSfMResult` (shapes in the units of W), ``history`` the logged training entries,
@@ -168,7 +266,11 @@ def fit_learned(
     if int(cfg.restarts) < 1:
         raise ValueError(f"restarts: expected >= 1, found {cfg.restarts}")
     if int(cfg.restarts) > 1:
+        if out_dir is not None and resume:  # every restart's folder is checked before the first one trains
+            check_out_dir(seq, learner, out_dir, model_config, cfg)
         return _best_of_restarts(seq, learner, model_config, cfg, out_dir, resume)
+    if out_dir is not None:
+        check_run_folder(out_dir, run_settings(seq, learner, model_config, cfg), overwrite=not resume)
     W, vis = validate_sequence(seq)
     Wn, norm = normalize_observations(W.float(), vis)
     F, P, _ = Wn.shape

@@ -82,3 +82,117 @@ def test_real_deepdeform_frames_load_with_dis_flow(real_data, tmp_path):
     K = read_intrinsics(src / "intrinsics.txt")  # 4x4 matrix in pixels of the 640x480 frames
     assert video.frames.shape == (2, 3, 48, 64) and torch.isfinite(video.flow).all()
     assert torch.allclose(video.intrinsics[:2], K[:2] * 0.1, rtol=1e-5)
+
+
+def _deepdeform_sequence(tmp_path, size="48x64"):
+    """A 2-frame DeepDeform-layout sequence (color/, depth/ in mm, intrinsics.txt) from `nrsfm-kit data synth`."""
+    seq = tmp_path / "seq"
+    assert main(["data", "synth", "rgbd-pair", str(seq), "--size", size]) == 0
+    return seq
+
+
+SMOKE = ["--smoke", "--steps", "2", "--height", "48", "--width", "64", "--pairs", "500", "--quiet"]
+
+
+def test_cli_deepdeform_layout_metrics_and_outputs(tmp_path, capsys):
+    seq = _deepdeform_sequence(tmp_path)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["depth", "fit", "--sequence", str(seq), "--out", str(out), *SMOKE]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep == json.loads(capsys.readouterr().out)
+    assert rep["ground_truth_depth"] and rep["frames"] == 2 and "constant_baseline" in rep
+    gt = [cv2.imread(str(seq / "depth" / f"00000{t}.png"), cv2.IMREAD_UNCHANGED) for t in (0, 1)]
+    for var in ("embeddings", "rigid"):
+        m = rep["results"][var]["depth_metrics"]["all"]
+        assert 0 <= m["abs_rel"] < 1 and 0 <= m["a1"] <= 1, m  # metrics against depth/ (not {})
+        for t, name in enumerate(("000000", "000001")):
+            d = cv2.imread(str(out / var / "depth" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+            assert d.dtype == np.uint16 and d.shape == (48, 64) and d.min() > 0
+            valid = gt[t] > 0  # written median-scaled to the ground truth: equal medians (mm)
+            assert abs(float(np.median(d[valid])) - float(np.median(gt[t][valid]))) <= 2
+            p = cv2.imread(str(out / var / "depth_preview" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+            assert p.shape == (48, 64, 3) and p.dtype == np.uint8 and len(np.unique(p.reshape(-1, 3), axis=0)) > 8
+    emb = np.load(out / "embeddings" / "embeddings.npy")
+    assert emb.shape == (1, 3, 48, 64) and emb.dtype == np.float32 and np.isfinite(emb).all()
+    prev = cv2.imread(str(out / "embeddings" / "embedding_preview" / "000000.png"), cv2.IMREAD_UNCHANGED)
+    assert prev.shape == (48, 64, 3)
+    assert not (out / "rigid" / "embeddings.npy").exists()
+
+
+def test_cli_color_folder_finds_ground_truth_beside_it(tmp_path, capsys):
+    seq = _deepdeform_sequence(tmp_path)
+    from nrsfm_kit.edm.video_io import find_frames
+
+    for folder in (seq, seq / "color"):
+        layout = find_frames(folder)
+        assert layout.names == ["000000", "000001"] and layout.intrinsics == seq / "intrinsics.txt"
+        assert layout.depth == [seq / "depth" / "000000.png", seq / "depth" / "000001.png"]
+    video = load_frame_folder(seq / "color", 24, 32)
+    assert video.depth.shape == (2, 24, 32) and float(video.depth.max()) > 0
+    assert load_frame_folder(seq, 24, 32, ground_truth=False).depth is None
+    (seq / "depth" / "000001.png").unlink()
+    assert main(["depth", "fit", "--sequence", str(seq / "color"), *SMOKE]) == 2
+    assert "expected a ground-truth depth PNG for each of the 2 frames, found 1 missing (000001.png)" in \
+        capsys.readouterr().err
+
+
+def _no_fit(monkeypatch):
+    import nrsfm_kit.edm.training as training
+
+    def boom(*a, **k):
+        raise AssertionError("fit_sequence ran although the arguments were bad")
+
+    monkeypatch.setattr(training, "fit_sequence", boom)
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--json", "{tmp}"], "--json: expected a file path to write, found a directory {tmp}"),
+    (["--out", "{tmp}/seq/intrinsics.txt"], "--out: expected a folder (existing or new) at {tmp}/seq/intrinsics.txt"),
+    (["--height", "8"], "--height: expected an integer >= 16, found 8"),
+    (["--frames", "1"], "--frames: expected an integer >= 2, found 1"),
+    (["--steps", "-1"], "--steps: expected an integer >= 0, found -1"),
+    (["--pairs", "0"], "--pairs: expected an integer >= 1, found 0"),
+    (["--net-width", "0"], "--net-width: expected an integer >= 1, found 0"),
+])
+def test_cli_bad_flags_are_refused_before_any_work(extra, match, tmp_path, monkeypatch, capsys):
+    seq = _deepdeform_sequence(tmp_path, "24x32")
+    _no_fit(monkeypatch)
+    extra = [e.format(tmp=tmp_path) for e in extra]
+    assert main(["depth", "fit", "--sequence", str(seq), "--smoke", "--quiet", *extra]) == 2
+    assert match.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_cli_sequence_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "f.png").write_bytes(b"x")
+    assert main(["depth", "fit", "--sequence", str(tmp_path / "f.png"), "--smoke"]) == 2
+    assert "expected a folder of frames (*.png, *.jpg) or a DeepDeform sequence, found a file" in \
+        capsys.readouterr().err
+
+
+def test_output_encoders():
+    from nrsfm_kit.edm.video_io import colourise_depth, colourise_embeddings, depth_to_png16
+
+    d = torch.tensor([[[0.5, 1.2344], [float("nan"), 0.0]], [[70.0, 1e-5], [2.0, -1.0]]])
+    png = depth_to_png16(d)
+    assert png.dtype == np.uint16 and png.tolist() == [[[500, 1234], [0, 0]], [[65535, 1], [2000, 0]]]
+    prev = colourise_depth(d)
+    assert prev.shape == (2, 2, 2, 3) and (prev[0, 1, 0] == 0).all() and prev[0, 0, 0].any()
+    emb = torch.stack([torch.full((3, 4, 4), 2.0), torch.full((3, 4, 4), 2.5)])  # inside (0, 4): not in [0, 1]
+    e = colourise_embeddings(emb)
+    assert e.shape == (2, 4, 4, 3) and int(e[0].max()) == 0 and int(e[1].min()) == 255  # stretched, not clipped
+    assert (colourise_embeddings(torch.ones(1, 3, 2, 2)) == 128).all()  # constant: mid-grey
+
+
+def test_real_deepdeform_sequence_metrics_and_outputs(real_data, tmp_path, capsys):
+    seq = real_data("deepdeform", "train", "seq258")
+    out = tmp_path / "out"
+    assert main(["depth", "fit", "--sequence", str(seq), "--variant", "rigid", "--out", str(out), *SMOKE]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    m = rep["results"]["rigid"]["depth_metrics"]["all"]
+    assert rep["ground_truth_depth"] and 0 < m["abs_rel"] < 1 and m["rmse"] > 0, m
+    assert sorted(p.name for p in (out / "rigid" / "depth").iterdir()) == ["000000.png", "000110.png"]
+    d = cv2.imread(str(out / "rigid" / "depth" / "000000.png"), cv2.IMREAD_UNCHANGED)
+    gt = cv2.resize(cv2.imread(str(seq / "depth" / "000000.png"), cv2.IMREAD_UNCHANGED), (64, 48),
+                    interpolation=cv2.INTER_NEAREST)
+    assert abs(float(np.median(d[gt > 0])) - float(np.median(gt[gt > 0]))) <= 2  # mm, median-scaled
