@@ -8,7 +8,7 @@ SYSTEM_LIBS := libgl1 libgomp1 libusb-1.0-0
 # pytest workers (2 cores here); notebooks stay whole on one worker (--dist loadfile)
 WORKERS ?= 2
 
-.PHONY: install demo test unit notebooks lint lab bench gpu-check clean system-libs
+.PHONY: install demo test unit unit-threads notebooks lint lab bench gpu-check clean system-libs
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ lint: install
 
 unit: install
 	NRSFM_KIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(WORKERS) --dist loadfile tests
+
+# the unit tests once more in ONE process with the default thread settings (users' configuration: OpenMP with
+# every available CPU); catches crashes that only multi-threaded native code shows (issue 14, oneDNN#6035)
+unit-threads: install
+	env -u OMP_NUM_THREADS -u MKL_NUM_THREADS NRSFM_KIT_THREADS=auto NRSFM_KIT_SMOKE=1 $(PY) -m pytest -p no:xdist -q tests
 
 notebooks: install
 	NRSFM_KIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(WORKERS) --dist loadfile --nbval-lax --nbval-current-env notebooks

@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from nrsfm_kit.utils.threads import configure_threads
+
+        configure_threads()  # intra-op threads from the CPUs this process may use (NRSFM_KIT_THREADS overrides)
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
         msg = str(exc) if not isinstance(exc, OSError) or exc.filename is None else f"{exc.filename}: {exc.strerror}"

@@ -15,6 +15,11 @@ import torch
 
 os.environ.setdefault("NRSFM_KIT_SMOKE", "1")
 
+# intra-op threads from the CPUs available, shared by the xdist workers (OMP_NUM_THREADS / NRSFM_KIT_THREADS win)
+from nrsfm_kit.utils.threads import configure_threads  # noqa: E402
+
+configure_threads(workers=int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
 
 @pytest.fixture
 def real_data():

@@ -13,7 +13,7 @@ thread (issue 14 measured the smoke demo at 16.2 s with the default threads agai
    has no affinity call), divided by ``workers`` (e.g. the pytest-xdist worker count) and at least 1.
 
 It then calls ``torch.set_num_threads`` and returns the count (torch is imported only when ``apply=True``).
-Not wired in anywhere yet: the CLI's ``main`` and ``tests/conftest.py`` are the intended callers.
+Callers: the CLI's ``main`` (every ``nrsfm-kit`` command) and ``tests/conftest.py`` (per pytest-xdist worker).
 """
 
 from __future__ import annotations
