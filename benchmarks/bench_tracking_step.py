@@ -1,6 +1,7 @@
 """Whole tracking step of Neural Non-Rigid Tracking per pair: Phi + Psi + Gauss-Newton (3 iterations).
 
-Rows (median of ``--reps`` after one warm-up, peak RSS growth on CPU / max allocated on CUDA):
+Rows (median of ``--reps`` after one warm-up; on CUDA also the max allocated memory; per-network peak memory on the
+CPU is measured in isolated workers by ``bench_tracking.py``, not here, since one process's RSS peak is monotonic):
 
 - ``infer``: ``NeuralTracker.track`` under ``torch.no_grad`` with all valid correspondences (evaluation);
 - ``train``: the same in training mode with 10k sampled correspondences, plus the backward of
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -44,14 +44,9 @@ def _sample(quick: bool):
     return synthetic_tracking_pairs("test", 1, 448, 640, progress=False)[0], "synthetic 448x640"
 
 
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _time(fn, reps: int, device: str) -> tuple[float, float]:
     fn()
     times = []
-    base = _peak_mib()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for _ in range(reps):
@@ -62,7 +57,7 @@ def _time(fn, reps: int, device: str) -> tuple[float, float]:
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    mem = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else max(_peak_mib() - base, 0.0)
+    mem = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     return 1e3 * statistics.median(times), mem
 
 
@@ -131,12 +126,14 @@ def main(argv=None) -> int:
         for w in widths:
             rows.extend(rows_for(w, sample, reps, dev))
     info = {"machine": platform.processor() or platform.machine(), "cpus": len(os.sched_getaffinity(0)),
+            "load_average": os.getloadavg(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "input": what, "reps": reps,
             "paper_gpu_ms": PAPER_MS}
     print(f"input: {what}; torch {torch.__version__}, {torch.get_num_threads()} threads; median of {reps}")
-    print(f"{'device':<6} {'width':>5}  {'row':<42} {'ms':>10} {'peak MiB':>9}")
+    print(f"{'device':<6} {'width':>5}  {'row':<42} {'ms':>10} {'CUDA peak MiB':>13}")
     for r in rows:
-        print(f"{r['device']:<6} {r['width']:>5}  {r['row']:<42} {r['median_ms']:>10.1f} {r['peak_mib']:>9.1f}")
+        mem = "" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
+        print(f"{r['device']:<6} {r['width']:>5}  {r['row']:<42} {r['median_ms']:>10.1f} {mem:>13}")
     print(f"paper (GPU): Phi {PAPER_MS['phi']} ms, Psi {PAPER_MS['psi']} ms, {PAPER_MS['keyframe']} ms per keyframe")
     if args.json:
         from nrsfm_kit.utils.io import atomic_write_json
