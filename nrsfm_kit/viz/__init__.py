@@ -6,5 +6,5 @@ Names load lazily (PEP 562).
 from nrsfm_kit.utils.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "plot3d": ["figure3d", "frustum_lines", "lines3d", "scatter3d", "skeleton_traces"],
+    "plot3d": ["figure3d", "figure3d_row", "frustum_lines", "lines3d", "scatter3d", "skeleton_traces"],
 })

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import plotly.graph_objects as go
 
-from nrsfm_kit.viz.plot3d import figure3d, lines3d, scatter3d, skeleton_traces
+from nrsfm_kit.viz.plot3d import figure3d, lines3d, scatter3d, scene_framing, skeleton_traces
 
 
 def _np(x) -> np.ndarray:
@@ -50,8 +50,11 @@ def flow_to_rgb(flow, valid=None, max_norm: float | None = None) -> np.ndarray:
     return rgb
 
 
-def image_row(images: Sequence, titles: Sequence[str] = (), height: int = 300) -> go.Figure:
-    """Images side by side: each (3, H, W)/(H, W, 3) float in [0, 1], (H, W, 3) uint8, or (H, W) scalars."""
+def image_row(images: Sequence, titles: Sequence[str] = (), height: int = 300, title: str = "") -> go.Figure:
+    """Images side by side: each (3, H, W)/(H, W, 3) float in [0, 1], (H, W, 3) uint8, or (H, W) scalars.
+
+    The top margin keeps the subplot titles below plotly's toolbar (shown on hover at the top right).
+    """
     from plotly.subplots import make_subplots
 
     n = len(images)
@@ -65,7 +68,8 @@ def image_row(images: Sequence, titles: Sequence[str] = (), height: int = 300) -
             fig.add_trace(go.Image(z=a if a.dtype == np.uint8 else _rgb8(a)), 1, k)
         fig.update_xaxes(visible=False, row=1, col=k)
         fig.update_yaxes(visible=False, scaleanchor=f"x{k}", row=1, col=k)
-    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 30, "b": 0})
+    top = 30 + (25 if any(titles) else 0) + (30 if title else 0)
+    fig.update_layout(title=title, height=height + top - 30, margin={"l": 0, "r": 0, "t": top, "b": 0})
     return fig
 
 
@@ -146,27 +150,33 @@ def rgbd_slider(colors, depths, title: str = "", height: int = 380, max_depth: f
 
 
 def skeleton_animation(S, bones: Sequence[tuple[int, int]], title: str = "", step: int = 1,
-                       color: str = "royalblue") -> go.Figure:  # fmt: skip
-    """Animate 3D shapes (F, P, 3) (skeleton when ``bones`` is given) with play button and frame slider."""
+                       color: str = "royalblue", up="auto", height: int = 560) -> go.Figure:  # fmt: skip
+    """Animate 3D shapes (F, P, 3) (skeleton when ``bones`` is given) with play button and frame slider.
+
+    ``up``: the scene's up axis (see :func:`nrsfm_kit.viz.plot3d.scene_framing`; "auto": the axis of largest
+    spread, a body's height).
+    """
     A = _need("S", _np(S).astype(np.float64), 3, 3, "(F, P, 3)")
     bad = [(i, j) for i, j in bones if not (0 <= i < A.shape[1] and 0 <= j < A.shape[1])]
     if bad:
         raise ValueError(f"bones: expected joint indices in [0, {A.shape[1]}), found {bad[:3]}")
     frames_idx = list(range(0, A.shape[0], max(1, int(step))))
-    fig = figure3d(skeleton_traces(A[0], bones, name="shape", color=color), title=title, camera_view="default")
-    lo, hi = A.reshape(-1, 3).min(0), A.reshape(-1, 3).max(0)
-    pad = 0.05 * (hi - lo).max()
+    fig = figure3d(skeleton_traces(A[0], bones, name="shape", color=color), title=title, camera_view="default",
+                   height=height)
     fig.frames = [go.Frame(data=skeleton_traces(A[f], bones, name="shape", color=color), name=str(f))
                   for f in frames_idx]  # fmt: skip
     steps = [{"method": "animate", "label": str(f), "args": [[str(f)], {"mode": "immediate", "frame": {"duration": 0}}]}
              for f in frames_idx]  # fmt: skip
+    # the scene is framed on the whole sequence (equal aspect, camera on the body, its height up) and kept
+    # above the play button and the slider, which sit below it
     fig.update_layout(
-        scene={"xaxis": {"range": [lo[0] - pad, hi[0] + pad]}, "yaxis": {"range": [lo[1] - pad, hi[1] + pad]},
-               "zaxis": {"range": [lo[2] - pad, hi[2] + pad]}, "aspectmode": "data"},
-        updatemenus=[{"type": "buttons", "buttons": [
+        scene={**scene_framing(A, up=up), "domain": {"x": [0, 1], "y": [0.2, 1]}},
+        legend={"x": 1, "xanchor": "right", "y": 1},
+        updatemenus=[{"type": "buttons", "x": 0, "xanchor": "left", "y": 0.16, "yanchor": "top", "buttons": [
             {"label": "play", "method": "animate",
              "args": [None, {"frame": {"duration": 60, "redraw": True}, "fromcurrent": True}]}]}],
-        sliders=[{"steps": steps, "currentvalue": {"prefix": "frame "}}],
+        sliders=[{"steps": steps, "currentvalue": {"prefix": "frame "}, "x": 0.08, "len": 0.92, "y": 0.17,
+                  "yanchor": "top"}],
     )  # fmt: skip
     return fig
 

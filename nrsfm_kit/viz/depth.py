@@ -17,8 +17,32 @@ def _np(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def embedding_rgb(embedding, mask=None) -> np.ndarray:
+    """Motion embeddings (3, H, W) as an RGB image (3, H, W) in [0, 1], each channel stretched to its own range.
+
+    Embeddings live in (0, s)^3 with s up to 4 (:class:`nrsfm_kit.models.MotionNet`); shown as they are they
+    clip to white. Each channel is mapped from its 1st-99th percentile (over ``mask`` pixels when given,
+    (H, W) bool) to [0, 1]; a constant channel becomes 0.5. Non-finite values are shown black.
+    """
+    e = _np(embedding)
+    if e.ndim != 3 or e.shape[0] != 3:
+        raise ValueError(f"embedding: expected shape (3, H, W), found {tuple(e.shape)}")
+    finite = np.isfinite(e).all(0)
+    sel = finite if mask is None else finite & _np(mask).astype(bool)
+    out = np.zeros_like(e)
+    for c in range(3):
+        vals = e[c][sel] if sel.any() else np.zeros(1)
+        lo, hi = np.percentile(vals, [1, 99])
+        out[c] = 0.5 if hi - lo < 1e-12 else np.clip((e[c] - lo) / (hi - lo), 0, 1)
+    out[:, ~finite] = 0.0
+    return out
+
+
 def maps_figure(panels: dict, title: str = "", height: int = 280) -> go.Figure:
-    """Side-by-side images: ``panels`` maps a title to an (H, W) scalar map (heatmap) or (3, H, W) RGB in [0, 1]."""
+    """Side-by-side images: ``panels`` maps a title to an (H, W) scalar map (heatmap) or (3, H, W) RGB in [0, 1].
+
+    RGB values outside [0, 1] are clipped: show embeddings through :func:`embedding_rgb`.
+    """
     n = len(panels)
     fig = make_subplots(rows=1, cols=n, subplot_titles=list(panels))
     for c, (_, img) in enumerate(panels.items(), start=1):

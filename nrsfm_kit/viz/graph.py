@@ -81,10 +81,17 @@ def graph_figure(graph: DeformationGraph, points=None, valid=None, weight_node: 
     if points is not None:
         color = node_weight_image(graph, weight_node) if weight_node is not None else "lightsteelblue"
         traces.append(surface_trace(points, valid, color=color))
+        if weight_node is not None:  # the colour bar names what it shows and sits right of the scene
+            traces[-1].marker.colorbar = {"title": {"text": f"skinning weight<br>of node {weight_node}", "side": "top"},
+                                          "x": 1.0, "xanchor": "left", "len": 0.75, "y": 0.45, "thickness": 15}
     traces += graph_traces(graph)
     if weight_node is not None:
         traces.append(scatter3d(_np(graph.nodes)[[weight_node]], color="black", size=10, name=f"node {weight_node}"))
-    return figure3d(traces, title=title, height=height)
+    fig = figure3d(traces, title=title, height=height)
+    # the legend in one row under the title, clear of the colour bar on the right
+    fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1.0, "yanchor": "bottom"},
+                      margin={"l": 10, "r": 90, "t": 80, "b": 10})
+    return fig
 
 
 def deformation_explorer(graph: DeformationGraph, points, nodes_to_move=None, max_points: int = 8000,

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import torch
 
 from nrsfm_kit.metrics.nrsfm import align_shapes
-from nrsfm_kit.viz.plot3d import figure3d, skeleton_traces
+from nrsfm_kit.viz.plot3d import figure3d, scene_framing, skeleton_traces
 
 
 def _np(x) -> np.ndarray:
@@ -25,12 +25,16 @@ def compare_skeletons(
     step: int = 1,
     title: str = "ground truth vs reconstruction",
     max_frames: int = 60,
+    up="auto",
+    height: int = 560,
 ) -> go.Figure:
     """Interactive 3D viewer: ground truth (F, P, 3) and one or more reconstructions side by side.
 
     ``recon`` maps a name to (F, P, 3) shapes; each is centred and aligned onto the ground truth per
     frame (Procrustes with reflection, as e3D) so they overlay. A slider (and play button) walks the
-    frames (every ``step``-th, at most ``max_frames``).
+    frames (every ``step``-th, at most ``max_frames``). The camera frames the ground truth with an equal aspect
+    (``up``: its up axis, see :func:`nrsfm_kit.viz.plot3d.scene_framing`): pass world-frame ground truth
+    (``seq.S_world``) to see a body upright in every frame; the per-frame alignment makes any frame valid.
     """
     gt = torch.as_tensor(_np(S_gt))
     shapes = {"ground truth": (gt - gt.mean(1, keepdim=True)).numpy()}
@@ -46,32 +50,27 @@ def compare_skeletons(
             out += skeleton_traces(A[f], bones, name=name, color=colors[k % len(colors)], size=3)
         return out
 
-    fig = figure3d(traces(idx[0]), title=title, camera_view="default")
-    allp = np.concatenate([A.reshape(-1, 3) for A in shapes.values()])
-    lo, hi = allp.min(0), allp.max(0)
-    pad = 0.05 * float((hi - lo).max())
+    fig = figure3d(traces(idx[0]), title=title, camera_view="default", height=height)
     fig.frames = [go.Frame(data=traces(f), name=str(f)) for f in idx]
     steps = [
         {"method": "animate", "label": str(f), "args": [[str(f)], {"mode": "immediate", "frame": {"duration": 0}}]}
         for f in idx
     ]
+    # framed on the ground truth (equal aspect, its height up, a 3/4 view); the reconstructions are aligned to it
     fig.update_layout(
-        scene={
-            "xaxis": {"range": [lo[0] - pad, hi[0] + pad]},
-            "yaxis": {"range": [lo[1] - pad, hi[1] + pad]},
-            "zaxis": {"range": [lo[2] - pad, hi[2] + pad]},
-            "aspectmode": "cube",
-        },
+        scene={**scene_framing(shapes["ground truth"], up=up), "domain": {"x": [0, 1], "y": [0.2, 1]}},
+        legend={"x": 1, "xanchor": "right", "y": 1},
         updatemenus=[
             {
-                "type": "buttons",
+                "type": "buttons", "x": 0, "xanchor": "left", "y": 0.16, "yanchor": "top",
                 "buttons": [
                     {"label": "play", "method": "animate",
                      "args": [None, {"frame": {"duration": 80, "redraw": True}, "fromcurrent": True}]}
                 ],
             }
         ],
-        sliders=[{"steps": steps, "currentvalue": {"prefix": "frame "}}],
+        sliders=[{"steps": steps, "currentvalue": {"prefix": "frame "}, "x": 0.08, "len": 0.92, "y": 0.17,
+                  "yanchor": "top"}],
     )
     return fig
 

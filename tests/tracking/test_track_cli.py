@@ -55,7 +55,7 @@ def test_cli_bad_inputs(tmp_path, capsys):
     assert main(["track", "eval", "--preset", "smoke", "--checkpoint", str(bad)]) == 2
     assert "expected a neural-tracker checkpoint" in capsys.readouterr().err
     assert main(["track", "train", "--preset", "nope", "--out", str(tmp_path)]) == 2
-    assert "preset: expected one of" in capsys.readouterr().err
+    assert "--preset nope: expected one of" in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -20,20 +20,22 @@ def run(smoke: bool) -> DemoSection:
 
     sec = DemoSection(TITLE)
     H, W = (90, 120) if smoke else (240, 320)
+    sec.step("depth mesh, erosion, node sampling, edges, anchors")
     depth, mask, intr = synthetic_depth(H, W, "wave", extent=0.6)
     graph, info = build_graph_with_info(depth, mask, intr)
     sigma = graph.node_coverage
     sec.text = (f"A {W}x{H} synthetic wave seen by a pinhole camera: depth mesh, erosion, sigma-coverage "
                 f"sampling (sigma = {sigma} m), geodesic edges (Dijkstra), clusters and 4 pixel anchors; "
                 "then the warp field Q (Warp kernel) under a rigid motion and a smooth bend.")
-    sec.add("nodes", graph.num_nodes)
-    sec.add("clusters (sizes)", str(graph.cluster_sizes.tolist()))
+    sec.add("nodes", graph.num_nodes, unit="count")
+    sec.add("clusters (nodes per cluster)", str(graph.cluster_sizes.tolist()), unit="count")
     cov = float(coverage_distances(info.mesh.vertices[info.non_eroded], graph.nodes.double().numpy()).max())
-    sec.add("max vertex-to-node distance (m)", cov, target=f"<= sigma = {sigma}", ok=cov <= sigma + 1e-6)
+    sec.add("max vertex-to-node distance", cov, target=f"<= sigma = {sigma}", ok=cov <= sigma + 1e-6, unit="m")
     has = (graph.pixel_anchors >= 0).any(-1)
     werr = float((graph.pixel_weights.sum(-1)[has] - 1).abs().max())
-    sec.add("anchor weight sum error", werr, target="< 1e-5", ok=werr < 1e-5)
+    sec.add("anchor weight sum error", werr, target="< 1e-5", ok=werr < 1e-5, unit="ratio")
 
+    sec.step("warp field Q (Warp kernel) under a rigid motion and a bend")
     pts, _ = depth_to_points(torch.from_numpy(depth).double(), torch.from_numpy(intr))
     nodes = graph.nodes.double()
     w = graph.pixel_weights.double()
@@ -43,19 +45,19 @@ def run(smoke: bool) -> DemoSection:
     R = Rg.expand(graph.num_nodes, 3, 3).contiguous()
     t = nodes @ Rg.T + T - nodes
     rigid = float((warp_point_image(pts, graph.pixel_anchors, w, nodes, R, t) - (pts @ Rg.T + T))[has].abs().max())
-    sec.add("rigid motion: max |Q(p) - (Rp + T)| (m)", rigid, target="< 1e-9", ok=rigid < 1e-9)
+    sec.add("rigid motion: max |Q(p) - (Rp + T)|", rigid, target="< 1e-9", ok=rigid < 1e-9, unit="m")
     arap = float(arap_residuals(nodes, graph.edges, R, t).abs().max())
-    sec.add("rigid motion: max ARAP residual (m)", arap, target="< 1e-9", ok=arap < 1e-9)
+    sec.add("rigid motion: max ARAP residual", arap, target="< 1e-9", ok=arap < 1e-9, unit="m")
 
     centre = nodes.mean(0)
     field = lambda p: bend_field(p, centre, 0.5, (0.01, 0.02, 0.0))  # noqa: E731
     R, t = node_motion_from_field(nodes, field)
     Q = warp_point_image(pts, graph.pixel_anchors, w, nodes, R, t)
     err = float((Q - field(pts)).norm(dim=-1)[has].mean())
-    sec.add("bend (0.5 rad/m): mean |Q(p) - f(p)| (mm)", 1e3 * err, target="< 2", ok=err < 2e-3)
+    sec.add("bend (0.5 rad/m): mean |Q(p) - f(p)|", 1e3 * err, target="< 2", ok=err < 2e-3, unit="mm")
     ref = warp_point_image_torch(pts, graph.pixel_anchors, w, nodes, R, t)
     parity = float((Q - ref).abs().max())
-    sec.add("Warp vs torch reference, max difference (m)", parity, target="< 1e-12 (float64)", ok=parity < 1e-12)
+    sec.add("Warp vs torch reference, max difference (float64)", parity, target="< 1e-12", ok=parity < 1e-12, unit="m")
 
     valid = torch.from_numpy(mask) & has
     sec.figures.append(graph_figure(graph, pts, valid, weight_node=graph.num_nodes // 2,
