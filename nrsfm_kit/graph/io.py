@@ -35,7 +35,7 @@ __all__ = [
     "FOLDERS", "read_nodes", "write_nodes", "read_edges", "write_edges", "read_edge_weights",
     "write_edge_weights", "read_clusters", "write_clusters", "read_node_deformations",
     "write_node_deformations", "read_pixel_anchors", "write_pixel_anchors", "read_pixel_weights",
-    "write_pixel_weights", "save_graph", "load_graph",
+    "write_pixel_weights", "save_graph", "load_graph", "read_graph_core", "graph_from_arrays",
 ]
 
 # folder of each array in the reference dataset layout
@@ -242,32 +242,27 @@ def save_graph(root: str | os.PathLike, name: str, graph: DeformationGraph, node
     return p
 
 
-def load_graph(root: str | os.PathLike, name: str, node_coverage: float = 0.05) -> DeformationGraph:
-    """Read a graph written by the reference implementation (or :func:`save_graph`).
-
-    Cluster sizes are recomputed from the cluster ids; consistency between the files (node count,
-    anchor ids, weights shape) is checked.
-    """
-    p = _paths(root, name)
-    nodes = read_nodes(p["nodes"])
-    edges = read_edges(p["edges"])
-    weights = read_edge_weights(p["edge_weights"])
-    clusters = read_clusters(p["clusters"])
-    anchors = read_pixel_anchors(p["pixel_anchors"])
-    pweights = read_pixel_weights(p["pixel_weights"])
+def read_graph_core(paths: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(nodes, edges, edge_weights, clusters) from the files ``paths`` (keys as :data:`FOLDERS`), with their
+    mutual consistency checked (node count, shapes, cluster ids); errors name the offending file."""
+    nodes = read_nodes(paths["nodes"])
+    edges = read_edges(paths["edges"])
+    weights = read_edge_weights(paths["edge_weights"])
+    clusters = read_clusters(paths["clusters"])
     n = nodes.shape[0]
     if edges.shape[0] != n:
-        raise ValueError(f"{p['edges']}: expected {n} rows (as {p['nodes'].name}), found {edges.shape[0]}")
+        raise ValueError(f"{paths['edges']}: expected {n} rows (as {paths['nodes'].name}), found {edges.shape[0]}")
     if weights.shape != edges.shape:
-        raise ValueError(f"{p['edge_weights']}: expected shape {edges.shape} (as edges), found {weights.shape}")
+        raise ValueError(f"{paths['edge_weights']}: expected shape {edges.shape} (as edges), found {weights.shape}")
     if clusters.shape[0] != n:
-        raise ValueError(f"{p['clusters']}: expected {n} nodes, found {clusters.shape[0]}")
-    if pweights.shape != anchors.shape:
-        raise ValueError(f"{p['pixel_weights']}: expected shape {anchors.shape} (as anchors), found {pweights.shape}")
-    if anchors.size and anchors.max() >= n:
-        raise ValueError(f"{p['pixel_anchors']}: expected anchor ids < {n} nodes, found {anchors.max()}")
+        raise ValueError(f"{paths['clusters']}: expected {n} nodes (as {paths['nodes']}), found {clusters.shape[0]}")
     if clusters.size and clusters.min() < 0:
-        raise ValueError(f"{p['clusters']}: expected cluster ids >= 0, found {clusters.min()}")
+        raise ValueError(f"{paths['clusters']}: expected cluster ids >= 0, found {clusters.min()}")
+    return nodes, edges, weights, clusters
+
+
+def graph_from_arrays(nodes, edges, weights, clusters, anchors, pweights, node_coverage: float) -> DeformationGraph:
+    """A :class:`DeformationGraph` from checked numpy arrays (cluster sizes recomputed from the ids)."""
     sizes = np.bincount(clusters) if clusters.size else np.zeros(0, np.int64)
     return DeformationGraph(
         nodes=torch.from_numpy(nodes),
@@ -279,3 +274,21 @@ def load_graph(root: str | os.PathLike, name: str, node_coverage: float = 0.05) 
         pixel_weights=torch.from_numpy(pweights),
         node_coverage=float(node_coverage),
     )
+
+
+def load_graph(root: str | os.PathLike, name: str, node_coverage: float = 0.05) -> DeformationGraph:
+    """Read a graph written by the reference implementation (or :func:`save_graph`).
+
+    Cluster sizes are recomputed from the cluster ids; consistency between the files (node count,
+    anchor ids, weights shape) is checked.
+    """
+    p = _paths(root, name)
+    nodes, edges, weights, clusters = read_graph_core(p)
+    anchors = read_pixel_anchors(p["pixel_anchors"])
+    pweights = read_pixel_weights(p["pixel_weights"])
+    n = nodes.shape[0]
+    if pweights.shape != anchors.shape:
+        raise ValueError(f"{p['pixel_weights']}: expected shape {anchors.shape} (as anchors), found {pweights.shape}")
+    if anchors.size and anchors.max() >= n:
+        raise ValueError(f"{p['pixel_anchors']}: expected anchor ids < {n} nodes, found {anchors.max()}")
+    return graph_from_arrays(nodes, edges, weights, clusters, anchors, pweights, node_coverage)

@@ -415,19 +415,7 @@ def read_graph_folder(
             f"source_points: expected an (H, W, 3) point image to compute the anchors ({paths['pixel_anchors']} "
             "is absent), found None"
         )
-    nodes = gio.read_nodes(paths["nodes"])
-    edges = gio.read_edges(paths["edges"])
-    weights = gio.read_edge_weights(paths["edge_weights"])
-    clusters = gio.read_clusters(paths["clusters"])
-    n = nodes.shape[0]
-    if edges.shape[0] != n:
-        raise ValueError(f"{paths['edges']}: expected {n} rows (as {paths['nodes']}), found {edges.shape[0]}")
-    if weights.shape != edges.shape:
-        raise ValueError(f"{paths['edge_weights']}: expected shape {edges.shape} (as edges), found {weights.shape}")
-    if clusters.shape[0] != n:
-        raise ValueError(f"{paths['clusters']}: expected {n} nodes (as {paths['nodes']}), found {clusters.shape[0]}")
-    if clusters.size and clusters.min() < 0:
-        raise ValueError(f"{paths['clusters']}: expected cluster ids >= 0, found {clusters.min()}")
+    nodes, edges, weights, clusters = gio.read_graph_core(paths)
 
     H, W = pts.shape[:2]
     p = pts.astype(np.float64)
@@ -438,17 +426,7 @@ def read_graph_folder(
     pweights = np.zeros((H, W, A), dtype=np.float32)
     anchors[valid] = pa
     pweights[valid] = pw
-    sizes = np.bincount(clusters) if clusters.size else np.zeros(0, np.int64)
-    return DeformationGraph(
-        nodes=torch.from_numpy(nodes),
-        edges=torch.from_numpy(edges),
-        edge_weights=torch.from_numpy(weights),
-        clusters=torch.from_numpy(clusters),
-        cluster_sizes=torch.from_numpy(sizes.astype(np.int64)),
-        pixel_anchors=torch.from_numpy(anchors),
-        pixel_weights=torch.from_numpy(pweights),
-        node_coverage=sigma,
-    )
+    return gio.graph_from_arrays(nodes, edges, weights, clusters, anchors, pweights, sigma)
 
 
 # ==================================================================================================

@@ -81,6 +81,20 @@ def downsample_flow(flow: torch.Tensor, valid: torch.Tensor, size: tuple[int, in
     return fd, md[:, 0] > 1 - 1e-6
 
 
+def _sum_of_level_means(flows, gt_flow, gt_valid, per_pixel) -> torch.Tensor:
+    """sum over levels of the mean of ``per_pixel(pred - gt_l)`` (B, h, w) over the valid pixels of each level."""
+    if not flows:
+        raise ValueError("flows: expected at least one level, found none")
+    total = gt_flow.new_zeros(())
+    for k, pred in enumerate(flows):
+        check_tensor(f"flows[{k}]", pred, (gt_flow.shape[0], 2, None, None))
+        target, ok = downsample_flow(gt_flow, gt_valid, tuple(pred.shape[-2:]))
+        n = ok.sum()
+        if int(n):
+            total = total + (per_pixel(pred - target) * ok).sum() / n
+    return total
+
+
 def correspondence_loss(flows: list[torch.Tensor], gt_flow: torch.Tensor, gt_valid: torch.Tensor,
                         q: float = 0.4, eps: float = 0.01) -> torch.Tensor:
     """L_corr (eq. 14): sum over levels of the mean robust q-norm over valid pixels.
@@ -93,16 +107,7 @@ def correspondence_loss(flows: list[torch.Tensor], gt_flow: torch.Tensor, gt_val
     Returns:
         scalar; levels without any valid pixel contribute 0.
     """
-    if not flows:
-        raise ValueError("flows: expected at least one level, found none")
-    total = gt_flow.new_zeros(())
-    for k, pred in enumerate(flows):
-        check_tensor(f"flows[{k}]", pred, (gt_flow.shape[0], 2, None, None))
-        target, ok = downsample_flow(gt_flow, gt_valid, tuple(pred.shape[-2:]))
-        n = ok.sum()
-        if int(n):
-            total = total + (robust_qnorm(pred - target, q, eps) * ok).sum() / n
-    return total
+    return _sum_of_level_means(flows, gt_flow, gt_valid, lambda d: robust_qnorm(d, q, eps))
 
 
 def multiscale_epe_loss(flows: list[torch.Tensor], gt_flow: torch.Tensor, gt_valid: torch.Tensor) -> torch.Tensor:
@@ -114,16 +119,7 @@ def multiscale_epe_loss(flows: list[torch.Tensor], gt_flow: torch.Tensor, gt_val
     0.32 / 0.08 / 0.02 / 0.01 / 0.005 (levels 6..2), which roughly equalises the levels. We average over the
     pixels of each level instead and weight the levels equally (ours; the same balance without the constants).
     """
-    if not flows:
-        raise ValueError("flows: expected at least one level, found none")
-    total = gt_flow.new_zeros(())
-    for k, pred in enumerate(flows):
-        check_tensor(f"flows[{k}]", pred, (gt_flow.shape[0], 2, None, None))
-        target, ok = downsample_flow(gt_flow, gt_valid, tuple(pred.shape[-2:]))
-        n = ok.sum()
-        if int(n):
-            total = total + ((pred - target).square().sum(1).add(1e-12).sqrt() * ok).sum() / n
-    return total
+    return _sum_of_level_means(flows, gt_flow, gt_valid, lambda d: d.square().sum(1).add(1e-12).sqrt())
 
 
 def valid_solves(translations: torch.Tensor, gt_translations: torch.Tensor, node_valid: torch.Tensor,

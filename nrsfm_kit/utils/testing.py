@@ -8,6 +8,7 @@ every float input must agree (:func:`assert_parity`); both are gradchecked in fl
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -88,3 +89,23 @@ def gradcheck64(fn: Callable, args: Sequence, grad_args: Sequence[int], **kw) ->
     kw.setdefault("atol", 1e-6)
     kw.setdefault("rtol", 1e-5)
     return torch.autograd.gradcheck(f, wrt, **kw)
+
+
+@contextlib.contextmanager
+def benchmark_script(name: str):
+    """Import ``benchmarks/<name>.py`` of this checkout as a module (for the tests of the benchmark scripts);
+    registered in ``sys.modules`` while in use, since dataclasses look their module up there."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    mod_name = f"benchmarks_{name}"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(mod_name, None)

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_tracking.py"
+from nrsfm_kit.utils.testing import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def bench_tracking():
-    name = "benchmarks_bench_tracking"
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_script("bench_tracking") as module:
         yield module
-    finally:
-        sys.modules.pop(name, None)
 
 
 def test_quick_run_writes_rows(bench_tracking, tmp_path):

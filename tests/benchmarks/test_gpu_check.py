@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+from nrsfm_kit.utils.testing import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    name = "benchmarks_gpu_check"
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_script("gpu_check") as module:
         yield module
-    finally:
-        sys.modules.pop(name, None)
 
 
 def test_parity_only_on_cpu(gpu_check, tmp_path):
