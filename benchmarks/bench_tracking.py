@@ -251,7 +251,9 @@ def measure(spec: dict) -> dict:
     if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak = peak_rss_mib() - base  # without the reset: may include an earlier (import-time) peak
+        # growth of the peak RSS over the RSS before the row (0 when pages freed after the reset bring the new
+        # high-water mark below that base); without the reset it may include an earlier (import-time) peak
+        peak = max(peak_rss_mib() - base, 0.0)
     row = dict(spec, params=params, median_ms=t["wall"] * 1e3, cpu_ms=t["cpu"] * 1e3,
                times_ms=[x * 1e3 for x in t["times"]], peak_mib=peak, peak_rss_mib=peak_rss_mib(),
                peak_kind="cuda max_memory_allocated" if cuda else "peak RSS above the post-import RSS",
