@@ -29,7 +29,7 @@ DESCRIPTION = (
     "monocular depth, each method as in its paper, on synthetic data with exact ground truth and on real data."
 )
 EPILOG = """\
-Start with `nrsfm-kit demo` (every method on embedded synthetic data, about a minute on 2 CPU cores).
+Start with `nrsfm-kit demo` (every method on embedded synthetic data, about 40 s on 2 quiet CPU cores).
 `nrsfm-kit COMMAND --help` documents each command's options with their defaults and units.
 Exit codes: 0 done; 2 a bad argument or input file (the message names the flag or the path).
 Environment: NRSFM_KIT_SMOKE=1 shrinks sizes (as --smoke); NRSFM_KIT_DATA is the folder of real data samples.
