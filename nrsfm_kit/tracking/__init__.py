@@ -15,7 +15,7 @@ from nrsfm_kit.utils.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "losses": ["LossWeights", "PRESETS", "correspondence_loss", "downsample_flow", "graph_loss", "warp_loss",
                "valid_solves", "robust_qnorm"],
-    "model": ["TrackerConfig", "NeuralTracker", "TrackResult", "sample_targets", "point_images",
+    "model": ["TrackerConfig", "NeuralTracker", "TrackResult", "sample_targets", "point_images", "stack_samples",
               "CORRESPONDENCE_SOURCES"],
     "training": ["STAGES", "StageConfig", "TrainingPreset", "TRAINING_PRESETS", "train_stage", "train_tracker",
                  "supervised_weight_targets", "load_tracker", "save_tracker", "preset"],

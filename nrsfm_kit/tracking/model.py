@@ -31,7 +31,8 @@ from nrsfm_kit.solver.config import EnergyTerms, SolverConfig
 from nrsfm_kit.solver.problem import sample_bilinear
 from nrsfm_kit.utils.checks import check_tensor
 
-__all__ = ["TrackerConfig", "NeuralTracker", "TrackResult", "sample_targets", "point_images", "CORRESPONDENCE_SOURCES"]
+__all__ = ["TrackerConfig", "NeuralTracker", "TrackResult", "sample_targets", "point_images", "stack_samples",
+           "CORRESPONDENCE_SOURCES"]
 
 #: where the correspondences come from: the network, OpenCV DIS optical flow, or the ground truth (the floor)
 CORRESPONDENCE_SOURCES = ("learned", "dis", "gt")
@@ -109,6 +110,11 @@ class TrackResult:
     solved: bool
     used: int = 0
     info: dict = field(default_factory=dict)
+
+
+def stack_samples(samples, name: str, device=None) -> torch.Tensor:
+    """``torch.stack`` of one field of a list of :class:`~nrsfm_kit.tracking.data.TrackingSample` on ``device``."""
+    return torch.stack([getattr(s, name) for s in samples]).to(device)
 
 
 def point_images(depth: torch.Tensor, intrinsics: torch.Tensor, max_depth: float = MAX_DEPTH):
@@ -270,7 +276,7 @@ class NeuralTracker(nn.Module):
             raise ValueError(f"samples: expected one image size per batch, found {sorted(sizes)}")
         dev = next(self.parameters()).device
         dt = next(self.parameters()).dtype
-        stack = lambda name: torch.stack([getattr(s, name) for s in samples]).to(dev)  # noqa: E731
+        stack = lambda name: stack_samples(samples, name, dev)  # noqa: E731
         sc, tc = stack("source_color").to(dt), stack("target_color").to(dt)
         flow = None
         if correspondences == "gt":

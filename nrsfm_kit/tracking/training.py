@@ -52,7 +52,7 @@ from .losses import (
     valid_solves,
     warp_loss,
 )
-from .model import NeuralTracker, TrackerConfig
+from .model import NeuralTracker, TrackerConfig, point_images, stack_samples
 
 __all__ = ["STAGES", "ALL_STAGES", "SHIPPED_PHI", "flip_sample", "StageConfig", "TrainingPreset", "TRAINING_PRESETS",
            "train_stage", "train_tracker",
@@ -177,34 +177,30 @@ def _batch_losses(tracker: NeuralTracker, samples, stage: str, weights: LossWeig
     use_w = stage in ("mask", "refine", "supervised")
     solve = stage in ("solver", "mask", "refine") and (weights.graph > 0 or weights.warp > 0)
     dev = next(tracker.parameters()).device
+    stack = lambda name: stack_samples(samples, name, dev)  # noqa: E731
     logs: dict = {}
     if not solve:
-        from .model import point_images
-
-        stack = lambda name: torch.stack([getattr(s, name) for s in samples]).to(dev)  # noqa: E731
         batch = tracker.correspond(stack("source_color"), stack("target_color"), stack("target_depth"),
                                    stack("intrinsics"), stack("source_depth"), weights=use_w)
         results = []
     else:
         batch, results = tracker.track(samples, weights=use_w)
     loss = batch["flow"].new_zeros(())
+    if stage == "pretrain" or (weights.corr > 0 and batch["flows"] is not None):
+        gt, fv = stack("optical_flow").permute(0, 3, 1, 2), stack("flow_valid")
     if stage == "pretrain":
-        gt = torch.stack([s.optical_flow for s in samples]).to(dev).permute(0, 3, 1, 2)
-        fv = torch.stack([s.flow_valid for s in samples]).to(dev)
         le = multiscale_epe_loss(batch["flows"], gt, fv)
         logs.update(loss=le, l_epe=le.detach())
         return logs
     if weights.corr > 0 and batch["flows"] is not None:
-        gt = torch.stack([s.optical_flow for s in samples]).to(dev).permute(0, 3, 1, 2)
-        fv = torch.stack([s.flow_valid for s in samples]).to(dev)
         lc = correspondence_loss(batch["flows"], gt, fv)
         loss = loss + weights.corr * lc
         logs["l_corr"] = lc.detach()
     if stage == "supervised":
         sp, _ = point_images(stack("source_depth"), stack("intrinsics"), tracker.config.max_depth)
-        sf = torch.stack([s.scene_flow for s in samples]).to(dev)
-        labels, has = supervised_weight_targets(batch["target_points"].detach(), batch["valid"], sp, sf, thresholds)
-        has = has & torch.stack([s.object_mask for s in samples]).to(dev)
+        labels, has = supervised_weight_targets(batch["target_points"].detach(), batch["valid"], sp,
+                                                stack("scene_flow"), thresholds)
+        has = has & stack("object_mask")
         w = batch["weights"].clamp(1e-6, 1 - 1e-6)
         bce = torch.nn.functional.binary_cross_entropy(w, labels, reduction="none")
         n = has.sum()
