@@ -11,6 +11,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "orthographic": ["matrix_to_rotation_6d", "orthographic_project", "orthonormalize", "rotation_6d_to_matrix"],
     "pinhole": ["as_intrinsics", "backproject", "depth_to_points", "intrinsics_matrix", "pixel_grid", "project",
                 "project_jacobian", "project_with_mask"],
-    "procrustes": ["procrustes", "procrustes_align"],
+    "procrustes": ["procrustes", "procrustes_align", "ransac_procrustes"],
     "so3": ["delta_rotation_update", "hat", "random_rotation", "so3_exp", "so3_log", "vee"],
 })

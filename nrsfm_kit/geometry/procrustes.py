@@ -73,3 +73,50 @@ def procrustes_align(X: torch.Tensor, Y: torch.Tensor, **kwargs) -> torch.Tensor
     """X aligned onto Y: s R x + t for every row of X, (..., N, D). Keyword arguments as :func:`procrustes`."""
     R, t, s = procrustes(X, Y, **kwargs)
     return s[..., None, None] * (X @ R.transpose(-1, -2)) + t[..., None, :]
+
+
+def ransac_procrustes(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    *,
+    iterations: int = 256,
+    threshold: float = 0.01,
+    generator: torch.Generator | None = None,
+):
+    """Robust rigid alignment of X onto Y: RANSAC over minimal 3-point Procrustes fits, then Procrustes on the
+    largest inlier set (``||R x + t - y|| <= threshold``), as DeepDeform sec. 6.4 estimates the rigid part of a
+    pair's sparse matches.
+
+    Args:
+        X, Y: (N, 3) corresponding points (metres), N >= 3.
+        iterations: RANSAC hypotheses. threshold: inlier distance (metres).
+        generator: torch RNG for the minimal samples (deterministic results for a seeded generator).
+
+    Returns:
+        R (3, 3), t (3,), inliers (N,) bool.
+    """
+    check_tensor("X", X, ("N", 3))
+    check_tensor("Y", Y, (X.shape[0], 3))
+    N = X.shape[0]
+    if N < 3:
+        raise ValueError(f"X: expected at least 3 correspondences for a rigid fit, found {N}")
+    if int(iterations) < 1:
+        raise ValueError(f"iterations: expected >= 1, found {iterations}")
+    if not threshold > 0:
+        raise ValueError(f"threshold: expected > 0 metres, found {threshold}")
+    idx = torch.stack([torch.randperm(N, generator=generator)[:3] for _ in range(int(iterations))])  # (I, 3)
+    Xs, Ys = X[idx], Y[idx]  # (I, 3, 3)
+    R, t, _ = procrustes(Xs, Ys)
+    res = (torch.einsum("iab,nb->ina", R, X) + t[:, None] - Y).norm(dim=-1)  # (I, N)
+    inl = res <= threshold
+    best = int(inl.sum(1).argmax())
+    mask = inl[best]
+    if int(mask.sum()) < 3:
+        mask = torch.ones(N, dtype=torch.bool, device=X.device)
+    R, t, _ = procrustes(X[mask], Y[mask])
+    # one refinement with the inliers of the refit
+    mask2 = (X @ R.T + t - Y).norm(dim=-1) <= threshold
+    if int(mask2.sum()) >= 3:
+        R, t, _ = procrustes(X[mask2], Y[mask2])
+        mask = mask2
+    return R, t, mask

@@ -21,8 +21,6 @@ Data sources:
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from tqdm.auto import tqdm
 
 from nrsfm_kit.graph.types import DeformationGraph
 from nrsfm_kit.utils.checks import check_tensor
-from nrsfm_kit.utils.io import atomic_save_torch
+from nrsfm_kit.utils.io import cached_torch
 
 __all__ = ["TrackingSample", "sample_from_pair", "synthetic_tracking_pairs", "flow_pretraining_pairs",
            "node_translations_from_scene_flow", "deepdeform_samples", "SPLIT_SEEDS"]
@@ -182,15 +180,7 @@ def sample_from_pair(pair, *, graph: DeformationGraph | None = None, node_transl
 
 
 def _cached(cache_dir, key: dict, make):
-    if cache_dir is None:
-        return make()
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"tracking-{digest}.pt"
-    if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=False)
-    out = make()
-    atomic_save_torch(path, out)
-    return out
+    return cached_torch(cache_dir, "tracking", key, make)
 
 
 def _pairs(split: str, num_pairs: int, height: int, width: int, seed: int, *, camera_motion: float,

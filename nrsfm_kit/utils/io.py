@@ -54,3 +54,21 @@ def atomic_save_torch(path: str | os.PathLike, obj) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def cached_torch(cache_dir: str | os.PathLike | None, prefix: str, key: dict, make):
+    """``make()`` cached in ``<cache_dir>/<prefix>-<sha1 of key>.pt`` (written atomically); no cache when
+    ``cache_dir`` is None. ``key`` (JSON-serialisable) must name every argument that changes the result."""
+    import hashlib
+
+    import torch
+
+    if cache_dir is None:
+        return make()
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"{prefix}-{digest}.pt"
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=False)
+    out = make()
+    atomic_save_torch(path, out)
+    return out
