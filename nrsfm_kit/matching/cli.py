@@ -94,11 +94,22 @@ def _train(args) -> int:
                                          cache_dir=out / "cache")
         val = synthetic_matching_pairs("val", p.val_pairs, p.height, p.width, seed=args.seed, cache_dir=out / "cache")
     else:
-        train, val = _deepdeform_pairs(args.data, "train"), None
+        from .data import deepdeform_training_pairs
+
+        root = Path(args.data)
+        if (root / "train_matches.json").is_file():  # the dataset's sparse match labels (what the paper trains on)
+            train = deepdeform_training_pairs(root, "train", config=p.sampling)
+            val = deepdeform_training_pairs(root, "val", config=p.sampling) if (root / "val_matches.json").is_file() \
+                else None
+        else:  # pairs with dense flows only
+            train, val = _deepdeform_pairs(args.data, "train"), None
     m, res = train_matcher(p, train, val_pairs=val, out_dir=out, seed=args.seed, steps=args.steps)
     save_matcher(out / "matcher.pt", m, preset=args.preset, seed=args.seed, data=args.data)
     for stage, r in res.items():
-        print(f"{stage}: {r.history[-1] if r.history else 'already trained'}")
+        if r.resumed_from is not None and r.resumed_from >= r.step:
+            print(f"{stage}: already trained ({r.step} steps)")
+        else:
+            print(f"{stage}: {r.history[-1] if r.history else r.step}")
     print(f"wrote {out / 'matcher.pt'}")
     return 0
 
@@ -118,7 +129,7 @@ def _eval(args) -> int:
     from nrsfm_kit.utils.io import atomic_write_json
 
     from .data import resize_pair, synthetic_matching_pairs
-    from .evaluate import beats_baselines, matching_table
+    from .evaluate import beats_baselines, finite_or_none, matching_table
     from .training import matcher_preset
 
     p = matcher_preset(args.preset)
@@ -139,7 +150,7 @@ def _eval(args) -> int:
     table["beats_baselines"] = wins
     table["settings"].update(data=args.data, scale=args.scale, checkpoint=args.checkpoint)
     if args.json:
-        atomic_write_json(args.json, table)
+        atomic_write_json(args.json, finite_or_none(table))
     return 0
 
 

@@ -32,12 +32,13 @@ from tqdm.auto import tqdm
 from nrsfm_kit.data.types import RGBDPair
 from nrsfm_kit.geometry import depth_to_points
 from nrsfm_kit.geometry.procrustes import ransac_procrustes
+from nrsfm_kit.metrics.matching import ground_truth_matches
 from nrsfm_kit.utils.checks import check_tensor
 from nrsfm_kit.utils.io import cached_torch
 
 __all__ = ["PATCH_CHANNELS", "SamplingConfig", "PatchBatch", "PreparedPair", "PatchSampler", "frame_image",
-           "extract_patches", "image_to_patch", "patch_to_image", "prepare_pair", "synthetic_matching_pairs",
-           "sample_points", "ground_truth_at", "resize_pair"]
+           "extract_patches", "image_to_patch", "patch_to_image", "prepare_pair", "synthetic_matching_pairs", "resize_pair",
+           "prepare_sparse_pair", "deepdeform_training_pairs"]
 
 #: RGB + back-projected XYZ (camera frame, metres)
 PATCH_CHANNELS = 6
@@ -139,29 +140,6 @@ def extract_patches(image: torch.Tensor, centers: torch.Tensor, size: int, *, an
     return torch.cat([rgb, xyz], 1).contiguous()
 
 
-def ground_truth_at(pair: RGBDPair, source_px: torch.Tensor):
-    """Ground truth of integer source pixels (K, 2) from the pair's dense flows: target pixel (K, 2) = source +
-    optical flow, target point (K, 3) = source point + scene flow (metres), valid (K,) bool (valid depth, flow
-    defined, visible when the pair says so). Raises when the pair has no optical / scene flow."""
-    for name in ("optical_flow", "scene_flow"):
-        if getattr(pair, name) is None:
-            raise ValueError(f"pair.{name}: expected a dense ground-truth flow, found None ({pair.name})")
-    H, W = pair.source_depth.shape
-    ij = source_px.round().long()
-    x, y = ij[:, 0].clamp(0, W - 1), ij[:, 1].clamp(0, H - 1)
-    pts, valid = depth_to_points(pair.source_depth, pair.intrinsics)
-    ok = valid[y, x]
-    if pair.flow_valid is not None:
-        ok = ok & pair.flow_valid[y, x]
-    if pair.visibility is not None:
-        ok = ok & pair.visibility[y, x]
-    flow, sflow = pair.optical_flow[y, x], pair.scene_flow[y, x]
-    ok = ok & torch.isfinite(flow).all(-1) & torch.isfinite(sflow).all(-1)
-    tgt_px = torch.where(ok[:, None], source_px + flow, torch.full_like(flow, float("nan")))
-    tgt_xyz = torch.where(ok[:, None], pts[y, x] + sflow, torch.full_like(sflow, float("nan")))
-    return tgt_px, tgt_xyz, ok
-
-
 class PreparedPair(NamedTuple):
     """A pair ready for patch sampling: the two frame images (6, H, W); candidate source pixels (N, 2) (x, y);
     their true target pixels (N, 2), target depth (N,) metres and visibility (N,) bool (NaN labels where
@@ -179,7 +157,7 @@ class PreparedPair(NamedTuple):
 
 def prepare_pair(pair: RGBDPair, config: SamplingConfig | None = None, *, seed: int = 0) -> PreparedPair:
     """Candidates of a pair: source pixels on the object mask (or all valid depth) with valid depth; visible ones
-    labelled from the dense flows (:func:`ground_truth_at`), weighted by their deviation from the RANSAC +
+    labelled from the dense flows (:func:`nrsfm_kit.metrics.matching.ground_truth_matches`), weighted by their deviation from the RANSAC +
     Procrustes rigid fit of up to ``config.ransac_points`` of them; occluded ones get the mean weight."""
     cfg = config or SamplingConfig()
     H, W = pair.source_depth.shape
@@ -192,7 +170,9 @@ def prepare_pair(pair: RGBDPair, config: SamplingConfig | None = None, *, seed: 
         raise ValueError(f"pair: expected at least 3 source pixels with valid depth on the mask, found {len(xx)}"
                          f" ({pair.name})")
     px = torch.stack([xx, yy], -1).to(pair.source_depth.dtype)
-    tgt_px, tgt_xyz, ok = ground_truth_at(pair, px)
+    if pair.scene_flow is None:
+        raise ValueError(f"pair.scene_flow: expected a dense ground-truth scene flow, found None ({pair.name})")
+    tgt_px, tgt_xyz, ok = ground_truth_matches(pair, px)
     pts, _ = depth_to_points(pair.source_depth, pair.intrinsics)
     src_xyz = pts[yy, xx]
     w = torch.zeros(len(xx), dtype=px.dtype)
@@ -209,6 +189,86 @@ def prepare_pair(pair: RGBDPair, config: SamplingConfig | None = None, *, seed: 
     return PreparedPair(frame_image(pair.source_color, pair.source_depth, pair.intrinsics),
                         frame_image(pair.target_color, pair.target_depth, pair.intrinsics), px, tgt_px,
                         tgt_xyz[:, 2], ok, w, pair.name)
+
+
+def prepare_sparse_pair(pair: RGBDPair, source_px: torch.Tensor, target_px: torch.Tensor, *,
+                        occluded_px: torch.Tensor | None = None, config: SamplingConfig | None = None,
+                        seed: int = 0) -> PreparedPair:
+    """Candidates of a pair labelled with sparse matches (DeepDeform's ``<split>_matches.json``: 20-50 annotated
+    source -> target pixels per pair, (K, 2) each) and, optionally, occluded source pixels
+    (``<split>_occlusions.json``, (M, 2): visibility negatives). The target depth of a match is the target frame's
+    depth at its pixel (matches on depth holes are dropped); the non-rigid weights come from the RANSAC +
+    Procrustes rigid fit of the matches' 3D points (sec. 6.4)."""
+    cfg = config or SamplingConfig()
+    H, W = pair.source_depth.shape
+    dims: dict = {}
+    check_tensor("source_px", source_px, ("K", 2), dims=dims)
+    check_tensor("target_px", target_px, (dims["K"], 2))
+    if dims["K"] == 0:
+        raise ValueError("source_px: expected at least one sparse match, found an empty (0, 2) set")
+    src_pts, src_ok = depth_to_points(pair.source_depth, pair.intrinsics)
+    tgt_pts, tgt_ok = depth_to_points(pair.target_depth, pair.intrinsics)
+
+    def at(px, pts, ok, name):
+        x, y = px[:, 0].round().long(), px[:, 1].round().long()
+        inside = (x >= 0) & (y >= 0) & (x < W) & (y < H)
+        if not bool(inside.all()):
+            k = int(torch.nonzero(~inside)[0])
+            raise ValueError(f"{name}: expected pixels inside the {W} x {H} image, found point {k} at "
+                             f"{tuple(float(v) for v in px[k])}")
+        return pts[y, x], ok[y, x]
+
+    sxyz, sok = at(source_px, src_pts, src_ok, "source_px")
+    txyz, tok = at(target_px, tgt_pts, tgt_ok, "target_px")
+    keep = sok & tok
+    if int(keep.sum()) == 0:
+        raise ValueError(f"source_px: expected matches with valid source and target depth, found none ({pair.name})")
+    px, tpx, sxyz, txyz = source_px[keep].to(src_pts.dtype), target_px[keep].to(src_pts.dtype), sxyz[keep], txyz[keep]
+    w = torch.full((len(px),), 1.0, dtype=px.dtype)
+    if len(px) >= 3:
+        gen = torch.Generator().manual_seed(int(seed))
+        R, t, _ = ransac_procrustes(sxyz.double(), txyz.double(), iterations=cfg.ransac_iterations,
+                                    threshold=cfg.ransac_threshold, generator=gen)
+        w = ((sxyz.double() @ R.T + t - txyz.double()).norm(dim=-1) + cfg.nonrigid_floor).to(px.dtype)
+    vis = torch.ones(len(px), dtype=torch.bool)
+    depth = txyz[:, 2]
+    if occluded_px is not None and len(occluded_px):
+        check_tensor("occluded_px", occluded_px, ("M", 2))
+        _, ook = at(occluded_px, src_pts, src_ok, "occluded_px")
+        occ = occluded_px[ook].to(px.dtype)
+        nan2 = torch.full((len(occ), 2), float("nan"), dtype=px.dtype)
+        px, tpx = torch.cat([px, occ]), torch.cat([tpx, nan2])
+        depth = torch.cat([depth, torch.full((len(occ),), float("nan"), dtype=px.dtype)])
+        vis = torch.cat([vis, torch.zeros(len(occ), dtype=torch.bool)])
+        w = torch.cat([w, torch.full((len(occ),), float(w.mean()), dtype=px.dtype)])
+    return PreparedPair(frame_image(pair.source_color, pair.source_depth, pair.intrinsics),
+                        frame_image(pair.target_color, pair.target_depth, pair.intrinsics), px, tpx, depth, vis, w,
+                        pair.name)
+
+
+def deepdeform_training_pairs(root: str | Path, split: str = "train", *, max_pairs: int | None = None,
+                              config: SamplingConfig | None = None, progress: bool = True) -> list[PreparedPair]:
+    """DeepDeform's sparse match labels of a split (``<root>/<split>_matches.json``, with
+    ``<split>_occlusions.json`` when present) as prepared pairs for :class:`PatchSampler` (the paper trains its
+    matcher on these annotations)."""
+    from nrsfm_kit.data.deepdeform import load_deepdeform_labels, load_deepdeform_pair
+
+    root = Path(root)
+    labels = load_deepdeform_labels(root, split, "matches")
+    occl = {}
+    if (root / f"{split}_occlusions.json").is_file():
+        for lab in load_deepdeform_labels(root, split, "occlusions"):
+            occl[(lab.seq_id, lab.object_id, lab.source_id, lab.target_id)] = lab.source_pixels
+    labels = labels[: max_pairs] if max_pairs is not None else labels
+    out = []
+    for i, lab in enumerate(tqdm(labels, desc=f"DeepDeform {split} matches", disable=not progress, leave=False)):
+        pair = load_deepdeform_pair(root / split / lab.seq_id, lab.source_id, lab.target_id, lab.object_id)
+        key = (lab.seq_id, lab.object_id, lab.source_id, lab.target_id)
+        out.append(prepare_sparse_pair(pair, lab.source_pixels, lab.target_pixels, occluded_px=occl.get(key),
+                                       config=config, seed=i))
+    if not out:
+        raise ValueError(f"{root / (split + '_matches.json')}: expected at least one labelled pair, found none")
+    return out
 
 
 class PatchBatch(NamedTuple):
@@ -231,7 +291,8 @@ class PatchSampler:
     """Draws augmented, non-rigidly weighted patch batches from a set of pairs (App. A.2, sec. 6.4).
 
     Args:
-        pairs: RGB-D pairs with dense ground-truth flows (synthetic, or DeepDeform pairs with their dense labels).
+        pairs: RGB-D pairs with dense ground-truth flows (synthetic, or DeepDeform pairs with their dense labels),
+            or :class:`PreparedPair` objects (e.g. sparse labels, :func:`deepdeform_training_pairs`).
         config: :class:`SamplingConfig`. augment: False draws un-augmented patches (target patch centred on the
             source pixel). seed: of the rigid fits.
     """
@@ -242,7 +303,7 @@ class PatchSampler:
             raise ValueError("pairs: expected at least one RGB-D pair, found none")
         self.config = config or SamplingConfig()
         self.augment = bool(augment)
-        self.pairs = [prepare_pair(p, self.config, seed=seed + i)
+        self.pairs = [p if isinstance(p, PreparedPair) else prepare_pair(p, self.config, seed=seed + i)
                       for i, p in enumerate(tqdm(pairs, desc="prepare pairs", disable=not progress, leave=False))]
 
     def sample(self, batch: int, generator: torch.Generator | None = None) -> PatchBatch:
@@ -325,30 +386,6 @@ def synthetic_matching_pairs(split: str = "train", num_pairs: int = 32, height: 
     key = {"kind": "matching", "split": split, "n": int(num_pairs), "h": int(height), "w": int(width),
            "seed": int(seed), "gap": [float(lo), float(hi)], "noise": bool(kinect_noise), "v": 1}
     return cached_torch(cache_dir, "matching", key, make)
-
-
-def sample_points(pair: RGBDPair, num_points: int, *, seed: int = 0, margin: int = 0) -> torch.Tensor:
-    """``num_points`` source pixels (K, 2) (x, y) drawn uniformly without replacement from the mask pixels with
-    valid depth and a valid, visible ground-truth match (all mask pixels with valid depth when the pair has no
-    flow), at least ``margin`` pixels from the border; deterministic for a seed (the benchmark's shared points)."""
-    H, W = pair.source_depth.shape
-    _, valid = depth_to_points(pair.source_depth, pair.intrinsics)
-    m = valid if pair.source_mask is None else valid & pair.source_mask.bool()
-    if margin:
-        b = torch.zeros_like(m)
-        b[margin:H - margin, margin:W - margin] = True
-        m = m & b
-    yy, xx = torch.nonzero(m, as_tuple=True)
-    px = torch.stack([xx, yy], -1).to(pair.source_depth.dtype)
-    if pair.optical_flow is not None and pair.scene_flow is not None and len(px):
-        _, _, ok = ground_truth_at(pair, px)
-        px = px[ok]
-    if len(px) == 0:
-        raise ValueError(f"pair: no source pixel with valid depth and ground truth on the mask ({pair.name})")
-    gen = torch.Generator().manual_seed(int(seed))
-    k = min(int(num_points), len(px))
-    return px[torch.randperm(len(px), generator=gen)[:k]]
-
 
 
 def resize_pair(pair: RGBDPair, scale: float) -> RGBDPair:

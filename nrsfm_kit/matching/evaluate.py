@@ -26,7 +26,7 @@ from nrsfm_kit.metrics.matching import (
 
 from .inference import match_points
 
-__all__ = ["TABLE_METHODS", "METHOD_LABELS", "matching_table", "beats_baselines", "tracking_table"]
+__all__ = ["TABLE_METHODS", "METHOD_LABELS", "matching_table", "beats_baselines", "tracking_table", "finite_or_none"]
 
 #: rows of the matching table: the learned matcher and the hand-crafted baselines
 TABLE_METHODS = ("learned", "sift", "orb", "akaze", "fpfh", "dis")
@@ -75,16 +75,33 @@ def matching_table(pairs: Sequence[RGBDPair], *, matcher=None, methods: Sequence
     return out
 
 
+def finite_or_none(obj):
+    """``obj`` with every non-finite float replaced by None (strict JSON), recursively through dicts and lists."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
 def beats_baselines(table: dict, method: str = "learned") -> dict[str, bool]:
     """Per metric: whether ``method`` beats every other row of ``table`` (lower mean errors, higher accuracies)."""
     others = [k for k in table if k not in (method, "settings")]
     res = {}
     for key in _METRICS:
         mine = table[method][key]
-        if key.startswith("mean"):
-            res[key] = all(mine < table[o][key] for o in others)
+        if mine is None or mine != mine:  # NaN: nothing matched
+            res[key] = False
+        elif key.startswith("mean"):
+            res[key] = all(table[o][key] is None or table[o][key] != table[o][key] or mine < table[o][key]
+                           for o in others)
         else:
-            res[key] = all(mine > table[o][key] for o in others)
+            res[key] = all(table[o][key] is None or table[o][key] != table[o][key] or mine > table[o][key]
+                           for o in others)
     return res
 
 

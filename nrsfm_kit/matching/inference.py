@@ -15,11 +15,11 @@ import torch
 
 from nrsfm_kit.data.types import RGBDPair
 from nrsfm_kit.geometry import backproject
-from nrsfm_kit.utils.checks import check_tensor
+from nrsfm_kit.metrics.matching import check_source_pixels
 
 from .data import extract_patches, frame_image, patch_to_image
 
-__all__ = ["MIN_VISIBILITY", "MAX_DEPTH_DIFFERENCE", "Matches", "match_points", "check_source_points"]
+__all__ = ["MIN_VISIBILITY", "MAX_DEPTH_DIFFERENCE", "Matches", "match_points"]
 
 #: sec. 4.2: matches with predicted visibility below this are rejected
 MIN_VISIBILITY = 0.5
@@ -48,29 +48,6 @@ class Matches(NamedTuple):
     offsets: torch.Tensor
 
 
-def check_source_points(name: str, source_px: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-    """Source pixels (K, 2) (x, y) must be finite, inside the image and on valid depth: ValueError naming ``name``,
-    the first offending index and value otherwise. Returns them as float."""
-    check_tensor(name, source_px, ("K", 2))
-    if source_px.shape[0] == 0:
-        raise ValueError(f"{name}: expected at least one source point, found an empty (0, 2) set")
-    H, W = depth.shape
-    px = source_px.to(depth.dtype)
-    x, y = px[:, 0], px[:, 1]
-    outside = (x < 0) | (y < 0) | (x > W - 1) | (y > H - 1)
-    if outside.any():
-        k = int(torch.nonzero(outside)[0])
-        raise ValueError(f"{name}: expected pixels inside the {W} x {H} image (0 <= x <= {W - 1}, 0 <= y <= {H - 1}),"
-                         f" found point {k} at {tuple(float(v) for v in px[k])}")
-    d = depth[y.round().long(), x.round().long()]
-    bad = ~(torch.isfinite(d) & (d > 0))
-    if bad.any():
-        k = int(torch.nonzero(bad)[0])
-        raise ValueError(f"{name}: expected points on valid source depth, found point {k} at "
-                         f"{tuple(float(v) for v in px[k])} with depth {float(d[k])}")
-    return px
-
-
 @torch.no_grad()
 def match_points(matcher, pair: RGBDPair, source_px: torch.Tensor, *, batch_size: int = 32,
                  min_visibility: float = MIN_VISIBILITY, max_depth_difference: float = MAX_DEPTH_DIFFERENCE,
@@ -78,7 +55,8 @@ def match_points(matcher, pair: RGBDPair, source_px: torch.Tensor, *, batch_size
     """Match ``source_px`` (K, 2) of ``pair``'s source frame into its target frame with ``matcher`` (a
     :class:`~nrsfm_kit.models.matcher.SiameseMatcher`); patches of ``matcher.config.patch_size``. Runs in eval mode
     without gradients, ``batch_size`` patch pairs at a time."""
-    px = check_source_points("source_px", source_px, pair.source_depth)
+    check_source_pixels(pair, source_px, require_depth=True)
+    px = torch.as_tensor(source_px).to(pair.source_depth.dtype)
     S = int(matcher.config.patch_size)
     p = next(matcher.parameters())
     dev, dt = p.device, p.dtype

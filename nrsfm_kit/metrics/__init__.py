@@ -1,6 +1,7 @@
 """Metrics, one module per task family, exact definitions from the papers (names load lazily, PEP 562).
 
 - :mod:`~nrsfm_kit.metrics.depth`: monocular depth metrics.
+- :mod:`~nrsfm_kit.metrics.matching`: sparse matching (2D / 3D errors and accuracies; DeepDeform Table 1).
 - :mod:`~nrsfm_kit.metrics.nrsfm`: NRSfM metrics (e3D, MPJPE, stress, reprojection).
 - :mod:`~nrsfm_kit.metrics.segmentation`: motion segmentation.
 - :mod:`~nrsfm_kit.metrics.tracking`: non-rigid tracking (EPE 3D, Graph Error 3D; Neural Non-Rigid Tracking sec. 5.2).
@@ -10,6 +11,8 @@ from nrsfm_kit.utils.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "depth": ["depth_metrics", "median_scale"],
+    "matching": ["ACC_2D_PX", "ACC_3D_M", "FLOW_ACC_PX", "MatchingErrors", "MatchingMetrics", "ground_truth_matches",
+                 "match_points_3d", "matching_errors", "sample_source_points"],
     "nrsfm": ["align_shapes", "e3d", "e3d_per_frame", "mpjpe", "nrsfm_report", "reprojection_error", "stress"],
     "segmentation": ["roc_curve", "segmentation_scores"],
     "tracking": ["TrackingMetrics", "epe_3d_terms", "graph_error_3d_terms", "keep_pair"],

@@ -12,12 +12,10 @@ from nrsfm_kit.matching.data import (
     SamplingConfig,
     extract_patches,
     frame_image,
-    ground_truth_at,
     image_to_patch,
     patch_to_image,
     prepare_pair,
     resize_pair,
-    sample_points,
     synthetic_matching_pairs,
 )
 
@@ -94,14 +92,6 @@ def test_prepare_pair_weights(pair):
     assert float(pp.weights.max()) > 2 * float(pp.weights.min())  # non-rigid points are preferred
 
 
-def test_ground_truth_and_points(pair):
-    px = sample_points(pair, 30, seed=2)
-    assert px.shape == (30, 2)
-    tpx, txyz, ok = ground_truth_at(pair, px)
-    assert ok.all() and torch.isfinite(tpx).all() and torch.isfinite(txyz).all()
-    assert torch.equal(sample_points(pair, 30, seed=2), px)
-
-
 def test_resize_pair_keeps_geometry(pair):
     small = resize_pair(pair, 0.5)
     assert small.source_depth.shape == (32, 48) and small.source_color.shape == (3, 32, 48)
@@ -129,3 +119,40 @@ def test_bad_input(pair):
         synthetic_matching_pairs("nope", 1)
     with pytest.raises(ValueError, match="time_gap"):
         synthetic_matching_pairs("train", 1, time_gap=(1.0, 0.5))
+
+
+def test_sparse_labels_train_like_dense_ones(pair, tmp_path):
+    """DeepDeform's sparse match JSON -> prepared pairs -> patch batches whose labels hit the true match."""
+    import json
+
+    from nrsfm_kit.data.deepdeform import save_deepdeform_pair
+    from nrsfm_kit.matching.data import deepdeform_training_pairs, prepare_sparse_pair
+    from nrsfm_kit.metrics.matching import ground_truth_matches, sample_source_points
+
+    px = sample_source_points(pair, 30, seed=0)
+    tpx, _, ok = ground_truth_matches(pair, px)
+    px, tpx = px[ok], tpx[ok]
+    seq = save_deepdeform_pair(pair, tmp_path / "train" / "seq000", 0, 1, "cloth")
+    rec = [{"seq_id": "seq000", "object_id": "cloth", "source_id": 0, "target_id": 1,
+            "matches": [{"source_x": float(a), "source_y": float(b), "target_x": float(c), "target_y": float(d)}
+                        for (a, b), (c, d) in zip(px.tolist(), tpx.tolist())]}]
+    (tmp_path / "train_matches.json").write_text(json.dumps(rec))
+    occ = [{"seq_id": "seq000", "object_id": "cloth", "source_id": 0, "target_id": 1,
+            "occlusions": [{"source_x": float(px[0, 0]), "source_y": float(px[0, 1])}]}]
+    (tmp_path / "train_occlusions.json").write_text(json.dumps(occ))
+    pp = deepdeform_training_pairs(tmp_path, "train", progress=False)
+    assert len(pp) == 1 and (~pp[0].visible).sum() == 1 and pp[0].visible.sum() >= 0.8 * len(px)
+    b = PatchSampler(pp, SamplingConfig(patch_size=32), augment=False).sample(16, torch.Generator().manual_seed(0))
+    vis = torch.nonzero(b.visible).squeeze(1)
+    assert len(vis) > 0
+    # un-augmented: the target patch is centred on the source pixel, the label is the match's offset from it
+    lookup = {tuple(a): c for a, c in zip(px.tolist(), tpx.tolist())}
+    expect = torch.tensor([lookup[tuple(b.source_px[k].tolist())] for k in vis.tolist()]) - b.source_px[vis] + 15.5
+    torch.testing.assert_close(b.target_px[vis], expect.to(b.target_px.dtype))
+    assert seq.is_dir()
+    with pytest.raises(ValueError, match="target_px"):
+        prepare_sparse_pair(pair, px, tpx[:-1])
+    with pytest.raises(ValueError, match="source_px"):
+        prepare_sparse_pair(pair, torch.zeros(0, 2), torch.zeros(0, 2))
+    with pytest.raises(ValueError, match="target_px: expected pixels inside"):
+        prepare_sparse_pair(pair, px[:1], torch.tensor([[1000.0, 5.0]]))

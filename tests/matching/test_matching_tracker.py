@@ -7,10 +7,10 @@ from torch import nn
 from nrsfm_kit.data.rgbd import synthetic_rgbd_pair
 from nrsfm_kit.geometry import project_with_mask
 from nrsfm_kit.graph import build_graph
-from nrsfm_kit.matching.data import ground_truth_at
 from nrsfm_kit.matching.inference import Matches, match_points
 from nrsfm_kit.matching.losses import gaussian_heatmap
 from nrsfm_kit.matching.tracker import DeepDeformTrackerConfig, learned_terms, track_deepdeform
+from nrsfm_kit.metrics.matching import ground_truth_matches
 from nrsfm_kit.models.matcher import MatcherConfig, matcher_output
 from nrsfm_kit.solver.reference import autograd_blocks
 
@@ -93,7 +93,7 @@ def _oracle_matches(pair, graph, S=32):
     H, W = pair.source_depth.shape
     ids = torch.nonzero(ok & (uv[:, 0] >= 0) & (uv[:, 1] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] <= H - 1)).squeeze(1)
     px = uv[ids]
-    tpx, txyz, good = ground_truth_at(pair, px)
+    tpx, txyz, good = ground_truth_matches(pair, px)
     off = px - (S - 1) / 2
     G = gaussian_heatmap(torch.nan_to_num(tpx - off), S, 7.0)
     return Matches(px, tpx, txyz[:, 2], good.float(), txyz[:, 2], good, txyz, G, off), ids
