@@ -69,15 +69,9 @@ def _load(checkpoint):
 def _deepdeform_pairs(root: str, split: str | None):
     from nrsfm_kit.data.deepdeform import DeepDeformPairs
     from nrsfm_kit.data.types import RGBDPair
+    from nrsfm_kit.tracking.cli import deepdeform_split
 
-    r = Path(root)
-    if not r.is_dir():
-        raise FileNotFoundError(f"--data: expected 'synthetic' or a DeepDeform root folder, found no folder {r}")
-    if split is None:
-        split = next((s for s in ("val", "test", "train") if (r / s).is_dir()), None)
-        if split is None:
-            raise FileNotFoundError(f"--data {r}: expected a split folder (val/, test/ or train/), found none")
-    ds = DeepDeformPairs(r, split)
+    ds = DeepDeformPairs(*deepdeform_split(root, split))
     return [RGBDPair(**ds[i]) for i in range(len(ds))]
 
 
@@ -184,8 +178,13 @@ def _dense(args) -> int:
     if pair.optical_flow is None:
         raise FileNotFoundError(f"--seq {args.seq}: expected a released optical flow to simulate the sparse matches "
                                 f"from (optical_flow/{args.object}_{args.source:06d}_{args.target:06d}.oflow)")
-    sm = simulate_sparse_matches(pair, args.matches, seed=args.seed)
-    res = dense_alignment(pair, sm.source_px, sm.target_px, pair.source_mask)
+    from nrsfm_kit.graph import build_graph
+
+    if args.matches < 1:
+        raise ValueError(f"--matches: expected >= 1, found {args.matches}")
+    graph = build_graph(pair.source_depth, pair.source_mask, pair.intrinsics)
+    sm = simulate_sparse_matches(pair, args.matches, seed=args.seed, graph=graph)  # on the object's graph
+    res = dense_alignment(pair, sm.source_px, sm.target_px, pair.source_mask, graph=graph)
     paths = write_dense_alignment(res, args.out, args.object, args.source, args.target)
     err = flow_endpoint_errors(res.optical_flow, pair.optical_flow, pair.flow_valid & pair.source_mask & res.valid)
     print(json.dumps({"median_epe_px": err["median"], "p90_epe_px": err["p90"], "seconds": res.seconds}))

@@ -2,10 +2,10 @@
 
 Every method matches the **same source points** of every pair (uniform over the object pixels with a valid,
 visible ground-truth match, :func:`nrsfm_kit.metrics.matching.sample_source_points`, seeded); the metrics are
-pooled over all points of all pairs (:class:`nrsfm_kit.metrics.matching.MatchingMetrics`). The learned matcher's
-3D match is its pixel back-projected at its predicted depth; the baselines' at the target depth there. Rejected
-matches count as failures in the accuracies (see :mod:`nrsfm_kit.metrics.matching`). The descriptor and FPFH
-baselines search the matcher's target patch (``window`` = the patch side), so all methods see the same region.
+pooled over all points of all pairs (:class:`nrsfm_kit.metrics.matching.MatchingMetrics`). The 3D matches of all
+methods are their pixels back-projected at the target depth there (the learned matcher's predicted depth only
+rejects matches, sec. 4.2). Rejected matches count as failures in the accuracies (see
+:mod:`nrsfm_kit.metrics.matching`). The descriptor and FPFH baselines search the matcher's target patch (``window`` = the patch side), so all methods see the same region.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ def match_pair(pair: RGBDPair, out_dir, *, matcher, graph_dir=None, graph_name: 
     from nrsfm_kit.geometry import depth_to_points
     from nrsfm_kit.graph import build_graph
     from nrsfm_kit.metrics.matching import sample_source_points
-    from nrsfm_kit.tracking.io import object_mask_from_nodes, read_graph_folder, write_tracking_outputs
+    from nrsfm_kit.tracking.io import read_graph_folder, write_tracking_outputs
+    from nrsfm_kit.tracking.pair import object_mask
 
     from .inference import match_points
     from .tracker import DeepDeformTrackerConfig, node_matches, track_deepdeform
@@ -68,14 +69,7 @@ def match_pair(pair: RGBDPair, out_dir, *, matcher, graph_dir=None, graph_name: 
     graph = None
     if graph_dir is not None:
         graph = read_graph_folder(graph_dir, graph_name, source_points=pts, node_coverage=node_coverage)
-    if pair.source_mask is not None:
-        mask = pair.source_mask.bool() & valid
-    elif graph is not None:
-        mask = object_mask_from_nodes(pts, valid, graph.nodes.to(pts.dtype), graph.node_coverage)
-    else:
-        mask = valid
-    if not bool(mask.any()):
-        raise ValueError("mask: expected object pixels with valid source depth, found none")
+    mask = object_mask(pair.source_mask, pts, valid, graph)
     if num_points is not None:
         if int(num_points) < 1:
             raise ValueError(f"num_points: expected >= 1, found {num_points}")

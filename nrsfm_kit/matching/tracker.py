@@ -2,7 +2,7 @@
 
 Every graph node g_i (camera frame of the source, metres) is projected to a source pixel and matched by the
 Siamese matcher (:func:`~nrsfm_kit.matching.inference.match_points`): a heatmap H_i over its target patch, the
-heatmap maximum back-projected at the predicted depth, p_i, and a visibility. Nodes whose match is rejected
+heatmap maximum back-projected at the target depth there, p_i, and a visibility. Nodes whose match is rejected
 (visibility < 0.5 or |depth - target depth| > 0.15 m) get no learned term. The learned term (sec. 4.2) is
 
     E_learned(T) = sum_i (1 - H_i(pi(g_i + t_i)))^2 + lambda_point sum_i ||g_i + t_i - p_i||^2,  lambda_point = 10,

@@ -105,9 +105,9 @@ def _presets() -> dict[str, MatcherTrainingPreset]:
             sampling=SamplingConfig(patch_size=224), height=480, width=640, train_pairs=400, val_pairs=40,
             test_pairs=40, eval_points=100, log_every=100),
         "teaching": MatcherTrainingPreset(
-            "teaching", teach_m, {"heatmap": MatcherStage(2000, optimizer="adam", lr=1e-3, lr_step=1400),
-                                  "visibility": MatcherStage(300, optimizer="adam", lr=1e-3, lr_step=200)},
-            sampling=SamplingConfig(patch_size=64)),
+            "teaching", teach_m, {"heatmap": MatcherStage(4000, optimizer="adam", lr=1e-3, lr_step=2800),
+                                  "visibility": MatcherStage(1000, optimizer="adam", lr=1e-3, lr_step=700)},
+            sampling=SamplingConfig(patch_size=64), train_pairs=96),
         "smoke": MatcherTrainingPreset(
             "smoke", teach_m, {"heatmap": MatcherStage(4, batch_size=8), "visibility": MatcherStage(2, batch_size=8)},
             sampling=SamplingConfig(patch_size=64), height=64, width=96, train_pairs=2, val_pairs=1, test_pairs=2,

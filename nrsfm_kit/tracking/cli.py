@@ -78,9 +78,9 @@ def _preset(name: str, steps: int | None = None):
     return p
 
 
-def _deepdeform(root: str, split: str | None):
-    from .data import deepdeform_samples
-
+def deepdeform_split(root: str, split: str | None) -> tuple[Path, str]:
+    """``--data`` / ``--split`` of the topic CLIs: the DeepDeform root and its split (default: val, test, else
+    train); FileNotFoundError naming ``--data`` when the folder or every split is missing."""
     r = Path(root)
     if not r.is_dir():
         raise FileNotFoundError(f"--data: expected 'synthetic' or a DeepDeform root folder, found no folder {r}")
@@ -88,7 +88,13 @@ def _deepdeform(root: str, split: str | None):
         split = next((s for s in ("val", "test", "train") if (r / s).is_dir()), None)
         if split is None:
             raise FileNotFoundError(f"--data {r}: expected a split folder (val/, test/ or train/), found none")
-    return deepdeform_samples(r, split)
+    return r, split
+
+
+def _deepdeform(root: str, split: str | None):
+    from .data import deepdeform_samples
+
+    return deepdeform_samples(*deepdeform_split(root, split))
 
 
 def _train(args) -> int:

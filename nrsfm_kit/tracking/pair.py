@@ -19,7 +19,7 @@ from nrsfm_kit.data.types import RGBDPair
 
 from .io import center_crop_pair, object_mask_from_nodes, read_graph_folder, write_tracking_outputs
 
-__all__ = ["read_rgbd_pair", "track_pair", "crop_size_for"]
+__all__ = ["read_rgbd_pair", "track_pair", "crop_size_for", "object_mask"]
 
 
 def crop_size_for(height: int, width: int) -> tuple[int, int]:
@@ -55,6 +55,20 @@ def read_rgbd_pair(source_color, source_depth, target_color, target_depth, intri
         if not bool(m.any()):
             raise ValueError(f"{mask}: expected object pixels (non-zero), found an empty mask")
     return RGBDPair(sc, tc, sd, td, read_intrinsics_txt(intrinsics), source_mask=m, name=Path(source_color).stem)
+
+
+def object_mask(mask, points, valid, graph=None) -> torch.Tensor:
+    """The pixels to track: the given mask (H, W) on valid depth, or, with a graph, the valid-depth pixels within
+    2 sigma of a node, or else every valid-depth pixel; ValueError when none is left."""
+    if mask is not None:
+        out = mask.bool() & valid
+    elif graph is not None:
+        out = object_mask_from_nodes(points, valid, graph.nodes.to(points.dtype), graph.node_coverage)
+    else:
+        out = valid
+    if not bool(out.any()):
+        raise ValueError("mask: expected object pixels with valid source depth, found none")
+    return out
 
 
 def track_pair(pair: RGBDPair, out_dir, *, tracker=None, correspondences: str = "learned", graph_dir=None,
@@ -96,14 +110,7 @@ def track_pair(pair: RGBDPair, out_dir, *, tracker=None, correspondences: str = 
         elif (ah, aw) != size:
             raise ValueError(f"{graph_dir}: expected pixel anchors of size {(H, W)} or {size}, found {(ah, aw)}")
         graph = g
-    if crop.source_mask is not None:
-        mask = crop.source_mask.bool() & valid
-    elif graph is not None:
-        mask = object_mask_from_nodes(pts, valid, graph.nodes.to(pts.dtype), graph.node_coverage)
-    else:
-        mask = valid
-    if not bool(mask.any()):
-        raise ValueError("mask: expected object pixels with valid source depth, found none")
+    mask = object_mask(crop.source_mask, pts, valid, graph)
     if graph is None:
         graph = build_graph(crop.source_depth, mask, crop.intrinsics, node_coverage=node_coverage)
     t_graph = time.perf_counter()
