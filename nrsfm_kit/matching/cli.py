@@ -27,6 +27,7 @@ def register(subparsers) -> None:
     t.add_argument("--out", required=True, help="output folder (a checkpoint per stage, matcher.pt)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--steps", type=int, default=None, help="override every stage's steps")
+    t.add_argument("--device", default=None, help="torch device to train on (default: cuda when available, else cpu)")
     t.set_defaults(func=_train)
     e = sub.add_parser("eval", help="the matching table (Table 1) against SIFT / ORB / AKAZE / FPFH / DIS")
     e.add_argument("--data", default="synthetic", help="'synthetic' (test split) or a DeepDeform root")
@@ -97,7 +98,11 @@ def _train(args) -> int:
                 else None
         else:  # pairs with dense flows only
             train, val = _deepdeform_pairs(args.data, "train"), None
-    m, res = train_matcher(p, train, val_pairs=val, out_dir=out, seed=args.seed, steps=args.steps)
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    m, res = train_matcher(p, train, val_pairs=val, out_dir=out, seed=args.seed, steps=args.steps, device=device)
+    m = m.cpu()
     save_matcher(out / "matcher.pt", m, preset=args.preset, seed=args.seed, data=args.data)
     for stage, r in res.items():
         if r.resumed_from is not None and r.resumed_from >= r.step:

@@ -144,19 +144,28 @@ def validation_metrics(matcher: SiameseMatcher, batch) -> dict:
     return res
 
 
+def _to(batch, device):
+    return batch if device.type == "cpu" else type(batch)(*[x.to(device) for x in batch])
+
+
 def _stage_generator(seed: int, stage: str, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + MATCHER_STAGES.index(stage) * 10_000_019 + step)
 
 
 def train_matcher(preset: MatcherTrainingPreset, train_pairs, *, val_pairs=None, out_dir=None, seed: int = 0,
                   matcher: SiameseMatcher | None = None, stages=MATCHER_STAGES, progress: bool = True,
-                  steps: int | None = None) -> tuple[SiameseMatcher, dict[str, TrainResult]]:
+                  steps: int | None = None, device=None) -> tuple[SiameseMatcher, dict[str, TrainResult]]:
     """Train the matcher's stages in order (App. A.2); ``out_dir/<stage>`` holds each stage's checkpoint (resumed
-    when present). ``steps`` overrides every stage's step count. Returns the matcher and each stage's result."""
+    when present). ``steps`` overrides every stage's step count. ``device``: where the network trains (default:
+    where its parameters are; patches are drawn on the CPU and moved per batch). Returns the matcher and each
+    stage's result."""
     for s in stages:
         if s not in MATCHER_STAGES:
             raise ValueError(f"stages: expected names among {MATCHER_STAGES}, found {s!r}")
     model = matcher if matcher is not None else SiameseMatcher(preset.matcher)
+    if device is not None:
+        model = model.to(device)
+    dev = next(model.parameters()).device
     if int(model.config.patch_size) != int(preset.sampling.patch_size):
         raise ValueError(f"matcher: expected patch size {preset.sampling.patch_size} of the preset, found "
                          f"{model.config.patch_size}")
@@ -164,7 +173,7 @@ def train_matcher(preset: MatcherTrainingPreset, train_pairs, *, val_pairs=None,
     val = None
     if val_pairs:
         vs = PatchSampler(val_pairs, preset.sampling, seed=seed + 7, augment=True)
-        val = vs.sample(preset.val_batch, torch.Generator().manual_seed(12345 + seed))
+        val = _to(vs.sample(preset.val_batch, torch.Generator().manual_seed(12345 + seed)), dev)
     results: dict[str, TrainResult] = {}
     for stage in stages:
         st = preset.stages.get(stage)
@@ -187,7 +196,7 @@ def train_matcher(preset: MatcherTrainingPreset, train_pairs, *, val_pairs=None,
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(st.lr_step), gamma=0.1)
 
         def step_fn(m, step, _stage=stage, _st=st, _ls=loss_stage):
-            b = sampler.sample(_st.batch_size, _stage_generator(seed, _stage, step))
+            b = _to(sampler.sample(_st.batch_size, _stage_generator(seed, _stage, step)), dev)
             out = m(b.source, b.target)
             return matcher_loss(out, b.target_px, b.target_depth, b.visible, preset.loss, stage=_ls)
 
