@@ -48,9 +48,7 @@ import argparse
 import contextlib
 import datetime
 import gc
-import multiprocessing as mp
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -61,7 +59,16 @@ from pathlib import Path
 
 import torch
 
-from nrsfm_kit.utils.bench import peak_rss_mib, timings
+from nrsfm_kit.utils.bench import (
+    available_cpus,
+    machine_info,
+    peak_rss_mib,
+    reset_peak_rss,
+    rss_mib,
+    run_spawned,
+    timings,
+)
+from nrsfm_kit.utils.bench import run_in_process as _run_in_process
 from nrsfm_kit.utils.io import atomic_write_json
 
 # Whole DeepDeform tracker per frame, on the authors' GPU, as quoted in the brief of this benchmark; the same
@@ -98,34 +105,6 @@ class Settings:
         """Image sizes whose synthetic pair the rows need (tracker size first)."""
         out = [tuple(self.tracker_size)] if self.tracker_matchers else []
         return out + [tuple(sz) for sz in self.dense_sizes if tuple(sz) not in out]
-
-
-# ---------------------------------------------------------------------------------------------- memory helpers
-# (the same helpers as bench_tracking's: RSS from /proc, peak reset through clear_refs)
-
-def _cpus() -> int:
-    """CPUs this process may run on (its affinity mask), else the machine's count."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _rss_mib() -> float:
-    """Current resident set size (MiB); the peak when /proc is unavailable."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return float(line.split()[1]) / 1024
-    except (OSError, IndexError, ValueError):
-        pass
-    return peak_rss_mib()
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's VmHWM to its current RSS (Linux ``clear_refs`` 5); False where not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------- rows
@@ -370,8 +349,8 @@ def measure(spec: dict) -> dict:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    base = _rss_mib()
-    reset = _reset_peak_rss()
+    base = rss_mib()
+    reset = reset_peak_rss()
     once, extra = BUILDERS[spec["group"]](spec)
     t = timings(once, int(spec["reps"]), warmup=1, sync=_sync(dev))
     if cuda:
@@ -388,42 +367,13 @@ def measure(spec: dict) -> dict:
     return row
 
 
-def _worker(spec: dict, queue) -> None:
-    try:
-        queue.put(measure(spec))
-    except Exception as exc:  # reported in the row, the run goes on
-        queue.put(dict(spec, error=f"{type(exc).__name__}: {exc}"))
-
-
 def run_isolated(spec: dict) -> dict:
     """:func:`measure` in a fresh spawned process (its own peak memory)."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:  # the spawned child unpickles its target from the module bench_matching
-        sys.path.insert(0, here)
-    import bench_matching
-
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=bench_matching._worker, args=(spec, q))
-    p.start()
-    row = None
-    while p.is_alive() or not q.empty():
-        try:
-            row = q.get(timeout=1.0)
-            break
-        except Exception:
-            continue
-    p.join()
-    if row is None:
-        row = dict(spec, error=f"worker exit code {p.exitcode}")
-    return row
+    return run_spawned(__file__, spec)
 
 
 def run_in_process(spec: dict) -> dict:
-    try:
-        return measure(spec)
-    except Exception as exc:
-        return dict(spec, error=f"{type(exc).__name__}: {exc}")
+    return _run_in_process(measure, spec)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -462,25 +412,6 @@ def add_ratios(rows: list[dict]) -> None:
         r["ratio"] = r["median_ms"] / base if base else None
         paper = (r["group"] == "tracker" and r["net"] == "paper" and (r["height"], r["width_px"]) == (480, 640))
         r["x_paper"] = r["median_ms"] / PAPER_TRACKER_MS if paper else None
-
-
-def machine_info(threads: int) -> dict:
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    try:
-        import warp as wp
-
-        warp_version = wp.config.version
-    except Exception:
-        warp_version = None
-    return {"cpu": model, "arch": platform.machine(), "cpus_available": _cpus(),
-            "torch_threads": threads, "torch": torch.__version__, "warp": warp_version,
-            "python": platform.python_version(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available()
-            else None, "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 def _fmt(x, spec: str = ".1f") -> str:
@@ -537,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heavy-reps", type=int, default=3,
                     help="repetitions of the CPU rows with the paper matcher at batch 32 and in the tracker")
     ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="write every row to this JSON file")
-    ap.add_argument("--threads", type=int, default=_cpus(),
+    ap.add_argument("--threads", type=int, default=available_cpus(),
                     help="torch (OpenMP) threads; default: the CPUs this process may run on")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="auto: cpu, and cuda as well when available")

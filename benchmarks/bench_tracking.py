@@ -39,9 +39,7 @@ import contextlib
 import datetime
 import gc
 import json
-import multiprocessing as mp
 import os
-import platform
 import sys
 import tempfile
 from collections.abc import Callable
@@ -50,7 +48,16 @@ from pathlib import Path
 
 import torch
 
-from nrsfm_kit.utils.bench import peak_rss_mib, timings
+from nrsfm_kit.utils.bench import (
+    available_cpus,
+    machine_info,
+    peak_rss_mib,
+    reset_peak_rss,
+    rss_mib,
+    run_spawned,
+    timings,
+)
+from nrsfm_kit.utils.bench import run_in_process as _run_in_process
 
 PAPER_MS = {"phi": 21.6, "psi": 5.5, "keyframe": 27.0}  # Bozic et al. 2020, inference on the paper's GPU
 NET_NAMES = {"phi": "Phi (PWC-DC)", "psi": "Psi (weight net)"}
@@ -70,38 +77,6 @@ class Settings:
     warp: bool = True  # also Phi with the Warp cost volume
     threads: int = 1
     extra: dict = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------------------------- memory helpers
-
-def _cpus() -> int:
-    """CPUs this process may run on (its affinity mask), else the machine's count."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _status_mib(key: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return float(line.split()[1]) / 1024
-    except (OSError, IndexError, ValueError):
-        pass
-    return None
-
-
-def _rss_mib() -> float:
-    """Current resident set size (MiB); the peak when /proc is unavailable."""
-    rss = _status_mib("VmRSS")
-    return rss if rss is not None else peak_rss_mib()
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's VmHWM to its current RSS (Linux ``clear_refs`` 5); False where not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------- rows
@@ -228,8 +203,8 @@ def measure(spec: dict) -> dict:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    base = _rss_mib()
-    reset = _reset_peak_rss()
+    base = rss_mib()
+    reset = reset_peak_rss()
     model, inputs, loss_fn = BUILDERS[spec["net"]](spec)
     params = sum(p.numel() for p in model.parameters())
     training = spec["mode"] == "training"
@@ -261,42 +236,13 @@ def measure(spec: dict) -> dict:
     return row
 
 
-def _worker(spec: dict, queue) -> None:
-    try:
-        queue.put(measure(spec))
-    except Exception as exc:  # reported in the row, the run goes on
-        queue.put(dict(spec, error=f"{type(exc).__name__}: {exc}"))
-
-
 def run_isolated(spec: dict) -> dict:
     """:func:`measure` in a fresh spawned process (its own peak memory)."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:  # the spawned child unpickles its target from the module bench_tracking
-        sys.path.insert(0, here)
-    import bench_tracking
-
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=bench_tracking._worker, args=(spec, q))
-    p.start()
-    row = None
-    while p.is_alive() or not q.empty():
-        try:
-            row = q.get(timeout=1.0)
-            break
-        except Exception:
-            continue
-    p.join()
-    if row is None:
-        row = dict(spec, error=f"worker exit code {p.exitcode}")
-    return row
+    return run_spawned(__file__, spec)
 
 
 def run_in_process(spec: dict) -> dict:
-    try:
-        return measure(spec)
-    except Exception as exc:
-        return dict(spec, error=f"{type(exc).__name__}: {exc}")
+    return _run_in_process(measure, spec)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -317,25 +263,6 @@ def add_ratios(rows: list[dict]) -> None:
         r["ratio"] = r["median_ms"] / base if base else None
         paper = r["width"] == 1.0 and r["mode"] == "inference" and (r["height"], r["width_px"]) == (448, 640)
         r["x_paper"] = r["median_ms"] / PAPER_MS[r["net"]] if paper else None
-
-
-def machine_info(threads: int) -> dict:
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    try:
-        import warp as wp
-
-        warp_version = wp.config.version
-    except Exception:
-        warp_version = None
-    return {"cpu": model, "arch": platform.machine(), "cpus_available": _cpus(),
-            "torch_threads": threads, "torch": torch.__version__, "warp": warp_version,
-            "python": platform.python_version(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available()
-            else None, "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 def _fmt(x, spec: str = ".1f") -> str:
@@ -391,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="2 repetitions, width 0.25 at 128x192, in-process")
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions per row (median), after 1 warm-up")
     ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="write every row to this JSON file")
-    ap.add_argument("--threads", type=int, default=_cpus(),
+    ap.add_argument("--threads", type=int, default=available_cpus(),
                     help="torch (OpenMP) threads; default: the CPUs this process may run on")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="auto: cpu, and cuda as well when available")

@@ -79,3 +79,101 @@ def traced_peak_mib(fn: Callable[[], object]) -> float:
         if not was_tracing:
             tracemalloc.stop()
     return max(0.0, (peak - base) / 2**20)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), else the machine's count."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def rss_mib() -> float:
+    """Current resident set size (MiB, VmRSS); the peak (:func:`peak_rss_mib`) when /proc is unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1]) / 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return peak_rss_mib()
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux ``clear_refs`` 5), so that :func:`peak_rss_mib`
+    measures what comes after; False where not possible (the peak then may include earlier work)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def machine_info(threads: int) -> dict:
+    """What a benchmark row was measured on: CPU model, architecture, CPUs available, torch threads, torch / Warp /
+    Python versions, the GPU (None without CUDA) and the 1-minute load average."""
+    import contextlib
+    import os
+    import platform
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    try:
+        import warp as wp
+
+        warp_version = wp.config.version
+    except Exception:
+        warp_version = None
+    return {"cpu": model, "arch": platform.machine(), "cpus_available": available_cpus(),
+            "torch_threads": threads, "torch": torch.__version__, "warp": warp_version,
+            "python": platform.python_version(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available()
+            else None, "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def _spawned_measure(script: str, spec: dict, queue) -> None:
+    import importlib.util
+    import sys
+
+    try:
+        name = f"_bench_{Path(script).stem}"
+        mod_spec = importlib.util.spec_from_file_location(name, script)
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        mod_spec.loader.exec_module(module)
+        queue.put(module.measure(spec))
+    except Exception as exc:  # reported in the row, the run goes on
+        queue.put(dict(spec, error=f"{type(exc).__name__}: {exc}"))
+
+
+def run_spawned(script: str, spec: dict) -> dict:
+    """``measure(spec)`` of the benchmark file ``script`` in a fresh spawned process, so that the row's peak
+    memory is its own; an exception or a dead worker gives the row an ``error`` entry instead."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_spawned_measure, args=(str(script), spec, q))
+    p.start()
+    row = None
+    while p.is_alive() or not q.empty():
+        try:
+            row = q.get(timeout=1.0)
+            break
+        except Exception:
+            continue
+    p.join()
+    return row if row is not None else dict(spec, error=f"worker exit code {p.exitcode}")
+
+
+def run_in_process(measure: Callable[[dict], dict], spec: dict) -> dict:
+    """``measure(spec)`` in this process; an exception gives the row an ``error`` entry instead."""
+    try:
+        return measure(spec)
+    except Exception as exc:
+        return dict(spec, error=f"{type(exc).__name__}: {exc}")
