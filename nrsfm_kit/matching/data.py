@@ -38,7 +38,7 @@ from nrsfm_kit.utils.io import cached_torch
 
 __all__ = ["PATCH_CHANNELS", "SamplingConfig", "PatchBatch", "PreparedPair", "PatchSampler", "frame_image",
            "extract_patches", "image_to_patch", "patch_to_image", "prepare_pair", "synthetic_matching_pairs", "resize_pair",
-           "prepare_sparse_pair", "deepdeform_training_pairs"]
+           "prepare_sparse_pair", "deepdeform_training_pairs", "nonrigid_weights"]
 
 #: RGB + back-projected XYZ (camera frame, metres)
 PATCH_CHANNELS = 6
@@ -155,6 +155,18 @@ class PreparedPair(NamedTuple):
     name: str
 
 
+def nonrigid_weights(source_xyz: torch.Tensor, target_xyz: torch.Tensor, config: SamplingConfig,
+                     generator: torch.Generator, fit: torch.Tensor | None = None) -> torch.Tensor:
+    """Sampling weights of matched 3D points, source and target (N, 3) each (sec. 6.4): the deviation (metres) of every match
+    from the RANSAC + Procrustes rigid fit of the matches ``fit`` (indices; default all) plus
+    ``config.nonrigid_floor``. float64 (N,)."""
+    X, Y = source_xyz.double(), target_xyz.double()
+    sel = slice(None) if fit is None else fit
+    R, t, _ = ransac_procrustes(X[sel], Y[sel], iterations=config.ransac_iterations,
+                                threshold=config.ransac_threshold, generator=generator)
+    return (X @ R.T + t - Y).norm(dim=-1) + config.nonrigid_floor
+
+
 def prepare_pair(pair: RGBDPair, config: SamplingConfig | None = None, *, seed: int = 0) -> PreparedPair:
     """Candidates of a pair: source pixels on the object mask (or all valid depth) with valid depth; visible ones
     labelled from the dense flows (:func:`nrsfm_kit.metrics.matching.ground_truth_matches`), weighted by their deviation from the RANSAC +
@@ -179,11 +191,8 @@ def prepare_pair(pair: RGBDPair, config: SamplingConfig | None = None, *, seed: 
     vis = torch.nonzero(ok).squeeze(1)
     if len(vis) >= 3:
         gen = torch.Generator().manual_seed(int(seed))
-        pick = vis[torch.randperm(len(vis), generator=gen)[: cfg.ransac_points]]
-        R, t, _ = ransac_procrustes(src_xyz[pick].double(), tgt_xyz[pick].double(), iterations=cfg.ransac_iterations,
-                                    threshold=cfg.ransac_threshold, generator=gen)
-        dev = (src_xyz[vis].double() @ R.T + t - tgt_xyz[vis].double()).norm(dim=-1)
-        w[vis] = (dev + cfg.nonrigid_floor).to(w.dtype)
+        pick = torch.randperm(len(vis), generator=gen)[: cfg.ransac_points]
+        w[vis] = nonrigid_weights(src_xyz[vis], tgt_xyz[vis], cfg, gen, fit=pick).to(w.dtype)
     occl = ~ok
     w[occl] = w[vis].mean() if len(vis) else 1.0
     return PreparedPair(frame_image(pair.source_color, pair.source_depth, pair.intrinsics),
@@ -226,10 +235,7 @@ def prepare_sparse_pair(pair: RGBDPair, source_px: torch.Tensor, target_px: torc
     px, tpx, sxyz, txyz = source_px[keep].to(src_pts.dtype), target_px[keep].to(src_pts.dtype), sxyz[keep], txyz[keep]
     w = torch.full((len(px),), 1.0, dtype=px.dtype)
     if len(px) >= 3:
-        gen = torch.Generator().manual_seed(int(seed))
-        R, t, _ = ransac_procrustes(sxyz.double(), txyz.double(), iterations=cfg.ransac_iterations,
-                                    threshold=cfg.ransac_threshold, generator=gen)
-        w = ((sxyz.double() @ R.T + t - txyz.double()).norm(dim=-1) + cfg.nonrigid_floor).to(px.dtype)
+        w = nonrigid_weights(sxyz, txyz, cfg, torch.Generator().manual_seed(int(seed))).to(px.dtype)
     vis = torch.ones(len(px), dtype=torch.bool)
     depth = txyz[:, 2]
     if occluded_px is not None and len(occluded_px):
