@@ -238,13 +238,15 @@ def synthetic_rgbd_sequence(
     seed: int = 0,
     progress: bool = False,
     dtype: torch.dtype = torch.float32,
+    speed: float = 1.0,
 ) -> SyntheticRGBDSequence:
     """A deforming RGB-D sequence (static camera unless ``camera_motion`` > 0) with GT between any two frames.
 
     Frame t is rendered at t / fps seconds. Returns a :class:`SyntheticRGBDSequence` with colors
     (T, 3, H, W), depths (T, H, W) metres (noisy when ``kinect_noise``), masks (T, H, W) of the
     non-background objects, segmentation (T, H, W), poses (T, 4, 4) world -> camera, and ``pair(i, j)`` /
-    ``node_translations(nodes, i, j)`` for the ground truth. See :func:`synthetic_rgbd_pair` for the
+    ``node_translations(nodes, i, j)`` for the ground truth. ``speed`` (> 0) scales the objects' motion laws
+    (:func:`nrsfm_kit.data.scenes.build_scene`; 1 = the default motion). See :func:`synthetic_rgbd_pair` for the
     other arguments.
     """
     check_int("num_frames", num_frames, 2)
@@ -253,7 +255,9 @@ def synthetic_rgbd_sequence(
     if not 0.0 <= float(shading) <= 1.0:
         raise ValueError(f"shading: expected a value in [0, 1], found {shading!r}")
     check_positive("camera_motion", camera_motion, strict=False)
-    scene = build_scene(tuple(objects), int(height), int(width), int(seed), camera_motion=float(camera_motion))
+    check_positive("speed", speed)
+    scene = build_scene(tuple(objects), int(height), int(width), int(seed), speed=float(speed),
+                        camera_motion=float(camera_motion))
     scene.shading = float(shading)
     times = [k / float(fps) for k in range(int(num_frames))]
     frames = [scene.render(t) for t in tqdm(times, desc="render RGB-D", disable=not progress, leave=False)]
