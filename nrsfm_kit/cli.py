@@ -36,7 +36,7 @@ Environment: NRSFM_KIT_SMOKE=1 shrinks sizes (as --smoke); NRSFM_KIT_DATA is the
 """
 
 # subpackages that may contribute subcommands (``nrsfm_kit/<name>/cli.py`` with ``register``)
-_COMMAND_PACKAGES = ("data", "graph", "solver", "nrsfm", "edm", "tracking", "matching")
+_COMMAND_PACKAGES = ("data", "graph", "solver", "nrsfm", "edm", "tracking", "matching", "fusion")
 _SECTIONS_DIR = Path(__file__).resolve().parent / "demo" / "sections"
 
 

@@ -52,6 +52,8 @@ class CorrespondenceSource:
 
     name = "source"
     uses_correspondences = True
+    #: keyframe pixels this source is asked about per keyframe (None: ``FusionConfig.keyframe_points``)
+    max_points: int | None = None
 
     def match(self, source: FrameData, target: FrameData, source_px: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -133,6 +135,9 @@ class DeepDeformCorrespondences(CorrespondenceSource):
     """``deepdeform``: the Siamese heatmap matcher (DeepDeform sec. 4.1), weight = visibility where accepted."""
 
     name = "deepdeform"
+    # DeepDeform matches sparse points (one heatmap per point, ~10 ms each on a CPU core at teaching size): the
+    # keyframe term takes 100 per keyframe, of the order of the 20-50 annotated matches the method was made for
+    max_points = 100
 
     def __init__(self, checkpoint: str | Path | None = None, matcher=None, batch_size: int = 64):
         if matcher is None:

@@ -310,9 +310,11 @@ class NonRigidFusion:
         # one sample per pixel
         _, first = np.unique(pix.numpy(), return_index=True)
         ids, pix = ids[torch.as_tensor(first)], pix[torch.as_tensor(first)]
-        if ids.numel() > self.config.keyframe_points:
+        K = self.config.keyframe_points if self.source.max_points is None else min(self.config.keyframe_points,
+                                                                                    int(self.source.max_points))
+        if ids.numel() > K:
             g = torch.Generator().manual_seed(self.config.seed + 7919 * max(self.frame, 0))
-            keep = torch.randperm(ids.numel(), generator=g)[: self.config.keyframe_points].sort().values
+            keep = torch.randperm(ids.numel(), generator=g)[:K].sort().values
             ids, pix = ids[keep], pix[keep]
         px = torch.stack([(pix % W).float(), (pix // W).float()], -1)
         return px, ids

@@ -166,7 +166,7 @@ class TSDFVolume:
             raise ValueError("points: expected at least one point to fit the volume around, found none")
         lo = points.min(0).values.double() - cfg.margin
         hi = points.max(0).values.double() + cfg.margin
-        shape = tuple(int(s) for s in torch.ceil((hi - lo) / cfg.voxel_size).clamp(min=2).long().tolist())
+        shape = tuple(int(s) for s in torch.ceil((hi - lo) / cfg.voxel_size - 1e-4).clamp(min=2).long().tolist())
         return cls.create(shape, tuple(lo.tolist()), cfg, device=device)
 
     # --- properties -----------------------------------------------------------------------------------------

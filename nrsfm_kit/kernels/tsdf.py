@@ -66,7 +66,7 @@ def voxel_centres(shape: tuple[int, int, int], grid: VolumeGrid, *, dtype=torch.
 def _skin(x: torch.Tensor, motion: GraphMotionInput) -> tuple[torch.Tensor, torch.Tensor]:
     """(Q(x) (M, 3), supported (M,) bool) with the 4 nearest nodes within the influence radius."""
     nodes = motion.nodes.to(x.dtype)
-    d = torch.cdist(x, nodes)  # (M, N)
+    d = torch.cdist(x, nodes, compute_mode="donot_use_mm_for_euclid_dist")  # (M, N), exact
     k = min(4, nodes.shape[0])
     dd, kk = torch.topk(d, k, dim=1, largest=False)
     ok = dd <= motion.influence
@@ -130,7 +130,7 @@ def nearest_nodes_torch(points: torch.Tensor, nodes: torch.Tensor, radius: float
             ids.append(torch.full((p.shape[0],), -1, dtype=torch.int64, device=p.device))
             dist.append(torch.full((p.shape[0],), float(radius), dtype=p.dtype, device=p.device))
             continue
-        d, k = torch.cdist(p, nodes.to(p.dtype)).min(1)
+        d, k = torch.cdist(p, nodes.to(p.dtype), compute_mode="donot_use_mm_for_euclid_dist").min(1)
         ok = d <= radius
         ids.append(torch.where(ok, k, torch.full_like(k, -1)))
         dist.append(torch.where(ok, d, torch.full_like(d, float(radius))))
