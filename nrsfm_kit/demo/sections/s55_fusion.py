@@ -5,7 +5,6 @@ from __future__ import annotations
 from nrsfm_kit.demo import DemoSection
 
 ORDER = 55
-RESULTS_SECTION = "benchmarks/RESULTS.md#non-rigid-fusion-deepdeform-table-2-on-synthetic-sequences-issue-16-2026-12-02"
 TITLE = "Non-rigid fusion: canonical TSDF + tracking against the model, pure ICP vs keyframe correspondences"
 
 
