@@ -36,6 +36,7 @@ def register(subparsers) -> None:
                    help="do not use the previous frame as a temporary keyframe (default: used)")
     p.add_argument("--voxel-size", type=float, default=0.01, help="TSDF voxel size, metres (default 0.01)")
     p.add_argument("--truncation", type=float, default=0.04, help="TSDF truncation, metres (default 0.04)")
+    p.add_argument("--device", default="cpu", help="where the TSDF is integrated / extracted: cpu | cuda (default cpu)")
     p.add_argument("--frames", type=int, default=None, help="fuse only the first N frames (default: all)")
     p.add_argument("--object", default=None, help="object id of the masks (mask/<frame>_<object>.png; default: the only one)")
     p.add_argument("--labels", default=None, help="match label JSON (default: <seq>/matches.json or <root>/<split>_matches.json)")
@@ -43,7 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", default=None, help="also write the summary + metrics here (default: not written)")
     p.add_argument("--no-resume", action="store_true", help="start again even if --out holds a checkpoint (default: resume)")
     p.set_defaults(func=_fuse, param_flags={"keyframe_every": "--keyframe-every", "voxel_size": "--voxel-size",
-                                            "truncation": "--truncation", "checkpoint": "--checkpoint"})
+                                            "truncation": "--truncation", "checkpoint": "--checkpoint",
+                                            "device": "--device"})
 
 
 def _fuse(args) -> int:
@@ -84,7 +86,7 @@ def _fuse(args) -> int:
 
     cfg = FusionConfig(tsdf=TSDFConfig(voxel_size=args.voxel_size, truncation=args.truncation),
                        correspondences=args.correspondences, keyframe_every=args.keyframe_every,
-                       frame_to_frame=not args.no_frame_to_frame)
+                       frame_to_frame=not args.no_frame_to_frame, device=args.device)
     if args.sequence == "synthetic":
         from nrsfm_kit.fusion.synthetic import fusion_sequence
 

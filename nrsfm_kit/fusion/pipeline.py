@@ -87,6 +87,9 @@ class FusionConfig:
     segment_length: int = 100  # DeepDeform benchmark segments
     visibility_tolerance: float = 0.02  # metres: a warped sample is seen at a pixel when |z - D| is below it
     backend: str = "warp"  # warp kernels or their torch references
+    # where the TSDF lives and is integrated / extracted ("cuda" on a GPU: the 128^3-256^3 volumes are the heavy
+    # part); tracking, graph and samples stay on the CPU (their sizes are thousands of points, not millions)
+    device: str = "cpu"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -118,6 +121,13 @@ class FusionConfig:
                 raise ValueError(f"{name}: expected a value in [0, 1], found {v!r}")
         if self.backend not in ("warp", "torch"):
             raise ValueError(f"backend: expected 'warp' or 'torch', found {self.backend!r}")
+        try:
+            dev = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device: expected 'cpu' or 'cuda[:N]', found {self.device!r}") from None
+        if dev.type not in ("cpu", "cuda") or (dev.type == "cuda" and not torch.cuda.is_available()):
+            raise ValueError(f"device: expected 'cpu' or an available CUDA device, found {self.device!r} "
+                             f"(CUDA available: {torch.cuda.is_available()})")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -171,7 +181,7 @@ class FrameRecord:
 def tsdf_gradient_normals(volume: TSDFVolume, points: torch.Tensor) -> torch.Tensor:
     """Unit normals (P, 3) of canonical points: the TSDF gradient (central differences, trilinear), pointing
     towards free space (the side the surface was seen from)."""
-    F = volume.sdf
+    F = volume.sdf.cpu()
     g = torch.zeros(*F.shape, 3)
     g[1:-1, :, :, 0] = F[2:] - F[:-2]
     g[:, 1:-1, :, 1] = F[:, 2:] - F[:, :-2]
@@ -239,7 +249,8 @@ class NonRigidFusion:
     def canonical_mesh(self) -> TriangleMesh:
         """The current canonical mesh (marching cubes, cached per frame)."""
         if self._mesh is None or self._mesh_frame != self.frame:
-            self._mesh = self.volume.extract_mesh()
+            m = self.volume.extract_mesh()
+            self._mesh = TriangleMesh(m.vertices.cpu(), m.faces.cpu(), None if m.colors is None else m.colors.cpu())
             self._mesh_frame = self.frame
         return self._mesh
 
@@ -277,8 +288,8 @@ class NonRigidFusion:
         # normals and activity from the current TSDF
         self.sample_normals = tsdf_gradient_normals(self.volume, self.samples)
         idx = (self.samples - torch.tensor(self.volume.origin)) / self.volume.config.voxel_size - 0.5
-        w = _trilinear(self.volume.weight.unsqueeze(-1), idx)[:, 0]
-        f = _trilinear(self.volume.sdf.unsqueeze(-1), idx)[:, 0]
+        w = _trilinear(self.volume.weight.cpu().unsqueeze(-1), idx)[:, 0]
+        f = _trilinear(self.volume.sdf.cpu().unsqueeze(-1), idx)[:, 0]
         self.sample_active = (w > 0) & (f.abs() * self.volume.config.truncation <= 2 * self.volume.config.voxel_size)
         self._anchors = None
         return added
@@ -515,7 +526,11 @@ class NonRigidFusion:
                 obj = self._object_mask(depth, None)
         t2 = time.perf_counter()
         d_obj = torch.where(obj, depth, torch.zeros_like(depth))
-        self.volume.integrate(d_obj, color, self.intrinsics, motion=self.graph.motion(), backend=cfg.backend)
+        dev = self.volume.sdf.device
+        mo = self.graph.motion()
+        if dev.type != "cpu":  # the volume lives on the GPU (FusionConfig.device): integrate there
+            mo = mo._replace(nodes=mo.nodes.to(dev), rotations=mo.rotations.to(dev), translations=mo.translations.to(dev))
+        self.volume.integrate(d_obj.to(dev), color.to(dev), self.intrinsics.to(dev), motion=mo, backend=cfg.backend)
         t3 = time.perf_counter()
         rec.seconds["integration"] = t3 - t2
         if f == 0 or f % cfg.extract_every == 0:
@@ -548,7 +563,7 @@ class NonRigidFusion:
         graph = build_graph(depth, m, self.intrinsics, node_coverage=cfg.node_coverage, erosion_iterations=erosion)
         self.graph = CanonicalGraph.from_graph(graph)
         pts, ok = depth_to_points(depth, self.intrinsics)
-        self.volume = TSDFVolume.around(pts[m], cfg.tsdf)
+        self.volume = TSDFVolume.around(pts[m], cfg.tsdf, device=cfg.device)
 
     # ---------------------------------------------------------------------------------------------------------
     # checkpoints
@@ -573,7 +588,8 @@ class NonRigidFusion:
             found = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"state: expected a fusion state (format 'nrsfm-kit-fusion-state-1'), found {found!r}")
         self.frame = int(state["frame"])
-        self.volume = TSDFVolume.from_state_dict(state["volume"]) if state["volume"] is not None else None
+        self.volume = (TSDFVolume.from_state_dict(state["volume"], device=self.config.device)
+                       if state["volume"] is not None else None)
         self.graph = CanonicalGraph.from_state_dict(state["graph"]) if state["graph"] is not None else None
         self.samples, self.sample_normals = state["samples"], state["sample_normals"]
         self.sample_active = state["sample_active"]

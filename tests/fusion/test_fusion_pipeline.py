@@ -132,6 +132,11 @@ def test_fusion_bad_inputs(seq):
         FusionConfig(min_correspondence_weight=1.5)
     with pytest.raises(ValueError, match="checkpoint"):
         make_source("dis", "weights.pt")
+    with pytest.raises(ValueError, match="device: expected 'cpu' or"):
+        FusionConfig(device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA available: False"):
+            FusionConfig(device="cuda")
     fu = NonRigidFusion(seq.intrinsics)
     with pytest.raises(ValueError, match="mask: expected object pixels with valid depth in the first frame"):
         fu.step(seq.colors[0], seq.depths[0], torch.zeros_like(seq.masks[0]))
@@ -139,3 +144,13 @@ def test_fusion_bad_inputs(seq):
         NonRigidFusion(seq.intrinsics).step(seq.colors[0], seq.depths[0][:-1], None)
     with pytest.raises(ValueError, match="source: expected a CorrespondenceSource"):
         NonRigidFusion(seq.intrinsics, source="dis")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_volume_on_cuda_matches_cpu(seq):
+    """The TSDF on the GPU (FusionConfig.device): the same meshes as on the CPU, up to float round-off."""
+    short = fusion_sequence("smoke", num_frames=4)
+    a = fuse_sequence(short, FusionConfig(correspondences="none"), progress=False)
+    b = fuse_sequence(short, FusionConfig(correspondences="none", device="cuda"), progress=False)
+    assert abs(a.report.geometry_cm - b.report.geometry_cm) < 0.05
+    assert abs(a.canonical.num_vertices - b.canonical.num_vertices) <= 0.01 * a.canonical.num_vertices
