@@ -11,6 +11,8 @@ from nrsfm_kit.utils.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "deepdeform": ["DeepDeformLabel", "DeepDeformPairs", "load_deepdeform_labels", "load_deepdeform_pair",
                    "read_flow_binary", "save_deepdeform_pair", "write_flow_binary"],
+    "deepdeform_sequence": ["DeepDeformSequence", "SequenceMatches", "export_synthetic_sequence",
+                            "load_deepdeform_sequence", "synthetic_sequence"],
     "mocap": ["MocapSequence", "load_amc", "load_asf", "load_cmu_mocap", "mocap_to_nrsfm"],
     "nrsfm": ["NRSfMFrames", "center_sequence", "check_sequence", "load_nrsfm_mat", "save_nrsfm_mat",
               "synthetic_nrsfm", "views_from_shapes"],
