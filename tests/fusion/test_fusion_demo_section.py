@@ -10,4 +10,4 @@ def test_fusion_demo_section_smoke():
     assert sec.passed, sec.results
     assert all(r.unit for r in sec.results)
     assert any("pure ICP" in r.name for r in sec.results) and sec.figures
-    assert len(sec.figures[0].frames) == 12
+    assert len(sec.figures[-1].frames) == 12 and len(sec.figures) == 2

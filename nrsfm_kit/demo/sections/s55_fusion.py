@@ -11,7 +11,8 @@ TITLE = "Non-rigid fusion: canonical TSDF + tracking against the model, pure ICP
 def run(smoke: bool) -> DemoSection:
     from nrsfm_kit.fusion import FusionConfig, fuse_sequence
     from nrsfm_kit.fusion.synthetic import fusion_sequence
-    from nrsfm_kit.viz.mesh import mesh_sequence_figure
+    from nrsfm_kit.viz.mesh import mesh_sequence_figure, mesh_trace
+    from nrsfm_kit.viz.plot3d import figure3d
 
     frames = 12 if smoke else 40
     seq = fusion_sequence("smoke" if smoke else "fast", num_frames=frames)
@@ -36,6 +37,11 @@ def run(smoke: bool) -> DemoSection:
     sec.add("geometry error (dis)", dis.geometry_cm, unit="cm", target="< 1", ok=dis.geometry_cm < 1.0)
     per = [r.seconds.get("total", 0.0) for r in res["dis"].records[1:]]
     sec.add("time per frame (dis, CPU)", 1000 * sorted(per)[len(per) // 2], unit="ms")
+    can = res["dis"].canonical
+    sec.add("canonical mesh vertices / graph nodes (dis)", f"{can.num_vertices} / {res['dis'].fusion.graph.num_nodes}",
+            unit="count")
+    sec.figures.append(figure3d([mesh_trace(can, name="canonical mesh")], title="canonical model (dis): the TSDF's "
+                                "zero level set in the first frame's camera frame"))
     sec.figures.append(mesh_sequence_figure(res["dis"].meshes, title="live mesh per frame (dis): the canonical "
                                             "mesh of each segment warped by the frame's graph motion"))
     return sec
