@@ -32,6 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="weights of the nnrt tracker / deepdeform matcher (default: the shipped teaching ones)")
     p.add_argument("--keyframe-every", type=int, default=50, help="frames between keyframes (default 50, NNRT)")
+    p.add_argument("--no-keyframes", action="store_true",
+                   help="no keyframes: correspondences from the previous frame only (default: keyframes on)")
     p.add_argument("--no-frame-to-frame", action="store_true",
                    help="do not use the previous frame as a temporary keyframe (default: used)")
     p.add_argument("--voxel-size", type=float, default=0.01, help="TSDF voxel size, metres (default 0.01)")
@@ -85,7 +87,8 @@ def _fuse(args) -> int:
     from nrsfm_kit.utils.io import atomic_write_json
 
     cfg = FusionConfig(tsdf=TSDFConfig(voxel_size=args.voxel_size, truncation=args.truncation),
-                       correspondences=args.correspondences, keyframe_every=args.keyframe_every,
+                       correspondences=args.correspondences,
+                       keyframe_every=None if args.no_keyframes else args.keyframe_every,
                        frame_to_frame=not args.no_frame_to_frame, device=args.device)
     if args.sequence == "synthetic":
         from nrsfm_kit.fusion.synthetic import fusion_sequence

@@ -1,8 +1,8 @@
 """The reconstruction table of non-rigid fusion (DeepDeform Table 2 / NNRT Table 2 on synthetic sequences).
 
 :func:`fusion_table` fuses the synthetic presets of :mod:`nrsfm_kit.fusion.synthetic` with every correspondence
-source, with and without keyframes (``keyframes=False``: only the previous frame as a temporary keyframe, i.e.
-frame-to-frame correspondences), and reports DeepDeform's deformation and geometry errors (cm) and the time per
+source, with and without keyframes (``keyframes=False``: ``keyframe_every=None``, only the previous frame as a
+temporary keyframe, i.e. frame-to-frame correspondences), and reports DeepDeform's deformation and geometry errors (cm) and the time per
 frame. Used by ``benchmarks/fusion_table.py`` (the RESULTS.md table) and notebook 07.
 """
 
@@ -38,7 +38,7 @@ def fusion_table(presets=("teaching", "fast"), variants=VARIANTS, *, seeds=(0,),
             kw = {} if num_frames is None else {"num_frames": int(num_frames)}
             seq = fusion_sequence(preset, seed=seed, **kw)
             for label, source, keyframes in variants:
-                cfg = FusionConfig(correspondences=source, keyframe_every=50 if keyframes else 10**9, **config)
+                cfg = FusionConfig(correspondences=source, keyframe_every=50 if keyframes else None, **config)
                 t0 = time.perf_counter()
                 res = fuse_sequence(seq, cfg, progress=progress)
                 per = sorted(r.seconds.get("total", 0.0) for r in res.records[1:])

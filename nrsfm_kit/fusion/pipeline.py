@@ -62,7 +62,7 @@ class FusionConfig:
     # first-graph erosion: the reference's 10 iterations at 640 px wide frames, scaled with the width (None)
     graph_erosion: int | None = None
     correspondences: str = "none"  # none | dis | nnrt | deepdeform
-    keyframe_every: int = 50  # NNRT sec. 4.5: every 50th frame is a keyframe
+    keyframe_every: int | None = 50  # NNRT sec. 4.5: every 50th frame is a keyframe (None: no keyframes)
     frame_to_frame: bool = True  # the previous frame as a temporary keyframe (sources other than none)
     min_correspondence_weight: float = 0.35  # delta of NNRT App. D.3
     max_invalid_fraction: float = 0.5  # a keyframe with more invalid correspondences is ignored (App. D.3)
@@ -99,7 +99,10 @@ class FusionConfig:
             raise ValueError(f"correspondences: expected one of {list(SOURCES)}, found {self.correspondences!r}")
         if not isinstance(self.tsdf, TSDFConfig):
             raise ValueError(f"tsdf: expected a TSDFConfig, found {type(self.tsdf).__name__}")
-        for name in ("keyframe_every", "keyframe_points", "pcg_iterations", "max_icp_points", "extract_every",
+        if self.keyframe_every is not None and (not isinstance(self.keyframe_every, int)
+                                                or isinstance(self.keyframe_every, bool) or self.keyframe_every < 1):
+            raise ValueError(f"keyframe_every: expected None or an int >= 1, found {self.keyframe_every!r}")
+        for name in ("keyframe_points", "pcg_iterations", "max_icp_points", "extract_every",
                      "segment_length", "normal_radius"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -539,7 +542,7 @@ class NonRigidFusion:
         if self.source.uses_correspondences:
             px, ids = self._visible_samples(data, obj)
             kf = Keyframe(f, data, px, ids)
-            if f % cfg.keyframe_every == 0:
+            if cfg.keyframe_every is not None and f % cfg.keyframe_every == 0:
                 self.keyframes.append(kf)
             self.previous = kf
         rec.rotations, rec.translations = self.graph.rotations.clone(), self.graph.translations.clone()
