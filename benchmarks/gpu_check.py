@@ -8,8 +8,10 @@ Made for a lent GPU (one run, under 8 minutes), and runnable on CPU::
    runs the bridged Warp function and its pure-torch reference on the same small inputs through
    :func:`nrsfm_kit.utils.testing.parity` / :func:`~nrsfm_kit.utils.testing.assert_parity` with the
    shared :data:`~nrsfm_kit.utils.testing.TOLERANCES`, and reports the largest absolute difference of the
-   values and of the gradients and pass / fail. The cases of ``warp_field`` and ``edm_loss`` are defined
-   here; those of ``gauss_newton`` come from ``nrsfm_kit.kernels.gauss_newton.PARITY_CASES`` (``{name:
+   values and of the gradients and pass / fail. Non-differentiable bridges (TSDF integration, nearest nodes)
+   are ``values_only`` cases in the dtypes they support (float32). The cases of ``warp_field``, ``edm_loss``
+   and ``tsdf`` are defined here; those of ``gauss_newton`` come from
+   ``nrsfm_kit.kernels.gauss_newton.PARITY_CASES`` (``{name:
    (make_inputs(device, dtype) -> args, grad_arg_indices)}``, ``name`` and ``name + "_torch"`` its pair),
    read at run time. A public bridge with a reference twin but no case is listed as not covered.
 2. **Benchmarks** (skipped with ``--parity-only``): each ``benchmarks/bench_*.py`` runs as a subprocess
@@ -60,7 +62,11 @@ MIN_BENCH_S = 20.0  # a benchmark is not started with less time left than this
 @dataclass(frozen=True)
 class ParityCase:
     """One Warp bridge ``fn`` against its torch reference ``ref`` on ``make_inputs(device, dtype)``;
-    gradients w.r.t. the arguments at ``grad_args``."""
+    gradients w.r.t. the arguments at ``grad_args``.
+
+    ``values_only``: compare the outputs only (a state update with no gradient, e.g. TSDF integration; its
+    ``grad_args`` must be empty). ``dtypes``: the dtypes of :data:`TOLERANCES` the case runs in (None: all; a
+    float32-only kernel names ``(torch.float32,)``)."""
 
     kernel: str
     name: str
@@ -68,6 +74,13 @@ class ParityCase:
     ref: Callable
     make_inputs: Callable[[str, torch.dtype], list]
     grad_args: tuple[int, ...]
+    values_only: bool = False
+    dtypes: tuple[torch.dtype, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.values_only and self.grad_args:
+            raise ValueError(f"{self.kernel}.{self.name}: grad_args: expected () for a values-only case, found "
+                             f"{self.grad_args}")
 
 
 def _bridged(module, twins: Sequence[str] = ("_torch",)) -> list[str]:
@@ -183,12 +196,96 @@ def correlation_cases() -> tuple[list[ParityCase], list[str]]:
     return cases, _coverage_notes("correlation", m, cases)
 
 
+def _tsdf_inputs(device: str, dtype: torch.dtype, graph: bool = False) -> list:
+    """A small TSDF volume with a random earlier state, one frame and (``graph``) a node motion: the arguments of
+    :func:`nrsfm_kit.kernels.tsdf.integrate` (``sdf, weight, color``, the frame, ..., ``motion``); the state is
+    cloned by :func:`_tsdf_values` before each implementation updates it.
+
+    Grid 12 x 14 x 16 voxels of 2 cm at 0.80-1.12 m in front of a 40 x 48 camera (f = 60 px), posed by a small
+    rotation + translation; every voxel projects inside the image (also after the node motion), so the bounds
+    never decide. The depth is a gently tilted plane around 0.96 m (valid everywhere) and the colours smooth ramps:
+    a voxel whose projection lies within round-off of a pixel's .5 boundary may round to the neighbouring pixel in
+    one implementation and not the other, and then reads a depth / colour that differs by at most 1e-5 m /
+    2.1e-4, which moves F (in truncations of 6 cm) and C by less than the float32 tolerance (a textured image or a
+    depth edge would make that a jump). The earlier state (random F, W in {0..3}, C) is what the running average
+    blends into. 8 random nodes inside the volume, influence 10 cm (some voxels are not supported: not updated),
+    small rotations."""
+    from nrsfm_kit.geometry import so3_exp
+    from nrsfm_kit.kernels.tsdf import GraphMotionInput, VolumeGrid
+
+    g = torch.Generator().manual_seed(0)
+    shape, vs = (12, 14, 16), 0.02
+    origin = (-0.12, -0.14, 0.80)
+    H, W = 40, 48
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    depth = 0.96 + 1e-5 * (u - W / 2) + 0.5e-5 * (v - H / 2)
+    image = torch.stack([0.2 + 0.01 * u / W, 0.4 + 0.008 * v / H, 0.6 + 0.01 * (u + v) / (W + H)], -1)
+    sdf = 2 * torch.rand(shape, generator=g, dtype=torch.float64) - 1
+    weight = torch.randint(0, 4, shape, generator=g).double()
+    color = torch.rand(*shape, 3, generator=g, dtype=torch.float64)
+    intr = torch.tensor([60.0, 60.0, (W - 1) / 2, (H - 1) / 2], dtype=torch.float64)
+    pose = torch.eye(4, dtype=torch.float64)
+    pose[:3, :3] = so3_exp(torch.tensor([0.02, -0.03, 0.01], dtype=torch.float64))
+    pose[:3, 3] = torch.tensor([0.005, -0.004, 0.01], dtype=torch.float64)
+    f = lambda x: x.to(device=device, dtype=torch.float32).contiguous()  # noqa: E731  (float32-only kernel)
+    motion = None
+    if graph:
+        lo = torch.tensor(origin, dtype=torch.float64)
+        nodes = lo + torch.rand(8, 3, generator=g, dtype=torch.float64) * torch.tensor(shape) * vs
+        R = so3_exp(0.05 * torch.randn(8, 3, generator=g, dtype=torch.float64))
+        t = 0.01 * torch.randn(8, 3, generator=g, dtype=torch.float64)
+        motion = GraphMotionInput(f(nodes), f(R), f(t), 0.05, 0.10)
+    return [f(sdf), f(weight), f(color), f(depth), f(image), f(intr), f(pose), VolumeGrid(origin, vs), 0.06, 64.0,
+            motion]
+
+
+def _tsdf_values(integrate_fn: Callable, sdf, weight, color, *frame) -> tuple[torch.Tensor, ...]:
+    """``integrate_fn`` on clones of the state: (updated sdf, weight, color, updated mask as float)."""
+    s, w, c = sdf.clone(), weight.clone(), color.clone()
+    upd = integrate_fn(s, w, c, *frame)
+    return s, w, c, upd.to(s.dtype)
+
+
+def _nearest_inputs(device: str, dtype: torch.dtype, P=200, N=30) -> list:
+    """points (P, 3), nodes (N, 3) in a 0.5 m cube, radius 0.1 m (some points have no node within it)."""
+    g = torch.Generator().manual_seed(0)
+    pts = 0.5 * torch.rand(P, 3, generator=g, dtype=torch.float64)
+    nodes = 0.5 * torch.rand(N, 3, generator=g, dtype=torch.float64)
+    return [pts.to(device, torch.float32), nodes.to(device, torch.float32), 0.10]
+
+
+def _nearest_values(fn: Callable, points, nodes, radius) -> tuple[torch.Tensor, torch.Tensor]:
+    """(node ids as float (-1: none within radius), distances): the ids compared as values too."""
+    ids, dist = fn(points, nodes, radius)
+    return ids.to(dist.dtype), dist
+
+
+def tsdf_cases() -> tuple[list[ParityCase], list[str]]:
+    """TSDF integration (rigid and under a graph) and nearest nodes: values only (a non-differentiable state update
+    and a discrete query), float32 only (the kernels' dtype). Integration compares the updated F, W, C and mask."""
+    import nrsfm_kit.kernels.tsdf as m
+
+    f32 = (torch.float32,)
+    cases = [
+        ParityCase("tsdf", "integrate[rigid]", partial(_tsdf_values, m.integrate),
+                   partial(_tsdf_values, m.integrate_torch), _tsdf_inputs, (), values_only=True, dtypes=f32),
+        ParityCase("tsdf", "integrate[graph]", partial(_tsdf_values, m.integrate),
+                   partial(_tsdf_values, m.integrate_torch), partial(_tsdf_inputs, graph=True), (), values_only=True,
+                   dtypes=f32),
+        ParityCase("tsdf", "nearest_nodes", partial(_nearest_values, m.nearest_nodes),
+                   partial(_nearest_values, m.nearest_nodes_torch), _nearest_inputs, (), values_only=True,
+                   dtypes=f32),
+    ]
+    return cases, _coverage_notes("tsdf", m, cases)
+
+
 # the kernel bridges checked: module -> () -> (cases, notes)
 KERNELS: dict[str, Callable[[], tuple[list[ParityCase], list[str]]]] = {
     "warp_field": warp_field_cases,
     "edm_loss": edm_loss_cases,
     "gauss_newton": gauss_newton_cases,
     "correlation": correlation_cases,
+    "tsdf": tsdf_cases,
 }
 
 
@@ -200,7 +297,7 @@ def _max_abs_diff(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float
 def run_case(case: ParityCase, device: str, dtype: torch.dtype, tol: float) -> dict:
     """Parity of one case in one dtype: max |diff| of values / gradients and pass / fail (with the reason)."""
     res = {"kernel": case.kernel, "case": case.name, "device": device, "dtype": str(dtype).replace("torch.", ""),
-           "tol": tol, "value_max_abs_diff": None, "grad_max_abs_diff": None}
+           "tol": tol, "value_max_abs_diff": None, "grad_max_abs_diff": None, "values_only": case.values_only}
     t0 = time.perf_counter()
     try:
         args = case.make_inputs(device, dtype)
@@ -230,7 +327,8 @@ def run_parity(device: str) -> dict:
         notes += more
         for case in cases:
             for dtype, tol in TOLERANCES:
-                results.append(run_case(case, device, dtype, tol))
+                if case.dtypes is None or dtype in case.dtypes:
+                    results.append(run_case(case, device, dtype, tol))
     failed = sum(not r["passed"] for r in results)
     return {"cases": results, "passed": len(results) - failed, "failed": failed, "notes": notes}
 
@@ -257,6 +355,10 @@ BENCHMARKS: dict[str, Bench] = {
     "bench_edm": Bench(("--only", "loss", "--reps", "3"), ("--only", "loss", "--reps", "1"), 180.0,
                        "no --quick flag: its loss table (--only loss, cpu and cuda rows) is the quick GPU part; "
                        "the depth table trains for minutes on CPU and is left out"),
+    "bench_fusion": Bench(("--only", "integration", "--only", "extraction", "--reps", "3"),
+                          ("--quick", "--only", "integration", "--only", "extraction"), 300.0,
+                          "TSDF integration and marching cubes, ours on cuda when present beside Open3D (CPU); the "
+                          "pipeline rows (CPU only) are left out"),
     "bench_graph": Bench(None, note="skipped: no quick mode (build_graph and Q at 640x480, --reps only)"),
     "bench_data": Bench(None, note="skipped: no quick mode and no GPU rows (CPU data generators)"),
     "bench_nrsfm": Bench(None, note="skipped: no GPU rows (CPU methods)"),
@@ -350,14 +452,16 @@ def summary_markdown(s: dict) -> str:
              f"python {s['python']}; {s['date']}; wall {s['wall_s']:.0f} s "
              f"(parity {s['parity_wall_s']:.0f} s).", "",
              f"## Parity with the torch references: {p['passed']} passed, {p['failed']} failed", "",
-             "Values and gradients (random cotangents) of each Warp bridge against its torch reference; "
+             "Values and gradients (random cotangents) of each Warp bridge against its torch reference (values "
+             "only for the non-differentiable ones, in the dtypes they support); "
              "pass when max |diff| <= tol x (1 + max |reference|).", "",
              "| kernel | case | dtype | values max abs diff | gradients max abs diff | tol | result | s |",
              "|---|---|---|---:|---:|---:|---|---:|"]
     for r in p["cases"]:
         verdict = "pass" if r["passed"] else f"**FAIL**: {r['message']}".replace("|", "\\|").replace("\n", " ")
+        grad = "values only" if r.get("values_only") else _fmt(r["grad_max_abs_diff"])
         lines.append(f"| {r['kernel']} | {r['case']} | {r['dtype']} | {_fmt(r['value_max_abs_diff'])} | "
-                     f"{_fmt(r['grad_max_abs_diff'])} | {_fmt(r['tol'])} | {verdict} | {r['wall_s']:.2f} |")
+                     f"{grad} | {_fmt(r['tol'])} | {verdict} | {r['wall_s']:.2f} |")
     if p["notes"]:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in p["notes"]]
     lines += ["", "## Benchmarks", ""]
