@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import os
 import statistics
 import sys
@@ -73,11 +72,8 @@ import torch
 from nrsfm_kit.utils.bench import (
     available_cpus,
     machine_info,
-    peak_rss_mib,
-    reset_peak_rss,
-    rss_mib,
+    measure_row,
     run_spawned,
-    timings,
 )
 from nrsfm_kit.utils.bench import run_in_process as _run_in_process
 from nrsfm_kit.utils.io import atomic_write_json
@@ -229,10 +225,6 @@ def graph_motion(frame: dict, device: str):
 
 # ---------------------------------------------------------------------------------------------- builders
 # builder(spec) -> (once: the timed call, extra: timings dict -> extra row fields)
-
-def _sync(device: str) -> Callable[[], None] | None:
-    return torch.cuda.synchronize if device == "cuda" else None
-
 
 def _ours_volume(frame: dict, n: int, device: str):
     from nrsfm_kit.fusion.volume import TSDFConfig, TSDFVolume
@@ -389,10 +381,6 @@ BUILDERS: dict[str, Callable[[dict], tuple[Callable[[], object], Callable[[dict]
 
 def measure(spec: dict) -> dict:
     """Time one row spec (median over its reps after the warm-up) and its peak memory; returns the row."""
-    torch.set_num_threads(int(spec["threads"]))
-    torch.manual_seed(0)
-    dev = spec["device"]
-    cuda = dev == "cuda"
     import open3d  # (imports and Warp's runtime belong to the baseline)
 
     import nrsfm_kit.fusion.pipeline  # noqa: F401
@@ -403,24 +391,8 @@ def measure(spec: dict) -> dict:
 
     warp_init()
     o3d_threads = _limit_open3d_threads(open3d, int(spec["threads"]))
-    gc.collect()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    base = rss_mib()
-    reset = reset_peak_rss()
-    once, extra = BUILDERS[spec["group"]](spec)
-    t = timings(once, int(spec["reps"]), warmup=int(spec.get("warmup", 1)), sync=_sync(dev))
-    if cuda:
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = max(peak_rss_mib() - base, 0.0)
-    row = dict(spec, median_ms=t["wall"] * 1e3, cpu_ms=t["cpu"] * 1e3, times_ms=[x * 1e3 for x in t["times"]],
-               peak_mib=peak, peak_rss_mib=peak_rss_mib(),
-               peak_kind="cuda max_memory_allocated" if cuda else "peak RSS above the post-import RSS",
-               peak_reset=reset, open3d_threads=o3d_threads)
-    row.update(extra(t))
+    row = measure_row(spec, BUILDERS[spec["group"]], warmup=int(spec.get("warmup", 1)))
+    row["open3d_threads"] = o3d_threads
     if spec["group"] == "pipeline":  # per frame, not per run
         row["median_ms"], row["cpu_ms"] = row["frame_ms_median"], row["cpu_ms_per_frame"]
     return row

@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import gc
 import os
 import statistics
 import sys
@@ -61,12 +60,10 @@ import torch
 
 from nrsfm_kit.utils.bench import (
     available_cpus,
+    device_sync,
     machine_info,
-    peak_rss_mib,
-    reset_peak_rss,
-    rss_mib,
+    measure_row,
     run_spawned,
-    timings,
 )
 from nrsfm_kit.utils.bench import run_in_process as _run_in_process
 from nrsfm_kit.utils.io import atomic_write_json
@@ -199,10 +196,6 @@ def load_pair(path: str, device: str):
 # ---------------------------------------------------------------------------------------------- builders
 # builder(spec) -> (once: the timed call, extra: timings dict -> extra row fields)
 
-def _sync(device: str) -> Callable[[], None] | None:
-    return torch.cuda.synchronize if device == "cuda" else None
-
-
 def _matcher(net: str, device: str):
     from nrsfm_kit.models.matcher import MatcherConfig, SiameseMatcher
 
@@ -281,7 +274,7 @@ def build_tracker(spec: dict) -> tuple[Callable[[], object], Callable[[dict], di
 
     def once():
         state.clear()  # the previous result is not kept alive during the next call
-        with _timed_node_matches(record, _sync(dev)):
+        with _timed_node_matches(record, device_sync(dev)):
             state["res"] = track_deepdeform(pair, graph, matcher=matcher, source_mask=pair.source_mask)
 
     def extra(t: dict) -> dict:
@@ -331,10 +324,6 @@ BUILDERS: dict[str, Callable[[dict], tuple[Callable[[], object], Callable[[dict]
 
 def measure(spec: dict) -> dict:
     """Time one row spec (median over its reps after one warm-up) and its peak memory; returns the row."""
-    torch.set_num_threads(int(spec["threads"]))
-    torch.manual_seed(0)
-    dev = spec["device"]
-    cuda = dev == "cuda"
     import nrsfm_kit.data.types  # noqa: F401  (imports and Warp's runtime belong to the baseline)
     import nrsfm_kit.graph.types  # noqa: F401
     import nrsfm_kit.matching.alignment  # noqa: F401
@@ -344,26 +333,8 @@ def measure(spec: dict) -> dict:
     from nrsfm_kit.warp_setup import init as warp_init
 
     warp_init()
-    gc.collect()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    base = rss_mib()
-    reset = reset_peak_rss()
-    once, extra = BUILDERS[spec["group"]](spec)
-    t = timings(once, int(spec["reps"]), warmup=1, sync=_sync(dev))
-    if cuda:
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        # growth of the peak RSS over the RSS before the row (0 when pages freed after the reset bring the new
-        # high-water mark below that base); without the reset it may include an earlier (import-time) peak
-        peak = max(peak_rss_mib() - base, 0.0)
-    row = dict(spec, median_ms=t["wall"] * 1e3, cpu_ms=t["cpu"] * 1e3, times_ms=[x * 1e3 for x in t["times"]],
-               per_pair_ms=t["wall"] * 1e3 / int(spec["batch"]), peak_mib=peak, peak_rss_mib=peak_rss_mib(),
-               peak_kind="cuda max_memory_allocated" if cuda else "peak RSS above the post-import RSS",
-               peak_reset=reset)
-    row.update(extra(t))
+    row = measure_row(spec, BUILDERS[spec["group"]])
+    row["per_pair_ms"] = row["median_ms"] / int(spec["batch"])
     return row
 
 

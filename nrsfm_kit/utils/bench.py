@@ -177,3 +177,49 @@ def run_in_process(measure: Callable[[dict], dict], spec: dict) -> dict:
         return measure(spec)
     except Exception as exc:
         return dict(spec, error=f"{type(exc).__name__}: {exc}")
+
+
+def device_sync(device: str) -> Callable[[], object] | None:
+    """``torch.cuda.synchronize`` for ``"cuda"`` (timings must wait for the GPU), None on the CPU."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.synchronize
+    return None
+
+
+def measure_row(spec: dict, build: Callable[[dict], tuple[Callable[[], object], Callable[[dict], dict]]], *,
+                warmup: int = 1) -> dict:
+    """One benchmark row: ``build(spec) -> (once, extra)``, ``once`` timed (:func:`timings`, ``spec["reps"]``
+    repetitions after ``warmup``) with the peak memory of the row.
+
+    ``spec`` needs ``threads``, ``device`` (``"cpu"`` / ``"cuda"``) and ``reps``; imports and runtime set-up the
+    row should not be charged for happen before the call. Peak memory: on CUDA ``torch.cuda.max_memory_allocated``
+    after a reset (torch's allocator only), on the CPU the growth of the peak RSS over the RSS before the row (the
+    peak is reset through ``/proc/self/clear_refs`` first where the kernel allows; 0 when pages freed after the
+    reset bring the new high-water mark below that base). Returns ``spec`` plus ``median_ms``, ``cpu_ms``,
+    ``times_ms``, ``peak_mib``, ``peak_rss_mib``, ``peak_kind``, ``peak_reset`` and ``extra(timings)``.
+    """
+    import gc
+
+    import torch
+
+    torch.set_num_threads(int(spec["threads"]))
+    torch.manual_seed(0)
+    cuda = spec["device"] == "cuda"
+    gc.collect()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    base = rss_mib()
+    reset = reset_peak_rss()
+    once, extra = build(spec)
+    t = timings(once, int(spec["reps"]), warmup=warmup, sync=device_sync(spec["device"]))
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else max(peak_rss_mib() - base, 0.0)
+    row = dict(spec, median_ms=t["wall"] * 1e3, cpu_ms=t["cpu"] * 1e3, times_ms=[x * 1e3 for x in t["times"]],
+               peak_mib=peak, peak_rss_mib=peak_rss_mib(),
+               peak_kind="cuda max_memory_allocated" if cuda else "peak RSS above the post-import RSS",
+               peak_reset=reset)
+    row.update(extra(t))
+    return row

@@ -32,3 +32,17 @@ def test_memory_measures():
 def test_bad_arguments(kw, msg):
     with pytest.raises(ValueError, match=msg):
         timings(lambda: None, **kw)
+
+
+def test_measure_row_times_the_built_call_and_adds_its_fields():
+    from nrsfm_kit.utils.bench import device_sync, measure_row
+
+    calls = []
+
+    def build(spec):
+        return (lambda: calls.append(1)), (lambda t: {"calls_seen": len(calls), "wall_s": t["wall"]})
+
+    row = measure_row({"threads": 1, "device": "cpu", "reps": 3, "name": "x"}, build, warmup=2)
+    assert len(calls) == 5 and row["calls_seen"] == 5 and row["name"] == "x"
+    assert row["median_ms"] >= 0 and len(row["times_ms"]) == 3 and row["peak_mib"] >= 0
+    assert row["peak_kind"].startswith("peak RSS") and device_sync("cpu") is None
