@@ -61,17 +61,24 @@ def tsdf_integrate(
     translations: wp.array(dtype=wp.vec3),
     influence: float,
     sigma: float,
+    block_ok: wp.array3d(dtype=wp.int32),
+    block: int,
     updated: wp.array3d(dtype=wp.int32),
 ):
     """One depth frame into the TSDF (module docstring, steps 1-5); launch dim = (nx, ny, nz).
 
-    ``updated[i, j, k]`` is set to 1 where the voxel was updated, 0 otherwise (a diagnostic).
+    ``block_ok`` flags the blocks of ``block``^3 voxels with a node within ``influence`` + the block's half
+    diagonal of their centre (computed by the bridge): a voxel of an unflagged block has no node within
+    ``influence`` (triangle inequality), so it skips the hash-grid query (the same result, most voxels far from
+    the object cost nothing). ``updated[i, j, k]`` is set to 1 where the voxel was updated, 0 otherwise.
     """
     i, j, k = wp.tid()
     x = origin + wp.vec3(float(i) + 0.5, float(j) + 0.5, float(k) + 0.5) * voxel_size
     updated[i, j, k] = 0
     q = x
     if use_graph != 0:
+        if block_ok[i / block, j / block, k / block] == 0:
+            return  # no node within reach of the whole block: not supported
         # the 4 nearest nodes within ``influence`` (kept sorted by distance)
         d0 = float(_FAR)  # noqa: UP018 (a mutable Warp variable)
         d1 = float(_FAR)  # noqa: UP018 (a mutable Warp variable)

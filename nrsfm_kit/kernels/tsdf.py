@@ -158,6 +158,21 @@ def _hash_grid(nodes: torch.Tensor, cell: float) -> wp.HashGrid:
     return g
 
 
+_BLOCK = 4  # voxels per block side of the support pre-test of the integration kernel
+
+
+def _supported_blocks(shape: tuple[int, int, int], grid: VolumeGrid, motion: GraphMotionInput) -> torch.Tensor:
+    """(bx, by, bz) int32: 1 where a node lies within ``influence`` + the half diagonal of a block of _BLOCK^3
+    voxels from the block's centre (any voxel of an unflagged block is farther than ``influence`` from every node)."""
+    B, vs = _BLOCK, float(grid.voxel_size)
+    nb = tuple(-(-n // B) for n in shape)
+    dev = motion.nodes.device
+    centres = voxel_centres(nb, VolumeGrid(grid.origin, B * vs), device=dev)
+    reach = float(motion.influence) + 0.5 * math.sqrt(3.0) * B * vs
+    ids, _ = nearest_nodes(centres, motion.nodes, reach)
+    return (ids >= 0).to(torch.int32).reshape(nb).contiguous()
+
+
 def _check_same_device(named: dict) -> None:
     dev, first = None, None
     for name, x in named.items():
@@ -233,9 +248,11 @@ def integrate(sdf: torch.Tensor, weight: torch.Tensor, color: torch.Tensor, dept
         return integrate_torch(sdf, weight, color, depth, image, intr, pose, grid, trunc, max_weight, motion)
     nx, ny, nz = sdf.shape
     updated = torch.zeros(nx, ny, nz, dtype=torch.int32, device=sdf.device)
+    block_ok = torch.ones(1, 1, 1, dtype=torch.int32, device=sdf.device)
     if motion is not None and motion.nodes.shape[0] > 0:
         hg = _hash_grid(motion.nodes, motion.influence)
         gid, use, m = hg.id, 1, motion
+        block_ok = _supported_blocks((nx, ny, nz), grid, motion)
     else:  # no deformation (one dummy node keeps the argument types valid)
         hg, gid, use = None, wp.uint64(0), 0
         z3 = torch.zeros(1, 3, dtype=torch.float32, device=sdf.device)
@@ -251,7 +268,7 @@ def integrate(sdf: torch.Tensor, weight: torch.Tensor, color: torch.Tensor, dept
          wp.vec4(*ic), wp.mat33(*P[:3, :3].reshape(-1).tolist()), wp.vec3(*P[:3, 3].tolist()),
          wp.vec3(*(float(o) for o in grid.origin)), float(grid.voxel_size), float(trunc), float(max_weight), int(use),
          gid, wview(m.nodes, wp.vec3), wview(m.rotations, wp.mat33), wview(m.translations, wp.vec3),
-         float(m.influence), float(m.sigma)],
+         float(m.influence), float(m.sigma), wview(block_ok), int(_BLOCK)],
         [wview(updated)],
         like=sdf,
     )
