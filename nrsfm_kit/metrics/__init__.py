@@ -15,7 +15,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "depth": ["depth_metrics", "median_scale"],
     "matching": ["ACC_2D_PX", "ACC_3D_M", "FLOW_ACC_PX", "MatchingErrors", "MatchingMetrics", "ground_truth_matches",
                  "match_points_3d", "matching_errors", "sample_source_points"],
-    "nrsfm": ["align_shapes", "e3d", "e3d_per_frame", "mpjpe", "nrsfm_report", "reprojection_error", "stress"],
+    "nrsfm": ["align_shapes", "depth_flips", "e3d", "e3d_per_frame", "mpjpe", "nrsfm_report", "reprojection_error", "stress"],
     "reconstruction": ["CARRY_NEIGHBOURS", "DEFORMATION_EROSION", "DEPTH_WINDOW", "GEOMETRY_EROSION",
                        "MISSING_MESH_M", "SEGMENT_CAP_M", "SEGMENT_LENGTH", "DeformationErrors",
                        "ReconstructionReport", "benchmark_score", "carry_points", "carry_weights",

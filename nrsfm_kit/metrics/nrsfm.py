@@ -79,6 +79,36 @@ def e3d_per_frame(S_pred: torch.Tensor, S_gt: torch.Tensor, alignment: str = "fr
     return (A - Y).flatten(1).norm(dim=1) / den
 
 
+def depth_flips(S_pred: torch.Tensor, S_gt: torch.Tensor) -> dict:
+    """Per-frame depth flips of a reconstruction (a diagnostic of NRSfM failure modes).
+
+    Orthographic NRSfM recovers each frame only up to the reflection z -> -z. The per-frame O(3) Procrustes of
+    :func:`e3d` absorbs a flip in every frame separately; the classical sequence-level alignment absorbs one for the
+    whole sequence. A frame is *flipped* when its own best alignment is a reflection while the sequence's is a
+    rotation (or the other way round): det(R_f) != det(R_seq).
+
+    Returns:
+        dict with ``flipped`` (F,) bool, ``flip_fraction`` (float), ``e3d_frame`` (per-frame alignment, reflections
+        allowed), ``e3d_frame_rotation`` (per-frame rotation only: the flips then count), ``e3d_sequence`` (one
+        alignment for the sequence), all floats. A reconstruction that flips frames has ``e3d_frame`` well below the
+        other two: the per-frame metric hides an inconsistency that a user of the 3D shapes would see.
+    """
+    S_pred, S_gt = _check_pair(S_pred, S_gt)
+    X, Y = center(S_pred), center(S_gt)
+    F, P, _ = X.shape
+    R_f, _, _ = procrustes(X, Y, allow_reflection=True)
+    R_s, _, _ = procrustes(X.reshape(F * P, 3), Y.reshape(F * P, 3), allow_reflection=True)
+    flipped = torch.sign(torch.linalg.det(R_f)) != torch.sign(torch.linalg.det(R_s))
+    den = Y.flatten(1).norm(dim=1)
+    if (den <= 0).any():
+        raise ValueError("S_gt: expected non-degenerate frames, found a frame with all points equal")
+    R_rot, _, _ = procrustes(X, Y, allow_reflection=False)
+    e_rot = ((X @ R_rot.transpose(-1, -2) - Y).flatten(1).norm(dim=1) / den).mean()
+    return {"flipped": flipped, "flip_fraction": float(flipped.float().mean()),
+            "e3d_frame": float(e3d(S_pred, S_gt, "frame")), "e3d_frame_rotation": float(e_rot),
+            "e3d_sequence": float(e3d(S_pred, S_gt, "sequence"))}
+
+
 def e3d(S_pred: torch.Tensor, S_gt: torch.Tensor, alignment: str = "frame") -> torch.Tensor:
     """Normalised mean 3D error (PR-RRN eq. 19): e3D = 1/F sum_f ||S_f^gt - S_f||_F / ||S_f^gt||_F.
 

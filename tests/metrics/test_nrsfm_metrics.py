@@ -122,3 +122,20 @@ def test_gradcheck_metrics():
 def test_bad_inputs(call, match):
     with pytest.raises(ValueError, match=match):
         call(_shapes())
+
+
+def test_depth_flips_finds_the_mirrored_frames():
+    from nrsfm_kit.metrics.nrsfm import depth_flips
+
+    g = torch.Generator().manual_seed(0)
+    S = torch.randn(10, 15, 3, generator=g, dtype=torch.float64)
+    exact = depth_flips(S.clone(), S)
+    assert exact["flip_fraction"] == 0 and exact["e3d_frame"] < 1e-9 and exact["e3d_sequence"] < 1e-9
+    X = S.clone()
+    X[[2, 5, 7], :, 2] *= -1  # depth flips in three frames
+    r = depth_flips(X, S)
+    assert r["flipped"].nonzero().squeeze(1).tolist() == [2, 5, 7] and r["flip_fraction"] == pytest.approx(0.3)
+    assert r["e3d_frame"] < 1e-9  # the per-frame metric hides the flips
+    assert r["e3d_sequence"] > 0.1 and r["e3d_frame_rotation"] > 0.1
+    mirrored = depth_flips(S * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64), S)
+    assert mirrored["flip_fraction"] == 0  # a consistent mirror of the whole sequence is not a per-frame flip
