@@ -82,9 +82,9 @@ def _fuse(args) -> int:
 
     from nrsfm_kit.fusion.correspondences import make_source
     from nrsfm_kit.fusion.pipeline import FusionConfig
-    from nrsfm_kit.fusion.run import _json_safe, fuse_sequence
+    from nrsfm_kit.fusion.run import fuse_sequence
     from nrsfm_kit.fusion.volume import TSDFConfig
-    from nrsfm_kit.utils.io import atomic_write_json
+    from nrsfm_kit.utils.io import atomic_write_json, json_safe
 
     cfg = FusionConfig(tsdf=TSDFConfig(voxel_size=args.voxel_size, truncation=args.truncation),
                        correspondences=args.correspondences,
@@ -114,7 +114,7 @@ def _fuse(args) -> int:
     print(f"wrote {out}/meshes ({len(list((Path(out) / 'meshes').glob('*.ply')))} PLY), {out}/canonical.ply, "
           f"{out}/result.json")
     if args.json is not None:
-        atomic_write_json(args.json, {"summary": _json_safe(summary),
+        atomic_write_json(args.json, {"summary": json_safe(summary),
                                       "metrics": res.report.to_dict() if res.report is not None else None})
         print(f"wrote {args.json}")
     return 0

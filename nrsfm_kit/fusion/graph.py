@@ -163,10 +163,9 @@ class CanonicalGraph:
         w_new[:, :k - 1] = _gauss(dd, self.sigma)
         edges = np.concatenate([self.edges.cpu().numpy(), e_new]) if N0 else e_new
         wts = np.concatenate([self.edge_weights.cpu().numpy(), w_new]) if N0 else w_new
-        dist_all = np.concatenate([np.zeros((N0, K)), np.pad(dd, ((0, 0), (0, K - (k - 1))))]) if N0 else None
-        for m in range(M):
-            for j, d in zip(e_new[m], dist_all[N0 + m] if dist_all is not None else np.zeros(K)):
-                if 0 <= j < N0 and (N0 + m) not in edges[j]:
+        for m in range(M):  # mirror each new edge (old node j -> new node) into a free slot of j's row
+            for j, d in zip(ii[m], dd[m]):
+                if j < N0 and (N0 + m) not in edges[j]:
                     free_slot = np.flatnonzero(edges[j] < 0)
                     if free_slot.size:
                         edges[j, free_slot[0]] = N0 + m

@@ -23,7 +23,6 @@ target frame), both averaged per segment (capped at 0.30 m) and reported in cm. 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,7 +221,7 @@ def fuse_sequence(sequence, config: FusionConfig | None = None, *, source: Corre
     from tqdm.auto import tqdm
 
     from nrsfm_kit.metrics.reconstruction import submission_name, write_mesh_ply
-    from nrsfm_kit.utils.io import atomic_save_torch, atomic_write_json
+    from nrsfm_kit.utils.io import atomic_save_torch, atomic_write_json, json_safe
 
     t_start = time.perf_counter()
     cfg = FusionConfig() if config is None else config
@@ -310,17 +309,8 @@ def fuse_sequence(sequence, config: FusionConfig | None = None, *, source: Corre
     if out is not None and finished:
         write_mesh_ply(out / "canonical.ply", canonical.vertices, canonical.faces, canonical.colors)
         atomic_write_json(out / RESULT_FILE, {
-            "sequence": _identity(sequence), "config": cfg.to_dict(), "summary": _json_safe(result.summary()),
+            "sequence": _identity(sequence), "config": cfg.to_dict(), "summary": json_safe(result.summary()),
             "metrics": report.to_dict() if report is not None else None,
-            "frames": [_json_safe(r.summary()) for r in all_records]})
+            "frames": [json_safe(r.summary()) for r in all_records]})
     return result
 
-
-def _json_safe(d):
-    if isinstance(d, dict):
-        return {str(k): _json_safe(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [_json_safe(v) for v in d]
-    if isinstance(d, float):
-        return d if math.isfinite(d) else None
-    return d

@@ -76,16 +76,10 @@ def matching_table(pairs: Sequence[RGBDPair], *, matcher=None, methods: Sequence
 
 
 def finite_or_none(obj):
-    """``obj`` with every non-finite float replaced by None (strict JSON), recursively through dicts and lists."""
-    import math
+    """``obj`` with every non-finite float replaced by None (strict JSON), recursively: :func:`nrsfm_kit.utils.io.json_safe`."""
+    from nrsfm_kit.utils.io import json_safe
 
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
-    return obj
+    return json_safe(obj)
 
 
 def beats_baselines(table: dict, method: str = "learned") -> dict[str, bool]:

@@ -21,7 +21,6 @@ one above it on both metrics (:func:`paper_ordering`).
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nrsfm_kit.metrics.tracking import TrackingMetrics, keep_pair
-from nrsfm_kit.utils.io import atomic_write_json
+from nrsfm_kit.utils.io import atomic_write_json, json_safe
 
 from .model import NeuralTracker
 
@@ -166,15 +165,6 @@ def ablation(recipe, *, seeds=(0, 1, 2), out_dir: str | Path | None = None, data
               "sizes": {"height": h, "width": w, "train_pairs": len(train), "flow_pairs": len(flow),
                         "test_pairs": len(test), "seeds": list(seeds)}}
     if json_path is not None:
-        atomic_write_json(json_path, _jsonable(result))
+        atomic_write_json(json_path, json_safe(result))
     return result
 
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x

@@ -16,25 +16,15 @@ from nrsfm_kit.viz.plot3d import _np, _scene
 __all__ = ["mesh_trace", "mesh_sequence_figure"]
 
 
-def _parts(mesh, faces=None, colors=None):
-    if faces is None and hasattr(mesh, "faces"):
-        mesh, faces, colors = mesh.vertices, mesh.faces, mesh.colors if colors is None else colors
-    v = _np(mesh).reshape(-1, 3)
-    f = np.asarray(faces.detach().cpu().numpy() if hasattr(faces, "detach") else faces, dtype=np.int64).reshape(-1, 3)
-    if f.size and (f.min() < 0 or f.max() >= len(v)):
-        raise ValueError(f"faces: expected vertex ids in [0, {len(v)}), found range [{f.min()}, {f.max()}]")
-    c = None if colors is None else np.clip(_np(colors).reshape(-1, 3), 0, 1)
-    return v, f, c
-
-
 def mesh_trace(mesh, faces=None, colors=None, name: str = "mesh", color: str = "lightsteelblue",
                opacity: float = 1.0) -> go.Mesh3d:
-    """A ``go.Mesh3d`` of a TriangleMesh (or vertices (V, 3), faces (F, 3), colours (V, 3) in [0, 1])."""
-    v, f, c = _parts(mesh, faces, colors)
-    kw = {"vertexcolor": [f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})" for r, g, b in c]} if c is not None \
-        else {"color": color}
-    return go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2], name=name, opacity=opacity,
-                     flatshading=False, lighting={"ambient": 0.6, "diffuse": 0.6}, showlegend=True, **kw)
+    """A ``go.Mesh3d`` of a TriangleMesh (or vertices (V, 3), faces (F, 3), colours (V, 3) in [0, 1]), coloured by
+    its vertex colours when it has them: :func:`nrsfm_kit.viz.fusion.mesh_trace` (the one implementation) with
+    ``vertex_colors=True``."""
+    from nrsfm_kit.viz.fusion import mesh_trace as _trace
+
+    return _trace(mesh if faces is None else (mesh, faces, colors), name=name, color=color, vertex_colors=True,
+                  opacity=opacity)
 
 
 def mesh_sequence_figure(meshes: dict, title: str = "", height: int = 520, max_frames: int = 40,
