@@ -37,8 +37,10 @@ _SPEC_KEYS = {
 _METHODS = {
     "tk": ("Tomasi-Kanade rigid factorisation (baseline, no iterations)", None, None),
     "em-ppca": ("EM-PPCA, Torresani et al. 2008 (3 deformation modes)", "EM iterations (default 100)", 1),
-    "dnrsfm": ("Deep NRSfM, Kong & Lucey 2019 (learned, trained on the sequence)", "training epochs (default 100)", 0),
-    "prrrn": ("PR-RRN, Zeng et al. 2021 (learned, trained on the sequence)", "training epochs (default 100)", 0),
+    "dnrsfm": ("Deep NRSfM, Kong & Lucey 2019 (learned, trained on the sequence)",
+               "training epochs (default: the data-scaled budget)", 0),
+    "prrrn": ("PR-RRN, Zeng et al. 2021 (learned, trained on the sequence)",
+              "training epochs (default: the data-scaled budget)", 0),
 }
 _LEARNED = ("dnrsfm", "prrrn")
 # metric: (what it measures, its unit; {unit} = the units of the sequence)
@@ -72,6 +74,10 @@ methods:
 metrics (printed, and written by --json with their units under "units"):
 {_METRIC_LINES}
   reproj alone is reported when the sequence has no 3D ground truth.
+
+learned methods, budget: without --epochs a run gets 2400 * sqrt(F / 300) optimiser steps (F frames; the
+  method's batch) and stops early once the reprojection loss over the whole sequence has converged; --epochs N
+  trains exactly N epochs instead. These defaults were chosen leave-one-sequence-out (benchmarks/RESULTS.md).
 
 --out DIR (learned methods): DIR/checkpoint.pt, metrics.json and settings.json (method, model, seed and the
   sequence's fingerprint); the same command resumes from DIR (with a larger --epochs it trains further), a DIR
@@ -192,8 +198,8 @@ def register(subparsers) -> None:
                    help="a .mat file (X (3, P, F) in the camera frame, or W (2F, P) [+ S (3F, P)]; NaN = missing) "
                         "or a synthetic spec (keys below)")
     f.add_argument("--epochs", type=int, default=None, metavar="N",
-                   help="dnrsfm / prrrn: training epochs (default 100, >= 0); em-ppca: EM iterations "
-                        "(default 100, >= 1); not for tk")
+                   help="dnrsfm / prrrn: training epochs (>= 0; default: the data-scaled budget with convergence "
+                        "stopping, see below); em-ppca: EM iterations (default 100, >= 1); not for tk")
     f.add_argument("--json", default=None, metavar="FILE",
                    help="write the metrics (and their units) as JSON here, atomically (default: print only)")
     f.add_argument("--out", default=None, metavar="DIR",

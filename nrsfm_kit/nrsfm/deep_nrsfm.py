@@ -52,6 +52,8 @@ class DeepNRSfMConfig:
     lr_decay_rate: float = 0.95  # (reference)
     batch_size: int = 32  # (reference)
     init_std: float | None = None  # None: 1/sqrt(fan_in) (TF's glorot-like default scale)
+    # optimiser steps at 300 frames of the data-scaled budget (LearnedFitConfig(epochs=None)): base * sqrt(F / 300)
+    base_steps: int = 2400
 
     def sizes(self) -> list[int]:
         """Dictionary sizes K_1 .. K_n, linear from num_atoms to num_atoms_bottleneck (reference code)."""
@@ -193,3 +195,7 @@ class DeepNRSfMMethod(LearnedMethod):
 
     def diagnostics(self, model: DeepNRSfM) -> dict:
         return {"coherence": float(mutual_coherence(model.final_dictionary().detach()))}
+
+    def selection_measure(self, model, W, vis, config) -> float:
+        """The mutual coherence of the final dictionary (sec. 5.4: lower coherence, lower 3D error)."""
+        return float(mutual_coherence(model.final_dictionary().detach()))

@@ -33,7 +33,8 @@ def fit_nrsfm(
         seq: an :class:`NRSfMSequence`.
         method: a registered name (:func:`nrsfm_kit.nrsfm.registry.method_names`): ``"tk"``, ``"em-ppca"``,
             ``"dnrsfm"``, ``"prrrn"`` and any method registered since.
-        epochs: overrides ``config.epochs`` for the learned methods (EM-PPCA: the number of EM iterations).
+        epochs: overrides ``config.epochs`` for the learned methods (None: the data-scaled budget with
+            convergence stopping, :func:`~nrsfm_kit.nrsfm.learned.budget_steps`); EM-PPCA: the number of EM iterations.
         model_config: the method's config dataclass (TomasiKanadeConfig, EMPPCAConfig, DeepNRSfMConfig,
             PRRRNConfig), defaults from the papers.
 
@@ -51,6 +52,9 @@ def fit_nrsfm(
         metrics["reproj"] = float(reprojection_error(W.float(), res.S.float(), None, vis))
     if "coherence" in res.extra:
         metrics["coherence"] = res.extra["coherence"]
+    if "steps" in res.extra:  # learned methods: optimiser steps run (of the budget) and whether convergence stopped it
+        metrics["steps"] = int(res.extra["steps"])
+        metrics["stopped_early"] = bool(res.extra.get("stopped", False))
     if "restart_seed" in res.extra:
         metrics["restart_seed"] = res.extra["restart_seed"]
     return res, metrics

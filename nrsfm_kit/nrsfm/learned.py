@@ -6,6 +6,20 @@ and predicts shapes and cameras for all frames (:meth:`LearnedMethod.predict`). 
 the rest for every such method (tqdm, seeds, atomic checkpoints with resume, JSON metrics): one step =
 one minibatch of frames drawn from the (centred, scale-normalised) sequence; an epoch is
 ceil(F / batch_size) steps.
+
+Budgets that scale with the data. Without an explicit number of epochs a run gets
+:func:`budget_steps` = ``base_steps * sqrt(F / 300)`` optimiser steps (``base_steps`` in each method's config;
+300 frames is the size of the classic benchmark sequences), so a 1100-frame sequence gets 1.9x the steps and
+0.5x the epochs of a 300-frame one, and stops early once the reprojection loss over the whole sequence has
+converged (:func:`converged`). The batch is the method's (capped at F). Why sqrt: the frames of one sequence are
+strongly correlated (one moving object), so the steps needed grow far slower than the data; the exponent and
+``base_steps`` were chosen leave-one-sequence-out (``benchmarks/nrsfm_loo.py``, benchmarks/RESULTS.md).
+
+Model selection without 3D. With ``restarts`` > 1, the runs (seeds seed, seed + 1, ...) are ranked by
+:func:`select_restart`: among the runs whose reprojection error is within ``selection_slack`` of the lowest,
+the one with the lowest method-specific measure (:meth:`LearnedMethod.selection_measure`: the mutual coherence of
+Deep NRSfM's final dictionary, paper sec. 5.4; PR-RRN's pairwise-consistency error over all frames); a method
+without a measure keeps the lowest reprojection error.
 """
 
 from __future__ import annotations
@@ -30,11 +44,25 @@ from nrsfm_kit.utils.io import atomic_write_json
 SETTINGS = "settings.json"  # what a checkpoint folder was written with (see check_run_folder)
 
 
+REF_FRAMES = 300  # the frame count at which a run gets base_steps steps (the classic benchmark sequences' size)
+
+
+def budget_steps(base_steps: int, num_frames: int, ref_frames: int = REF_FRAMES) -> int:
+    """Optimiser steps of the data-scaled budget: ceil(base_steps * sqrt(F / ref_frames)), at least 1."""
+    if int(base_steps) < 1:
+        raise ValueError(f"base_steps: expected >= 1, found {base_steps}")
+    if int(num_frames) < 1:
+        raise ValueError(f"num_frames: expected >= 1, found {num_frames}")
+    return max(1, math.ceil(int(base_steps) * math.sqrt(int(num_frames) / int(ref_frames))))
+
+
 @dataclass
 class LearnedFitConfig:
     """Training schedule of the learned methods (architecture settings live in their own configs)."""
 
-    epochs: int = 100
+    # None: the data-scaled budget (budget_steps from the method config's base_steps) with convergence stopping;
+    # an int: exactly that many epochs of ceil(F / batch) steps, no early stop
+    epochs: int | None = None
     seed: int = 0
     progress: bool = True
     log_every: int = 50
@@ -42,9 +70,30 @@ class LearnedFitConfig:
     grad_clip: float | None = 10.0
     eval_every_log: bool = True  # e3D on the whole sequence at each log step when ground truth exists
     msr_table_max_frames: int = 2048  # PR-RRN: precompute msr of all frame pairs up to this F (F^2 floats)
-    # independent trainings with seeds seed, seed+1, ...; the one with the lowest reprojection error over all
-    # frames is kept (unsupervised model selection: no 3D ground truth is used)
+    # independent trainings with seeds seed, seed+1, ...; one is kept by select_restart (reprojection error and the
+    # method's selection measure; unsupervised model selection: no 3D ground truth is used)
     restarts: int = 1
+    selection_slack: float = 0.1  # runs within (1 + slack) x the lowest reprojection error compete on the measure
+    # convergence stopping (data-scaled budget only): after stop_after of the budget, stop when the lowest
+    # whole-sequence reprojection loss of the last stop_window of the budget is less than stop_tol (relative)
+    # below the lowest before it
+    stop_tol: float = 0.002
+    stop_window: float = 0.1
+    stop_after: float = 0.5
+
+    def __post_init__(self):
+        if self.epochs is not None and int(self.epochs) < 0:
+            raise ValueError(f"epochs: expected None (data-scaled budget) or >= 0, found {self.epochs}")
+        if int(self.restarts) < 1:
+            raise ValueError(f"restarts: expected >= 1, found {self.restarts}")
+        if not float(self.selection_slack) >= 0.0:
+            raise ValueError(f"selection_slack: expected >= 0, found {self.selection_slack}")
+        if not float(self.stop_tol) >= 0.0:
+            raise ValueError(f"stop_tol: expected >= 0, found {self.stop_tol}")
+        for name in ("stop_window", "stop_after"):
+            v = float(getattr(self, name))
+            if not 0.0 < v <= 1.0:
+                raise ValueError(f"{name}: expected a fraction in (0, 1], found {v}")
 
 
 @dataclass
@@ -127,6 +176,16 @@ class LearnedMethod(NRSfMMethod):
     def diagnostics(self, model: torch.nn.Module) -> dict:
         """Scalars logged at each log step and stored in ``NRSfMResult.extra`` (none by default)."""
         return {}
+
+    def budget(self, num_frames: int, num_points: int, config) -> int:
+        """Optimiser steps of a run with the data-scaled budget (``epochs=None``): :func:`budget_steps` of the
+        config's ``base_steps`` and F. P does not enter (see the module docstring)."""
+        return budget_steps(int(config.base_steps), num_frames)
+
+    def selection_measure(self, model: torch.nn.Module, W: torch.Tensor, vis: torch.Tensor, config) -> float | None:
+        """A 3D-free quality measure of a trained run, lower = better (None: the method has none); used by
+        :func:`select_restart` among the runs with a near-lowest reprojection error."""
+        return None
 
     def predict(self, model: torch.nn.Module, W: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the model over all frames W (F, P, 2): canonical shapes (F, P, 3) and cameras (F, 2, 3)."""
@@ -261,10 +320,9 @@ def fit_learned(
     """
     learner = _learned_method(method)
     cfg = config or LearnedFitConfig()
-    if int(cfg.epochs) < 0:
-        raise ValueError(f"epochs: expected >= 0, found {cfg.epochs}")
-    if int(cfg.restarts) < 1:
-        raise ValueError(f"restarts: expected >= 1, found {cfg.restarts}")
+    if not isinstance(cfg, LearnedFitConfig):
+        raise ValueError(f"config: expected a LearnedFitConfig, found {type(cfg).__name__}")
+    cfg.__post_init__()  # fields may have been changed after construction
     if int(cfg.restarts) > 1:
         if out_dir is not None and resume:  # every restart's folder is checked before the first one trains
             check_out_dir(seq, learner, out_dir, model_config, cfg)
@@ -278,7 +336,8 @@ def fit_learned(
     mcfg = learner.check_model_config(model_config)
     model = learner.build(P, mcfg).to(Wn.device)  # the device follows the input tensors
     bs = max(1, min(int(mcfg.batch_size), F))
-    steps = int(cfg.epochs) * math.ceil(F / bs)
+    auto = cfg.epochs is None
+    steps = learner.budget(F, P, mcfg) if auto else int(cfg.epochs) * math.ceil(F / bs)
     opt = torch.optim.Adam(model.parameters(), lr=mcfg.learning_rate)
     sched = learner.scheduler(opt, mcfg, steps)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -293,11 +352,17 @@ def fit_learned(
 
     def eval_fn(net: torch.nn.Module, step: int) -> dict:
         out = dict(learner.diagnostics(net))
-        if S_gt is not None and cfg.eval_every_log:
+        need_e3d = S_gt is not None and cfg.eval_every_log
+        if auto or need_e3d:
             shapes, cams = learner.predict(net, Wn)
-            S_eval = to_camera_frame(shapes, cams) * norm.scale  # back to the units of W (e3D is not scale-free)
-            out["e3d"] = float(e3d(S_eval, S_gt))
+            out["rep_all"] = float(sequence_reprojection(Wn, shapes, cams, vis))  # what convergence is judged on
+            if need_e3d:
+                S_eval = to_camera_frame(shapes, cams) * norm.scale  # back to the units of W (e3D is not scale-free)
+                out["e3d"] = float(e3d(S_eval, S_gt))
         return out
+
+    def stop_fn(history: list[dict]) -> bool:
+        return converged(history, steps, cfg)
 
     tcfg = TrainConfig(
         steps=steps,
@@ -308,34 +373,93 @@ def fit_learned(
         progress=cfg.progress,
         desc=learner.name,
     )
-    res = fit(model, step_fn, opt, tcfg, scheduler=sched, out_dir=out_dir, resume=resume, eval_fn=eval_fn)
+    res = fit(model, step_fn, opt, tcfg, scheduler=sched, out_dir=out_dir, resume=resume, eval_fn=eval_fn,
+              stop_fn=stop_fn if auto else None)
     model.eval()
     with torch.no_grad():
         shapes, cams = learner.predict(model, Wn)
+        measure = learner.selection_measure(model, Wn, vis, mcfg)
     shapes = shapes * norm.scale
-    extra = {"model": model, "train": res, **learner.diagnostics(model)}
+    extra = {"model": model, "train": res, **learner.diagnostics(model), "steps": res.step, "budget": steps,
+             "stopped": res.stopped, "selection_measure": measure}
     return NRSfMResult(
         S=to_camera_frame(shapes, cams), cameras=cams, shapes=shapes, method=learner.name, history=res.history,
         extra=extra,
     )
 
 
-def select_restart(reprojections) -> int:
-    """Index of the restart to keep: the lowest reprojection error, ties to the earliest (no 3D used)."""
-    return min(range(len(reprojections)), key=lambda k: (reprojections[k], k))
+def sequence_reprojection(W: torch.Tensor, shapes: torch.Tensor, cams: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """mean_f ||vis (W_f - shapes_f cams_f^T)||_F / ||vis W_f||_F over all frames: W (F, P, 2), shapes (F, P, 3),
+    cams (F, 2, 3), vis (F, P) -> scalar (the training loss of both learned methods, on the whole sequence)."""
+    m = vis.to(W.dtype)[..., None]
+    res = (W - shapes @ cams.transpose(-1, -2)) * m
+    return (res.flatten(1).norm(dim=1) / (W * m).flatten(1).norm(dim=1).clamp_min(1e-12)).mean()
+
+
+def converged(history: list[dict], steps: int, cfg: LearnedFitConfig) -> bool:
+    """Convergence of a run of ``steps`` steps from its logged whole-sequence reprojection loss ``rep_all``.
+
+    True when the last entry is past ``cfg.stop_after * steps`` and the lowest loss logged in the last
+    ``cfg.stop_window * steps`` steps is less than ``cfg.stop_tol`` (relative) below the lowest logged before.
+    """
+    pts = [(int(e["step"]), float(e["rep_all"])) for e in history if e.get("rep_all") is not None]
+    if not pts:
+        return False
+    last = pts[-1][0]
+    if last < float(cfg.stop_after) * steps:
+        return False
+    start = last - float(cfg.stop_window) * steps
+    before = [r for s, r in pts if s <= start]
+    recent = [r for s, r in pts if s > start]
+    if not before or not recent:
+        return False
+    b = min(before)
+    return b - min(recent) <= float(cfg.stop_tol) * b
+
+
+def select_restart(reprojections, measures=None, slack: float = 0.1) -> int:
+    """Index of the restart to keep (no 3D used).
+
+    Without ``measures`` (or when any is None): the lowest reprojection error, ties to the earliest. With them:
+    among the runs whose reprojection error is at most (1 + ``slack``) x the lowest, the lowest measure (ties to
+    the lower reprojection error). Non-finite values never win.
+    """
+    reps = [float(r) for r in reprojections]
+    if not reps:
+        raise ValueError("reprojections: expected at least one run, found none")
+    if float(slack) < 0:
+        raise ValueError(f"slack: expected >= 0, found {slack}")
+    big = float("inf")
+    key_rep = [r if math.isfinite(r) else big for r in reps]
+    if measures is None or any(m is None for m in measures):
+        return min(range(len(reps)), key=lambda k: (key_rep[k], k))
+    if len(measures) != len(reps):
+        raise ValueError(f"measures: expected {len(reps)} values (one per run), found {len(measures)}")
+    best = min(key_rep)
+    pool = [k for k in range(len(reps)) if key_rep[k] <= (1 + float(slack)) * best] or [key_rep.index(best)]
+    key_m = [float(m) if math.isfinite(float(m)) else big for m in measures]
+    return min(pool, key=lambda k: (key_m[k], key_rep[k], k))
 
 
 def _best_of_restarts(seq, method, model_config, cfg: LearnedFitConfig, out_dir, resume) -> NRSfMResult:
-    """Train ``cfg.restarts`` times (seeds seed + k) and keep the lowest reprojection error (no 3D used)."""
+    """Train ``cfg.restarts`` times (seeds seed + k) and keep the run :func:`select_restart` picks (no 3D used).
+
+    ``extra["restarts"]`` lists every run's seed, reprojection error, selection measure and (reported only,
+    never used to choose) its e3D when the sequence has ground truth.
+    """
     W, vis = validate_sequence(seq)
     runs = []
     for k in range(int(cfg.restarts)):
         sub = None if out_dir is None else Path(out_dir) / f"restart_{k}"
         res = fit_learned(seq, method, model_config, replace(cfg, restarts=1, seed=cfg.seed + k), sub, resume)
         rep = float(reprojection_error(W.float(), res.S.float(), None, vis))
-        runs.append((rep, k, res))
-    k_best = select_restart([rep for rep, _, _ in runs])
-    best = runs[k_best][2]
-    best.extra["restarts"] = [{"seed": cfg.seed + k, "reproj": rep} for rep, k, _ in runs]
+        row = {"seed": cfg.seed + k, "reproj": rep, "measure": res.extra.get("selection_measure"),
+               "steps": res.extra.get("steps")}
+        if seq.S is not None:
+            row["e3d"] = float(e3d(res.S.float(), seq.S.float().to(res.S.device)))
+        runs.append((row, res))
+    k_best = select_restart([r["reproj"] for r, _ in runs], [r["measure"] for r, _ in runs], cfg.selection_slack)
+    best = runs[k_best][1]
+    best.extra["restarts"] = [r for r, _ in runs]
     best.extra["restart_seed"] = cfg.seed + k_best
     return best

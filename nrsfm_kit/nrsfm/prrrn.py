@@ -91,6 +91,8 @@ class PRRRNConfig:
     lr_final: float = 0.003  # cosine decay of the learning rate to lr_final * learning_rate over the run (1 = constant)
     consist_rotation: float = 1.0  # weight of the camera term inside the consistency loss
     consist_warmup: float = 0.5  # fraction of the run before the consistency term starts (0 = from the start)
+    # optimiser steps at 300 frames of the data-scaled budget (LearnedFitConfig(epochs=None)): base * sqrt(F / 300)
+    base_steps: int = 2400
 
     def __post_init__(self):
         if not 0.0 < float(self.lr_final) <= 1.0:
@@ -107,6 +109,8 @@ class PRRRNConfig:
             raise ValueError(f"tau, xi: expected 0 <= tau <= xi, found tau={self.tau}, xi={self.xi}")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size: expected >= 1, found {self.batch_size}")
+        if int(self.base_steps) < 1:
+            raise ValueError(f"base_steps: expected >= 1, found {self.base_steps}")
 
 
 class RRModule(nn.Module):
@@ -339,6 +343,63 @@ def consistency_loss(
     return ls + rotation_weight * lr
 
 
+def consistency_error(model: PRRRN, W: torch.Tensor, chunk: int = 1024, seed: int = 0) -> float:
+    """3D-free quality of a trained PR-RRN: the pairwise-consistency error (eq. 15-17) over all frames.
+
+    Every frame's estimated shape is re-projected with another frame's camera (a fixed random permutation of
+    all frames, ``seed``) and re-estimated; returns mean_f ||S'_f - S_f|| / ||S_f|| + ||R'_f - R_pi(f)||_F.
+    A reconstruction with wrong depth projects to views the network does not map back to the same shape, so
+    the error is high; it needs no 3D ground truth (used by :func:`~nrsfm_kit.nrsfm.learned.select_restart`).
+    """
+    F = W.shape[0]
+    was = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(F, generator=g).to(W.device)
+    total = 0.0
+    with torch.no_grad():
+        S, R, _ = model(W)
+        for i in range(0, F, chunk):
+            sl = slice(i, min(F, i + chunk))
+            St, Rt = S[sl], R[perm[sl]]
+            Wn = St @ Rt.transpose(-1, -2)
+            Wn = Wn - Wn.mean(1, keepdim=True)
+            S2, R2, _ = model(Wn)
+            Sc, S2c = St - St.mean(1, keepdim=True), S2 - S2.mean(1, keepdim=True)
+            ls = (S2c - Sc).flatten(1).norm(dim=1) / Sc.flatten(1).norm(dim=1).clamp_min(1e-12)
+            total += float((ls + (R2 - Rt).flatten(1).norm(dim=1)).sum())
+    model.train(was)
+    return total / F
+
+
+def representation_stats(model: PRRRN, W: torch.Tensor) -> dict:
+    """Collapse diagnostics of h over all frames W (F, P, 2): the mean pairwise cosine of the unit h
+    (1 = every frame has the same code) and the participation ratio of their singular values (effective rank,
+    between 1 and dim h)."""
+    with torch.no_grad():
+        h = model.representation(W).flatten(1)
+        hn = h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        F = hn.shape[0]
+        G = hn @ hn.T
+        mean_cos = float((G.sum() - G.diagonal().sum()) / max(F * (F - 1), 1))
+        sv = torch.linalg.svdvals(hn - hn.mean(0, keepdim=True)) ** 2
+        eff = float(sv.sum() ** 2 / (sv**2).sum().clamp_min(1e-30))
+    return {"h_mean_cos": mean_cos, "h_eff_rank": eff}
+
+
+def contrastive_split(W: torch.Tensor, vis: torch.Tensor, config: PRRRNConfig | None = None) -> dict:
+    """Fractions of frame pairs (i != j) that the contrastive loss treats as positives and negatives: a property of
+    the data and of tau / xi / threshold_on only (msr is computed from the 2D tracks)."""
+    cfg = config or PRRRNConfig()
+    m = msr_table(W, vis)
+    F = m.shape[0]
+    off = ~torch.eye(F, dtype=torch.bool, device=m.device) & ~torch.isnan(m)
+    v = m.clamp_min(0).sqrt() if cfg.threshold_on == "sqrt_msr" else m
+    n = max(int(off.sum()), 1)
+    return {"pos_fraction": float(((v < cfg.tau) & off).sum()) / n, "neg_fraction": float(((v > cfg.xi) & off).sum()) / n,
+            "median_sqrt_msr": float(m[off].clamp_min(0).sqrt().median()) if off.any() else float("nan")}
+
+
 class PRRRNMethod(LearnedMethod):
     """``"prrrn"``: :class:`PRRRN` trained on eq. 18 (reprojection + alternating contrastive / consistency terms).
 
@@ -351,6 +412,9 @@ class PRRRNMethod(LearnedMethod):
 
     def build(self, num_points: int, config: PRRRNConfig) -> PRRRN:
         return PRRRN(num_points, config)
+
+    def selection_measure(self, model, W, vis, config) -> float:
+        return consistency_error(model, W)
 
     def scheduler(self, optimizer, config: PRRRNConfig, steps: int):
         if float(config.lr_final) == 1.0:

@@ -56,6 +56,7 @@ class TrainResult:
     step: int
     history: list[dict] = field(default_factory=list)
     resumed_from: int | None = None
+    stopped: bool = False  # ended before config.steps because ``stop_fn`` said so (convergence)
 
     def last(self, key: str, default=float("nan")):
         for entry in reversed(self.history):
@@ -101,6 +102,7 @@ def fit(
     out_dir: str | Path | None = None,
     resume: bool = True,
     eval_fn: Callable[[torch.nn.Module, int], dict] | None = None,
+    stop_fn: Callable[[list[dict]], bool] | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``config.steps`` optimiser steps.
 
@@ -113,13 +115,16 @@ def fit(
         out_dir: folder for ``checkpoint.pt`` and ``metrics.json`` (written atomically); None = no files.
         resume: continue from ``out_dir/checkpoint.pt`` when it exists.
         eval_fn: optional ``eval_fn(model, step) -> dict`` of scalars, called at each log step and at the end.
+        stop_fn: optional ``stop_fn(history) -> bool`` called after each log entry; True ends the run there
+            (convergence-based stopping). The stop is saved in the checkpoint: resuming a stopped run trains
+            no further.
 
     Returns:
         :class:`TrainResult` with the final step and the logged history.
     """
     cfg = config or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
-    start, history, resumed_from = 0, [], None
+    start, history, resumed_from, stopped = 0, [], None, False
     if out is not None and resume and (out / CHECKPOINT).exists():
         ckpt = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
@@ -127,6 +132,7 @@ def fit(
         if scheduler is not None and ckpt.get("scheduler") is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
         start, history = int(ckpt["step"]), list(ckpt["history"])
+        stopped = bool(ckpt.get("stopped", False))
         _set_rng_state(ckpt["rng"])
         resumed_from = start
     else:
@@ -145,12 +151,15 @@ def fit(
                 "history": history,
                 "rng": _rng_state(),
                 "config": asdict(cfg),
+                "stopped": stopped,
             },
         )
-        atomic_write_json(out / METRICS, {"step": step, "config": asdict(cfg), "history": history})
+        atomic_write_json(out / METRICS, {"step": step, "config": asdict(cfg), "history": history,
+                                          "stopped": stopped})
 
     model.train()
-    bar = tqdm(range(start, cfg.steps), desc=cfg.desc, disable=not cfg.progress, initial=start, total=cfg.steps)
+    end = start if stopped else cfg.steps
+    bar = tqdm(range(start, end), desc=cfg.desc, disable=not cfg.progress, initial=start, total=cfg.steps)
     step = start
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
@@ -178,8 +187,12 @@ def fit(
             entry = {k: (v if math.isfinite(v) else None) for k, v in entry.items()}
             history.append(entry)
             bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k != "step" and v is not None})
+            if stop_fn is not None and done < cfg.steps and stop_fn(history):
+                stopped = True
+                bar.close()
+                break
         if done % cfg.checkpoint_every == 0:
             save(done)
-    final = max(step + 1, start) if cfg.steps > start else start
+    final = max(step + 1, start) if end > start else start
     save(final)
-    return TrainResult(step=final, history=history, resumed_from=resumed_from)
+    return TrainResult(step=final, history=history, resumed_from=resumed_from, stopped=stopped)

@@ -255,12 +255,19 @@ def test_restarts_keep_the_lowest_reprojection(make_lowrank, tmp_path):
     for seed in (3, 4, 5):
         r, _ = fit_nrsfm(seq, "prrrn", epochs=4, model_config=cfg, config=LearnedFitConfig(progress=False, seed=seed))
         singles.append(float(reprojection_error(seq.W, r.S, None, seq.visibility)))
+    # selection_slack 0: only the lowest reprojection error competes, so the measure cannot change the choice
     res, met = fit_nrsfm(seq, "prrrn", epochs=4, model_config=cfg, out_dir=tmp_path,
-                         config=LearnedFitConfig(progress=False, seed=3, restarts=3))
+                         config=LearnedFitConfig(progress=False, seed=3, restarts=3, selection_slack=0.0))
     assert [r["seed"] for r in res.extra["restarts"]] == [3, 4, 5]
     assert [r["reproj"] for r in res.extra["restarts"]] == pytest.approx(singles, rel=1e-5)  # same runs as alone
     assert met["restart_seed"] == 3 + min(range(3), key=lambda k: singles[k])
     assert met["reproj"] == pytest.approx(min(singles), rel=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["restart_0", "restart_1", "restart_2"]
+    # a large slack: every run competes, the lowest consistency error (the PR-RRN measure) wins
+    res2, met2 = fit_nrsfm(seq, "prrrn", epochs=4, model_config=cfg,
+                           config=LearnedFitConfig(progress=False, seed=3, restarts=3, selection_slack=10.0))
+    measures = [r["measure"] for r in res2.extra["restarts"]]
+    assert all(m is not None and m > 0 for m in measures)
+    assert met2["restart_seed"] == 3 + min(range(3), key=lambda k: measures[k])
     with pytest.raises(ValueError, match="restarts: expected >= 1"):
         fit_nrsfm(seq, "prrrn", epochs=1, model_config=cfg, config=LearnedFitConfig(progress=False, restarts=0))

@@ -57,3 +57,28 @@ def test_config_validation():
         TrainConfig(steps=-1)
     with pytest.raises(ValueError, match="grad_clip"):
         TrainConfig(grad_clip=0)
+
+
+def test_stop_fn_ends_the_run_and_a_resumed_stopped_run_trains_no_further(tmp_path):
+    model, opt, step = _problem()
+    calls = []
+
+    def stop(history):  # stop at the second log entry
+        calls.append(history[-1]["step"])
+        return len(history) >= 2
+
+    res = fit(model, step, opt, TrainConfig(steps=100, log_every=10, progress=False), out_dir=tmp_path, stop_fn=stop)
+    assert res.stopped and res.step == 20 and calls == [10, 20]
+    assert json.loads((tmp_path / "metrics.json").read_text())["stopped"] is True
+    params = [p.detach().clone() for p in model.parameters()]
+    model, opt, step = _problem()
+    res2 = fit(model, step, opt, TrainConfig(steps=100, log_every=10, progress=False), out_dir=tmp_path, stop_fn=stop)
+    assert res2.stopped and res2.step == 20 and res2.resumed_from == 20
+    for a, b in zip(params, model.parameters()):
+        assert torch.equal(a, b.detach())
+    # never stopping: the whole run, stop_fn consulted at every log entry before the last step
+    model, opt, step = _problem()
+    seen = []
+    res3 = fit(model, step, opt, TrainConfig(steps=30, log_every=10, progress=False),
+               stop_fn=lambda h: seen.append(h[-1]["step"]) or False)
+    assert not res3.stopped and res3.step == 30 and seen == [10, 20]

@@ -1,0 +1,272 @@
+"""NRSfM defaults chosen leave-one-sequence-out, model selection without 3D, failure diagnostics, CMU scale.
+
+The study behind the learned methods' defaults (issue 17). Every (method, candidate setting, sequence, seed) run is
+one JSON line in ``OUT/runs.jsonl`` (appended as it finishes; a re-run skips the runs already there, so an
+interrupted study resumes). ``report`` then reads all lines and writes ``OUT/report.md`` and ``OUT/report.json``:
+
+- **leave-one-out**: for each sequence s, the candidate with the lowest mean e3D over all *other* sequences
+  (real and synthetic) is "the default chosen without s"; its e3D on s is s's held-out score. The table of held-out
+  scores (and which candidate each fold chose) is what benchmarks/RESULTS.md and notebook 10 show.
+- **model selection without 3D**: for the default candidate, seeds 0, 1, 2 on every sequence; the run each rule
+  (lowest reprojection; reprojection + the method's measure, :func:`nrsfm_kit.nrsfm.learned.select_restart`) picks
+  vs the best of the three by e3D (the target: within 10 %).
+- **diagnostics** per run: depth flips per frame (:func:`nrsfm_kit.metrics.nrsfm.depth_flips`), PR-RRN's h collapse
+  and the contrastive split (:func:`nrsfm_kit.nrsfm.prrrn.representation_stats`, ``contrastive_split``).
+
+Run (each part is independent; two parts can run side by side on two cores)::
+
+    NRSFM_KIT_DATA=... OMP_NUM_THREADS=1 python benchmarks/nrsfm_loo.py run --part classic --part dnrsfm
+    NRSFM_KIT_DATA=... OMP_NUM_THREADS=1 python benchmarks/nrsfm_loo.py run --part prrrn
+    NRSFM_KIT_DATA=... OMP_NUM_THREADS=1 python benchmarks/nrsfm_loo.py run --part seeds
+    OMP_NUM_THREADS=1 python benchmarks/nrsfm_loo.py run --part cmu          # 10k frames, ~20 min
+    python benchmarks/nrsfm_loo.py report
+
+``--quick`` shrinks everything (short budgets, two synthetic sequences) to check the script itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from nrsfm_kit.config import data_root
+from nrsfm_kit.data import load_nrsfm_mat, synthetic_nrsfm
+from nrsfm_kit.data.types import NRSfMSequence
+from nrsfm_kit.metrics.nrsfm import depth_flips
+from nrsfm_kit.nrsfm import DeepNRSfMConfig, LearnedFitConfig, PRRRNConfig, fit_nrsfm
+from nrsfm_kit.nrsfm.learned import select_restart
+from nrsfm_kit.nrsfm.prrrn import contrastive_split, representation_stats
+from nrsfm_kit.nrsfm.common import normalize_observations, validate_sequence
+
+REAL = ("pickup", "yoga", "stretch", "face", "walking")
+# synthetic families (exact 3D): frame counts 100 - 1000, skeleton / low-rank / category, random / smooth cameras
+SYNTHETIC = {
+    "syn-skeleton-walking-random-256": dict(kind="skeleton", num_frames=256, motion="walking", camera="random", seed=1),
+    "syn-skeleton-waving-smooth-1000": dict(kind="skeleton", num_frames=1000, motion="waving", camera="smooth", seed=2),
+    "syn-skeleton-bending-smooth-100": dict(kind="skeleton", num_frames=100, motion="bending", camera="smooth", seed=5),
+    "syn-lowrank-smooth-240x91": dict(kind="lowrank", num_frames=240, num_points=91, rank=2, camera="smooth", seed=3),
+    "syn-category-random-300": dict(kind="category", num_frames=300, camera="random", seed=4),
+}
+CMU_FRAMES = 10_000  # PR-RRN Table 1 / Deep NRSfM Table 3 scale
+
+# candidate defaults of each learned method: the current default and one change at a time of what was chosen on
+# the real sequences before this study (budget, PR-RRN's threshold variable)
+CANDIDATES = {
+    "prrrn": {
+        "P0-default": PRRRNConfig(),
+        "P1-half-budget": PRRRNConfig(base_steps=1200),
+        "P2-msr-thresholds": PRRRNConfig(threshold_on="msr"),
+    },
+    "dnrsfm": {
+        "D0-default": DeepNRSfMConfig(),
+        "D1-double-budget": DeepNRSfMConfig(base_steps=4800),
+        "D2-lr3e-3": DeepNRSfMConfig(learning_rate=3e-3),
+    },
+}
+DEFAULT = {"prrrn": "P0-default", "dnrsfm": "D0-default"}
+SEEDS = (0, 1, 2)
+
+
+def load(name: str, quick: bool = False) -> NRSfMSequence:
+    if name in REAL:
+        return load_nrsfm_mat(data_root() / "nrsfm" / f"{name}.mat")
+    if name == "cmu-scale":
+        return cmu_scale_sequence(2000 if quick else CMU_FRAMES)
+    spec = dict(SYNTHETIC[name])
+    if quick:
+        spec["num_frames"] = min(spec["num_frames"], 120)
+    seq = synthetic_nrsfm(**spec)
+    seq.name = name
+    return seq
+
+
+def cmu_scale_sequence(frames: int, seed: int = 7) -> NRSfMSequence:
+    """A CMU-MoCap-scale synthetic skeleton set: three motions (walking, waving, bending), random cameras, ``frames``
+    frames in all (as the papers' CMU protocol: many subjects and actions seen from random orthographic views)."""
+    parts = []
+    n = frames // 3
+    for k, motion in enumerate(("walking", "waving", "bending")):
+        parts.append(synthetic_nrsfm("skeleton", num_frames=n if k < 2 else frames - 2 * n, motion=motion,
+                                     camera="random", seed=seed + k))
+    cat = lambda key: torch.cat([getattr(p, key) for p in parts])  # noqa: E731
+    return NRSfMSequence(W=cat("W"), visibility=cat("visibility"), S=cat("S"), cameras=cat("cameras"),
+                         name=f"cmu-scale-{frames}", bones=parts[0].bones, S_world=cat("S_world"))
+
+
+def _key(r: dict) -> tuple:
+    return (r["method"], r["candidate"], r["sequence"], r["seed"])
+
+
+def read_runs(out: Path) -> list[dict]:
+    path = out / "runs.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def one_run(seq: NRSfMSequence, method: str, candidate: str, seed: int, quick: bool) -> dict:
+    mcfg = None
+    if method in CANDIDATES:
+        mcfg = CANDIDATES[method][candidate]
+        if quick:
+            mcfg = replace(mcfg, base_steps=max(20, mcfg.base_steps // 40))
+    cfg = LearnedFitConfig(seed=seed, progress=False, log_every=50 if not quick else 5)
+    t0 = time.perf_counter()
+    res, met = fit_nrsfm(seq, method, model_config=mcfg, config=cfg if method in CANDIDATES else None)
+    wall = time.perf_counter() - t0
+    row = {"method": method, "candidate": candidate, "sequence": seq.name, "seed": seed,
+           "frames": seq.num_frames, "points": int(seq.W.shape[1]), "time_s": wall,
+           **{k: met[k] for k in ("e3d", "e3d_seq", "reproj", "steps", "stopped_early", "coherence") if k in met}}
+    fl = depth_flips(res.S.float(), seq.S.float())
+    row.update(flip_fraction=fl["flip_fraction"], e3d_frame_rotation=fl["e3d_frame_rotation"])
+    if "selection_measure" in res.extra:
+        row["measure"] = res.extra["selection_measure"]
+    if method == "prrrn":
+        W, vis = validate_sequence(seq)
+        Wn, _ = normalize_observations(W.float(), vis)
+        row.update(representation_stats(res.extra["model"], Wn))
+        row.update(contrastive_split(Wn, vis, mcfg))
+    return row
+
+
+def jobs(part: str, quick: bool) -> list[tuple[str, str, str, int]]:
+    seqs = list(SYNTHETIC)[:2] if quick else [*REAL, *SYNTHETIC]
+    if part == "classic":
+        return [(m, m, s, 0) for s in seqs for m in ("tk", "em-ppca")]
+    if part in ("prrrn", "dnrsfm"):
+        return [(part, c, s, 0) for c in CANDIDATES[part] for s in seqs]
+    if part == "seeds":
+        return [(m, DEFAULT[m], s, k) for m in ("dnrsfm", "prrrn") for k in SEEDS[1:] for s in seqs]
+    if part == "cmu":
+        return [(m, DEFAULT.get(m, m), "cmu-scale", 0) for m in ("tk", "em-ppca", "dnrsfm", "prrrn")]
+    raise ValueError(f"--part: expected classic, prrrn, dnrsfm, seeds or cmu, found {part!r}")
+
+
+def run(parts: list[str], out: Path, quick: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    done = {_key(r) for r in read_runs(out)}
+    cache: dict[str, NRSfMSequence] = {}
+    for part in parts:
+        for method, cand, sname, seed in jobs(part, quick):
+            seq = cache.get(sname) or cache.setdefault(sname, load(sname, quick))
+            if (method, cand, seq.name, seed) in done:
+                continue
+            row = one_run(seq, method, cand, seed, quick)
+            with open(out / "runs.jsonl", "a") as fh:  # one line per finished run: an interrupted study resumes
+                fh.write(json.dumps(row) + "\n")
+            print(f"{method:8s} {cand:20s} {seq.name:34s} seed {seed}: e3d {row['e3d']:.4f} "
+                  f"({row.get('steps', '-')} steps, {row['time_s']:.0f} s)", flush=True)
+
+
+def leave_one_out(runs: list[dict], method: str) -> dict:
+    """Held-out score of every sequence: the candidate with the lowest mean e3D over the other sequences."""
+    table = {}  # candidate -> sequence -> e3d (seed 0)
+    for r in runs:
+        if r["method"] == method and r["seed"] == 0 and r["sequence"] != "cmu-scale" and not r["sequence"].startswith("cmu"):
+            table.setdefault(r["candidate"], {})[r["sequence"]] = r["e3d"]
+    if not table:
+        return {}
+    seqs = sorted(set.intersection(*[set(v) for v in table.values()]))
+    out = {}
+    for s in seqs:
+        others = [t for t in seqs if t != s]
+        chosen = min(table, key=lambda c: (statistics.mean(table[c][t] for t in others), c))
+        out[s] = {"chosen": chosen, "e3d": table[chosen][s], "all": {c: table[c][s] for c in table}}
+    return out
+
+
+def selection_study(runs: list[dict], method: str, slack: float = 0.1) -> dict:
+    by_seq: dict[str, list[dict]] = {}
+    for r in runs:
+        if r["method"] == method and r["candidate"] == DEFAULT[method] and r["seed"] in SEEDS:
+            by_seq.setdefault(r["sequence"], []).append(r)
+    out = {}
+    for s, rs in sorted(by_seq.items()):
+        if len(rs) < len(SEEDS):
+            continue
+        rs = sorted(rs, key=lambda r: r["seed"])
+        best = min(r["e3d"] for r in rs)
+        k_rep = select_restart([r["reproj"] for r in rs])
+        k_mix = select_restart([r["reproj"] for r in rs], [r.get("measure") for r in rs], slack)
+        out[s] = {"e3d": [r["e3d"] for r in rs], "best": best,
+                  "reproj_only": rs[k_rep]["e3d"], "reproj_measure": rs[k_mix]["e3d"],
+                  "reproj_only_within_10pct": rs[k_rep]["e3d"] <= 1.1 * best,
+                  "reproj_measure_within_10pct": rs[k_mix]["e3d"] <= 1.1 * best}
+    return out
+
+
+def report(out: Path) -> str:
+    runs = read_runs(out)
+    seqs_all = [*REAL, *SYNTHETIC]
+    present = [s for s in seqs_all if any(r["sequence"] == s for r in runs)]
+    e = {(r["method"], r["candidate"], r["sequence"], r["seed"]): r for r in runs}
+    loo = {m: leave_one_out(runs, m) for m in ("dnrsfm", "prrrn")}
+    lines = [f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+             f"{time.strftime('%Y-%m-%d')}; runs from {out / 'runs.jsonl'} ({len(runs)} runs).", "",
+             "| sequence | F x P | tk | em-ppca | dnrsfm (held-out) | prrrn (held-out) | chosen without it |",
+             "|---|---|---|---|---|---|---|"]
+    cols: dict[str, list[float]] = {k: [] for k in ("tk", "em-ppca", "dnrsfm", "prrrn")}
+    for s in present:
+        row = [e.get((m, m, s, 0), {}).get("e3d") for m in ("tk", "em-ppca")]
+        row += [loo[m].get(s, {}).get("e3d") for m in ("dnrsfm", "prrrn")]
+        fp = next(r for r in runs if r["sequence"] == s)
+        chosen = ", ".join(loo[m][s]["chosen"] for m in ("dnrsfm", "prrrn") if s in loo[m])
+        for k, v in zip(cols, row):
+            if v is not None and s in REAL:
+                cols[k].append(v)
+        lines.append(f"| {s} | {fp['frames']} x {fp['points']} | " + " | ".join(
+            "-" if v is None else f"{v:.4f}" for v in row) + f" | {chosen} |")
+    lines.append("| **mean, real** | | " + " | ".join(f"**{statistics.mean(v):.4f}**" if v else "-"
+                                                     for v in cols.values()) + " | |")
+    res = {"loo": loo, "selection": {m: selection_study(runs, m) for m in ("dnrsfm", "prrrn")}}
+    lines += ["", "Selection among seeds 0, 1, 2 of the default (e3D; best = lowest e3D of the three):", "",
+              "| method | sequence | seeds 0 / 1 / 2 | best | lowest reprojection | reprojection + measure |",
+              "|---|---|---|---|---|---|"]
+    for m, st in res["selection"].items():
+        for s, v in st.items():
+            lines.append(f"| {m} | {s} | " + " / ".join(f"{x:.4f}" for x in v["e3d"]) + f" | {v['best']:.4f} | "
+                         f"{v['reproj_only']:.4f}{'' if v['reproj_only_within_10pct'] else ' (!)'} | "
+                         f"{v['reproj_measure']:.4f}{'' if v['reproj_measure_within_10pct'] else ' (!)'} |")
+    lines += ["", "Diagnostics of the default runs (seed 0): depth-flip fraction, e3D with per-frame rotation only, "
+              "PR-RRN's h (mean cosine, effective rank) and contrastive split:", "",
+              "| method | sequence | e3d | flips | e3d rot-only | e3d seq | steps | h mean cos | h eff rank | pos / neg |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in ("tk", "em-ppca", "dnrsfm", "prrrn"):
+        for s in [*present, "cmu-scale-10000"]:
+            r = e.get((m, DEFAULT.get(m, m), s, 0))
+            if r is None:
+                continue
+            pn = f"{r['pos_fraction']:.2f} / {r['neg_fraction']:.2f}" if "pos_fraction" in r else "-"
+            hc = f"{r['h_mean_cos']:.2f}" if "h_mean_cos" in r else "-"
+            he = f"{r['h_eff_rank']:.1f}" if "h_eff_rank" in r else "-"
+            lines.append(f"| {m} | {s} | {r['e3d']:.4f} | {r['flip_fraction']:.2f} | {r['e3d_frame_rotation']:.4f} | "
+                         f"{r['e3d_seq']:.4f} | {r.get('steps', '-')} | {hc} | {he} | {pn} |")
+    text = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(text)
+    (out / "report.json").write_text(json.dumps(res, indent=1))
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("command", choices=("run", "report"))
+    ap.add_argument("--part", action="append", default=[])
+    ap.add_argument("--out", default="benchmarks/results/nrsfm_loo")
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    out = Path(a.out)
+    if a.command == "run":
+        run(a.part or ["classic", "dnrsfm", "prrrn", "seeds"], out, a.quick)
+    print(report(out))
+
+
+if __name__ == "__main__":
+    main()
