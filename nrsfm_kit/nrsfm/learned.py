@@ -182,6 +182,11 @@ class LearnedMethod(NRSfMMethod):
         config's ``base_steps`` and F. P does not enter (see the module docstring)."""
         return budget_steps(int(config.base_steps), num_frames)
 
+    def earliest_stop(self, config) -> float:
+        """Fraction of the budget before which convergence stopping never ends a run (a loss that changes phase,
+        such as PR-RRN's consistency term from mid-run, must get time after the change); 0 by default."""
+        return 0.0
+
     def selection_measure(self, model: torch.nn.Module, W: torch.Tensor, vis: torch.Tensor, config) -> float | None:
         """A 3D-free quality measure of a trained run, lower = better (None: the method has none); used by
         :func:`select_restart` among the runs with a near-lowest reprojection error."""
@@ -362,7 +367,7 @@ def fit_learned(
         return out
 
     def stop_fn(history: list[dict]) -> bool:
-        return converged(history, steps, cfg)
+        return converged(history, steps, cfg, learner.earliest_stop(mcfg))
 
     tcfg = TrainConfig(
         steps=steps,
@@ -396,17 +401,18 @@ def sequence_reprojection(W: torch.Tensor, shapes: torch.Tensor, cams: torch.Ten
     return (res.flatten(1).norm(dim=1) / (W * m).flatten(1).norm(dim=1).clamp_min(1e-12)).mean()
 
 
-def converged(history: list[dict], steps: int, cfg: LearnedFitConfig) -> bool:
+def converged(history: list[dict], steps: int, cfg: LearnedFitConfig, not_before: float = 0.0) -> bool:
     """Convergence of a run of ``steps`` steps from its logged whole-sequence reprojection loss ``rep_all``.
 
-    True when the last entry is past ``cfg.stop_after * steps`` and the lowest loss logged in the last
-    ``cfg.stop_window * steps`` steps is less than ``cfg.stop_tol`` (relative) below the lowest logged before.
+    True when the last entry is past max(``cfg.stop_after``, ``not_before``) x ``steps`` and the lowest loss
+    logged in the last ``cfg.stop_window * steps`` steps is less than ``cfg.stop_tol`` (relative) below the
+    lowest logged before.
     """
     pts = [(int(e["step"]), float(e["rep_all"])) for e in history if e.get("rep_all") is not None]
     if not pts:
         return False
     last = pts[-1][0]
-    if last < float(cfg.stop_after) * steps:
+    if last < max(float(cfg.stop_after), float(not_before)) * steps:
         return False
     start = last - float(cfg.stop_window) * steps
     before = [r for s, r in pts if s <= start]

@@ -416,6 +416,11 @@ class PRRRNMethod(LearnedMethod):
     def selection_measure(self, model, W, vis, config) -> float:
         return consistency_error(model, W)
 
+    def earliest_stop(self, config: PRRRNConfig) -> float:
+        """The consistency term starts at ``consist_warmup`` of the run and first raises the reprojection loss:
+        convergence is judged only from a quarter of the run after it."""
+        return min(1.0, float(config.consist_warmup) + 0.25) if config.use_consist else 0.0
+
     def scheduler(self, optimizer, config: PRRRNConfig, steps: int):
         if float(config.lr_final) == 1.0:
             return None
