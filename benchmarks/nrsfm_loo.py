@@ -41,9 +41,9 @@ from nrsfm_kit.data import load_nrsfm_mat, synthetic_nrsfm
 from nrsfm_kit.data.types import NRSfMSequence
 from nrsfm_kit.metrics.nrsfm import depth_flips
 from nrsfm_kit.nrsfm import DeepNRSfMConfig, LearnedFitConfig, PRRRNConfig, fit_nrsfm
-from nrsfm_kit.nrsfm.learned import select_restart
-from nrsfm_kit.nrsfm.prrrn import contrastive_split, representation_stats
 from nrsfm_kit.nrsfm.common import normalize_observations, validate_sequence
+from nrsfm_kit.nrsfm.prrrn import contrastive_split, representation_stats
+from nrsfm_kit.nrsfm.tuning import leave_one_out, read_runs, score_table, selection_study
 
 REAL = ("pickup", "yoga", "stretch", "face", "walking")
 # synthetic families (exact 3D): frame counts 100 - 1000, skeleton / low-rank / category, random / smooth cameras
@@ -104,11 +104,8 @@ def _key(r: dict) -> tuple:
     return (r["method"], r["candidate"], r["sequence"], r["seed"])
 
 
-def read_runs(out: Path) -> list[dict]:
-    path = out / "runs.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _runs(out: Path) -> list[dict]:
+    return read_runs(out / "runs.jsonl") if (out / "runs.jsonl").exists() else []
 
 
 def one_run(seq: NRSfMSequence, method: str, candidate: str, seed: int, quick: bool) -> dict:
@@ -151,7 +148,7 @@ def jobs(part: str, quick: bool) -> list[tuple[str, str, str, int]]:
 
 def run(parts: list[str], out: Path, quick: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    done = {_key(r) for r in read_runs(out)}
+    done = {_key(r) for r in _runs(out)}
     cache: dict[str, NRSfMSequence] = {}
     for part in parts:
         for method, cand, sname, seed in jobs(part, quick):
@@ -165,49 +162,20 @@ def run(parts: list[str], out: Path, quick: bool) -> None:
                   f"({row.get('steps', '-')} steps, {row['time_s']:.0f} s)", flush=True)
 
 
-def leave_one_out(runs: list[dict], method: str) -> dict:
-    """Held-out score of every sequence: the candidate with the lowest mean e3D over the other sequences."""
-    table = {}  # candidate -> sequence -> e3d (seed 0)
-    for r in runs:
-        if r["method"] == method and r["seed"] == 0 and r["sequence"] != "cmu-scale" and not r["sequence"].startswith("cmu"):
-            table.setdefault(r["candidate"], {})[r["sequence"]] = r["e3d"]
+def _loo(runs: list[dict], method: str) -> dict:
+    table = score_table(runs, method)
     if not table:
         return {}
-    seqs = sorted(set.intersection(*[set(v) for v in table.values()]))
-    out = {}
-    for s in seqs:
-        others = [t for t in seqs if t != s]
-        chosen = min(table, key=lambda c: (statistics.mean(table[c][t] for t in others), c))
-        out[s] = {"chosen": chosen, "e3d": table[chosen][s], "all": {c: table[c][s] for c in table}}
-    return out
-
-
-def selection_study(runs: list[dict], method: str, slack: float = 0.1) -> dict:
-    by_seq: dict[str, list[dict]] = {}
-    for r in runs:
-        if r["method"] == method and r["candidate"] == DEFAULT[method] and r["seed"] in SEEDS:
-            by_seq.setdefault(r["sequence"], []).append(r)
-    out = {}
-    for s, rs in sorted(by_seq.items()):
-        if len(rs) < len(SEEDS):
-            continue
-        rs = sorted(rs, key=lambda r: r["seed"])
-        best = min(r["e3d"] for r in rs)
-        k_rep = select_restart([r["reproj"] for r in rs])
-        k_mix = select_restart([r["reproj"] for r in rs], [r.get("measure") for r in rs], slack)
-        out[s] = {"e3d": [r["e3d"] for r in rs], "best": best,
-                  "reproj_only": rs[k_rep]["e3d"], "reproj_measure": rs[k_mix]["e3d"],
-                  "reproj_only_within_10pct": rs[k_rep]["e3d"] <= 1.1 * best,
-                  "reproj_measure_within_10pct": rs[k_mix]["e3d"] <= 1.1 * best}
-    return out
+    common = set.intersection(*[set(v) for v in table.values()])  # a study still running: the sequences all have
+    return leave_one_out({c: {s: v[s] for s in common} for c, v in table.items()}) if len(common) >= 2 else {}
 
 
 def report(out: Path) -> str:
-    runs = read_runs(out)
+    runs = _runs(out)
     seqs_all = [*REAL, *SYNTHETIC]
     present = [s for s in seqs_all if any(r["sequence"] == s for r in runs)]
     e = {(r["method"], r["candidate"], r["sequence"], r["seed"]): r for r in runs}
-    loo = {m: leave_one_out(runs, m) for m in ("dnrsfm", "prrrn")}
+    loo = {m: _loo(runs, m) for m in ("dnrsfm", "prrrn")}
     lines = [f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
              f"{time.strftime('%Y-%m-%d')}; runs from {out / 'runs.jsonl'} ({len(runs)} runs).", "",
              "| sequence | F x P | tk | em-ppca | dnrsfm (held-out) | prrrn (held-out) | chosen without it |",
@@ -215,7 +183,7 @@ def report(out: Path) -> str:
     cols: dict[str, list[float]] = {k: [] for k in ("tk", "em-ppca", "dnrsfm", "prrrn")}
     for s in present:
         row = [e.get((m, m, s, 0), {}).get("e3d") for m in ("tk", "em-ppca")]
-        row += [loo[m].get(s, {}).get("e3d") for m in ("dnrsfm", "prrrn")]
+        row += [loo[m].get(s, {}).get("score") for m in ("dnrsfm", "prrrn")]
         fp = next(r for r in runs if r["sequence"] == s)
         chosen = ", ".join(loo[m][s]["chosen"] for m in ("dnrsfm", "prrrn") if s in loo[m])
         for k, v in zip(cols, row):
@@ -225,15 +193,15 @@ def report(out: Path) -> str:
             "-" if v is None else f"{v:.4f}" for v in row) + f" | {chosen} |")
     lines.append("| **mean, real** | | " + " | ".join(f"**{statistics.mean(v):.4f}**" if v else "-"
                                                      for v in cols.values()) + " | |")
-    res = {"loo": loo, "selection": {m: selection_study(runs, m) for m in ("dnrsfm", "prrrn")}}
+    res = {"loo": loo, "selection": {m: selection_study(runs, m, DEFAULT[m], SEEDS) for m in ("dnrsfm", "prrrn")}}
     lines += ["", "Selection among seeds 0, 1, 2 of the default (e3D; best = lowest e3D of the three):", "",
               "| method | sequence | seeds 0 / 1 / 2 | best | lowest reprojection | reprojection + measure |",
               "|---|---|---|---|---|---|"]
     for m, st in res["selection"].items():
         for s, v in st.items():
             lines.append(f"| {m} | {s} | " + " / ".join(f"{x:.4f}" for x in v["e3d"]) + f" | {v['best']:.4f} | "
-                         f"{v['reproj_only']:.4f}{'' if v['reproj_only_within_10pct'] else ' (!)'} | "
-                         f"{v['reproj_measure']:.4f}{'' if v['reproj_measure_within_10pct'] else ' (!)'} |")
+                         f"{v['reproj']:.4f}{'' if v['reproj_ok'] else ' (!)'} | "
+                         f"{v['reproj+measure']:.4f}{'' if v['reproj+measure_ok'] else ' (!)'} |")
     lines += ["", "Diagnostics of the default runs (seed 0): depth-flip fraction, e3D with per-frame rotation only, "
               "PR-RRN's h (mean cosine, effective rank) and contrastive split:", "",
               "| method | sequence | e3d | flips | e3d rot-only | e3d seq | steps | h mean cos | h eff rank | pos / neg |",
