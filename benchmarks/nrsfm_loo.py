@@ -71,6 +71,8 @@ CANDIDATES = {
     },
 }
 DEFAULT = {"prrrn": "P0-default", "dnrsfm": "D0-default"}
+# diagnosis only (not candidates of the leave-one-out choice): PR-RRN without each pairwise term
+DIAG = {"prrrn": {"X-no-consist": PRRRNConfig(use_consist=False), "X-no-contrast": PRRRNConfig(use_contrast=False)}}
 SEEDS = (0, 1, 2)
 
 
@@ -111,7 +113,7 @@ def _runs(out: Path) -> list[dict]:
 def one_run(seq: NRSfMSequence, method: str, candidate: str, seed: int, quick: bool) -> dict:
     mcfg = None
     if method in CANDIDATES:
-        mcfg = CANDIDATES[method][candidate]
+        mcfg = {**CANDIDATES[method], **DIAG.get(method, {})}[candidate]
         if quick:
             mcfg = replace(mcfg, base_steps=max(20, mcfg.base_steps // 40))
     cfg = LearnedFitConfig(seed=seed, progress=False, log_every=50 if not quick else 5)
@@ -133,8 +135,10 @@ def one_run(seq: NRSfMSequence, method: str, candidate: str, seed: int, quick: b
     return row
 
 
-def jobs(part: str, quick: bool) -> list[tuple[str, str, str, int]]:
+def jobs(part: str, quick: bool, diag_seqs: list[str] | None = None) -> list[tuple[str, str, str, int]]:
     seqs = list(SYNTHETIC)[:2] if quick else [*REAL, *SYNTHETIC]
+    if part == "diag":
+        return [("prrrn", c, s, 0) for s in (diag_seqs or seqs) for c in DIAG["prrrn"]]
     if part == "classic":
         return [(m, m, s, 0) for s in seqs for m in ("tk", "em-ppca")]
     if part in ("prrrn", "dnrsfm"):
@@ -143,15 +147,15 @@ def jobs(part: str, quick: bool) -> list[tuple[str, str, str, int]]:
         return [(m, DEFAULT[m], s, k) for m in ("dnrsfm", "prrrn") for k in SEEDS[1:] for s in seqs]
     if part == "cmu":
         return [(m, DEFAULT.get(m, m), "cmu-scale", 0) for m in ("tk", "em-ppca", "dnrsfm", "prrrn")]
-    raise ValueError(f"--part: expected classic, prrrn, dnrsfm, seeds or cmu, found {part!r}")
+    raise ValueError(f"--part: expected classic, prrrn, dnrsfm, seeds, cmu or diag, found {part!r}")
 
 
-def run(parts: list[str], out: Path, quick: bool) -> None:
+def run(parts: list[str], out: Path, quick: bool, diag_seqs: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     done = {_key(r) for r in _runs(out)}
     cache: dict[str, NRSfMSequence] = {}
     for part in parts:
-        for method, cand, sname, seed in jobs(part, quick):
+        for method, cand, sname, seed in jobs(part, quick, diag_seqs):
             seq = cache.get(sname) or cache.setdefault(sname, load(sname, quick))
             if (method, cand, seq.name, seed) in done:
                 continue
@@ -163,7 +167,7 @@ def run(parts: list[str], out: Path, quick: bool) -> None:
 
 
 def _loo(runs: list[dict], method: str) -> dict:
-    table = score_table(runs, method)
+    table = {c: v for c, v in score_table(runs, method).items() if c in CANDIDATES[method]}
     if not table:
         return {}
     common = set.intersection(*[set(v) for v in table.values()])  # a study still running: the sequences all have
@@ -228,11 +232,12 @@ def main() -> None:
     ap.add_argument("--part", action="append", default=[])
     ap.add_argument("--out", default="benchmarks/results/nrsfm_loo")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--diag-seq", action="append", default=None, help="sequences of --part diag (default: all)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(a.out)
     if a.command == "run":
-        run(a.part or ["classic", "dnrsfm", "prrrn", "seeds"], out, a.quick)
+        run(a.part or ["classic", "dnrsfm", "prrrn", "seeds"], out, a.quick, a.diag_seq)
     print(report(out))
 
 

@@ -84,8 +84,9 @@ def depth_flips(S_pred: torch.Tensor, S_gt: torch.Tensor) -> dict:
 
     Orthographic NRSfM recovers each frame only up to the reflection z -> -z. The per-frame O(3) Procrustes of
     :func:`e3d` absorbs a flip in every frame separately; the classical sequence-level alignment absorbs one for the
-    whole sequence. A frame is *flipped* when its own best alignment is a reflection while the sequence's is a
-    rotation (or the other way round): det(R_f) != det(R_seq).
+    whole sequence. A frame is *flipped* when the handedness of its own best alignment differs from that of most
+    frames: sign det(R_f) != the majority sign (ties: the sign of the sequence-level alignment). The majority, not
+    the sequence alignment, is the reference because with random cameras one rotation cannot align all frames.
 
     Returns:
         dict with ``flipped`` (F,) bool, ``flip_fraction`` (float), ``e3d_frame`` (per-frame alignment, reflections
@@ -98,7 +99,10 @@ def depth_flips(S_pred: torch.Tensor, S_gt: torch.Tensor) -> dict:
     F, P, _ = X.shape
     R_f, _, _ = procrustes(X, Y, allow_reflection=True)
     R_s, _, _ = procrustes(X.reshape(F * P, 3), Y.reshape(F * P, 3), allow_reflection=True)
-    flipped = torch.sign(torch.linalg.det(R_f)) != torch.sign(torch.linalg.det(R_s))
+    sign_f = torch.sign(torch.linalg.det(R_f))
+    total = float(sign_f.sum())
+    ref = (1.0 if total > 0 else -1.0) if total != 0 else float(torch.sign(torch.linalg.det(R_s)))
+    flipped = sign_f != ref
     den = Y.flatten(1).norm(dim=1)
     if (den <= 0).any():
         raise ValueError("S_gt: expected non-degenerate frames, found a frame with all points equal")

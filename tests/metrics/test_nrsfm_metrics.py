@@ -139,3 +139,16 @@ def test_depth_flips_finds_the_mirrored_frames():
     assert r["e3d_sequence"] > 0.1 and r["e3d_frame_rotation"] > 0.1
     mirrored = depth_flips(S * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64), S)
     assert mirrored["flip_fraction"] == 0  # a consistent mirror of the whole sequence is not a per-frame flip
+
+
+def test_depth_flips_with_random_cameras_counts_only_the_minority():
+    from nrsfm_kit.geometry import random_rotation
+    from nrsfm_kit.metrics.nrsfm import depth_flips
+
+    g = torch.Generator().manual_seed(1)
+    S_world = torch.randn(12, 15, 3, generator=g, dtype=torch.float64)
+    S = S_world @ random_rotation(12, generator=g, dtype=torch.float64).transpose(-1, -2)  # random views
+    X = S.clone()
+    X[[0, 4], :, 2] *= -1
+    assert depth_flips(X, S)["flipped"].nonzero().squeeze(1).tolist() == [0, 4]
+    assert depth_flips(S.clone(), S)["flip_fraction"] == 0
