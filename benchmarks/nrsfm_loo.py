@@ -70,7 +70,7 @@ CANDIDATES = {
         "D2-lr3e-3": DeepNRSfMConfig(learning_rate=3e-3),
     },
 }
-DEFAULT = {"prrrn": "P0-default", "dnrsfm": "D0-default"}
+DEFAULT = {"prrrn": "P0-default", "dnrsfm": "D2-lr3e-3"}  # the candidates the leave-one-out folds chose
 # diagnosis only (not candidates of the leave-one-out choice): PR-RRN without each pairwise term
 DIAG = {"prrrn": {"X-no-consist": PRRRNConfig(use_consist=False), "X-no-contrast": PRRRNConfig(use_contrast=False)}}
 SEEDS = (0, 1, 2)
