@@ -60,13 +60,15 @@ CMU_FRAMES = 10_000  # PR-RRN Table 1 / Deep NRSfM Table 3 scale
 # the real sequences before this study (budget, PR-RRN's threshold variable)
 CANDIDATES = {
     "prrrn": {
-        "P0-default": PRRRNConfig(),
+        "P0-default": PRRRNConfig(base_steps=2400, threshold_on="sqrt_msr"),
         "P1-half-budget": PRRRNConfig(base_steps=1200),
         "P2-msr-thresholds": PRRRNConfig(threshold_on="msr"),
+        # added after the first runs showed h collapsing where >75 % of the pairs are positives (face, smooth skeleton)
+        "P3-quantile-thresholds": PRRRNConfig(threshold_on="quantile", tau=0.25, xi=0.5),
     },
-    "dnrsfm": {
-        "D0-default": DeepNRSfMConfig(),
-        "D1-double-budget": DeepNRSfMConfig(base_steps=4800),
+    "dnrsfm": {  # D0 was the default before this study (the reference code's lr 1e-3); D2 won every fold
+        "D0-lr1e-3": DeepNRSfMConfig(learning_rate=1e-3),
+        "D1-lr1e-3-double-budget": DeepNRSfMConfig(learning_rate=1e-3, base_steps=4800),
         "D2-lr3e-3": DeepNRSfMConfig(learning_rate=3e-3),
     },
 }
@@ -141,6 +143,8 @@ def jobs(part: str, quick: bool, diag_seqs: list[str] | None = None) -> list[tup
         return [("prrrn", c, s, 0) for s in (diag_seqs or seqs) for c in DIAG["prrrn"]]
     if part == "classic":
         return [(m, m, s, 0) for s in seqs for m in ("tk", "em-ppca")]
+    if part == "p3":
+        return [("prrrn", "P3-quantile-thresholds", s, 0) for s in seqs]
     if part in ("prrrn", "dnrsfm"):
         return [(part, c, s, 0) for c in CANDIDATES[part] for s in seqs]
     if part == "seeds":

@@ -80,6 +80,8 @@ class PRRRNConfig:
     # (sigma_4^2 / sum sigma^2, eq. 9 read literally). Measured: with "msr", >= 95 % of all frame pairs of the
     # five real sequences and of the synthetic skeleton are positives and ~0 % negatives (median msr 1e-4 - 2.5e-3),
     # so the loss only pulls every h together; with "sqrt_msr" the skeleton sequences split ~25 % / ~55 %.
+    # "quantile": tau and xi are quantiles (in [0, 1]) of this sequence's sqrt(msr) over all frame pairs, so every
+    # sequence gets the same split whatever the scale of its deformation (e.g. tau=0.25, xi=0.5)
     threshold_on: str = "sqrt_msr"
     lambda1: float = 0.1  # weight of the contrastive loss (eq. 18)
     lambda2: float = 0.2  # weight of the consistency loss (eq. 18)
@@ -103,10 +105,12 @@ class PRRRNConfig:
             raise ValueError(f"consist_rotation: expected >= 0, found {self.consist_rotation}")
         if not float(self.learning_rate) > 0.0:
             raise ValueError(f"learning_rate: expected > 0, found {self.learning_rate}")
-        if self.threshold_on not in ("sqrt_msr", "msr"):
-            raise ValueError(f"threshold_on: expected 'sqrt_msr' or 'msr', found {self.threshold_on!r}")
+        if self.threshold_on not in ("sqrt_msr", "msr", "quantile"):
+            raise ValueError(f"threshold_on: expected 'sqrt_msr', 'msr' or 'quantile', found {self.threshold_on!r}")
         if not 0.0 <= float(self.tau) <= float(self.xi):
             raise ValueError(f"tau, xi: expected 0 <= tau <= xi, found tau={self.tau}, xi={self.xi}")
+        if self.threshold_on == "quantile" and float(self.xi) > 1.0:
+            raise ValueError(f"xi: expected a quantile in [0, 1] with threshold_on='quantile', found {self.xi}")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size: expected >= 1, found {self.batch_size}")
         if int(self.base_steps) < 1:
@@ -387,17 +391,39 @@ def representation_stats(model: PRRRN, W: torch.Tensor) -> dict:
     return {"h_mean_cos": mean_cos, "h_eff_rank": eff}
 
 
+def _pair_sample(W: torch.Tensor, vis: torch.Tensor, max_frames: int = 1024, seed: int = 0) -> torch.Tensor:
+    """msr of the frame pairs of up to ``max_frames`` frames (all when F <= max_frames; else an even subsample)."""
+    F = W.shape[0]
+    idx = torch.arange(F) if F <= max_frames else torch.linspace(0, F - 1, max_frames).round().long()
+    m = msr_table(W[idx], vis[idx])
+    off = ~torch.eye(len(idx), dtype=torch.bool, device=m.device) & ~torch.isnan(m)
+    return m[off]
+
+
+def resolve_thresholds(W: torch.Tensor, vis: torch.Tensor, config: PRRRNConfig) -> tuple[float, float, str]:
+    """(tau, xi, threshold_on) as :func:`contrastive_loss` takes them: with ``threshold_on="quantile"`` the
+    quantiles tau, xi of the sequence's sqrt(msr) over its frame pairs (up to 1024 frames sampled evenly), compared
+    with sqrt(msr); otherwise the config's values unchanged."""
+    if config.threshold_on != "quantile":
+        return float(config.tau), float(config.xi), config.threshold_on
+    v = _pair_sample(W, vis).clamp_min(0).sqrt().double()
+    if v.numel() == 0:
+        raise ValueError("W: expected frame pairs with >= 4 common visible points for quantile thresholds, found none")
+    q = torch.quantile(v, torch.tensor([float(config.tau), float(config.xi)], dtype=v.dtype))
+    return float(q[0]), float(q[1]), "sqrt_msr"
+
+
 def contrastive_split(W: torch.Tensor, vis: torch.Tensor, config: PRRRNConfig | None = None) -> dict:
     """Fractions of frame pairs (i != j) that the contrastive loss treats as positives and negatives: a property of
     the data and of tau / xi / threshold_on only (msr is computed from the 2D tracks)."""
     cfg = config or PRRRNConfig()
-    m = msr_table(W, vis)
-    F = m.shape[0]
-    off = ~torch.eye(F, dtype=torch.bool, device=m.device) & ~torch.isnan(m)
-    v = m.clamp_min(0).sqrt() if cfg.threshold_on == "sqrt_msr" else m
-    n = max(int(off.sum()), 1)
-    return {"pos_fraction": float(((v < cfg.tau) & off).sum()) / n, "neg_fraction": float(((v > cfg.xi) & off).sum()) / n,
-            "median_sqrt_msr": float(m[off].clamp_min(0).sqrt().median()) if off.any() else float("nan")}
+    tau, xi, on = resolve_thresholds(W, vis, cfg)
+    m = _pair_sample(W, vis)
+    v = m.clamp_min(0).sqrt() if on == "sqrt_msr" else m
+    n = max(int(v.numel()), 1)
+    return {"pos_fraction": float((v < tau).sum()) / n, "neg_fraction": float((v > xi).sum()) / n,
+            "median_sqrt_msr": float(m.clamp_min(0).sqrt().median()) if m.numel() else float("nan"),
+            "tau": tau, "xi": xi}
 
 
 class PRRRNMethod(LearnedMethod):
@@ -436,6 +462,7 @@ class PRRRNMethod(LearnedMethod):
         table = None  # msr of all frame pairs, looked up by index (F <= msr_table_max_frames; else per step)
         if mcfg.use_contrast and steps > 0 and W.shape[0] <= int(fit_config.msr_table_max_frames):
             table = msr_table(W, vis)
+        tau, xi, on = resolve_thresholds(W, vis, mcfg) if mcfg.use_contrast else (mcfg.tau, mcfg.xi, "sqrt_msr")
 
         def loss_fn(net: nn.Module, step: int, b: LearnedBatch) -> dict:
             rep = reprojection_loss(b.W, b.S, b.M, b.vis)
@@ -446,7 +473,7 @@ class PRRRNMethod(LearnedMethod):
                 bh, bW, bv = bank.entries()
                 mv = None if table is None else table[b.idx[:, None], bank.frame_indices()[None, :]]
                 lc, stats = contrastive_loss(
-                    b.h, b.W, b.vis, bh, bW, bv, mcfg.tau, mcfg.xi, msr_values=mv, threshold_on=mcfg.threshold_on
+                    b.h, b.W, b.vis, bh, bW, bv, tau, xi, msr_values=mv, threshold_on=on
                 )
                 loss = loss + mcfg.lambda1 * lc
                 logs.update(contrast=lc.detach(), **stats)

@@ -125,3 +125,32 @@ def test_selection_measures(make_lowrank):
     S, R = seq.S - seq.S.mean(1, keepdim=True), torch.eye(3)[:2].expand(30, 2, 3)
     Wc = seq.W - seq.W.mean(1, keepdim=True)
     assert float(sequence_reprojection(Wc, S, R, seq.visibility)) < 1e-6
+
+
+def test_quantile_thresholds_split_every_sequence_alike(make_lowrank):
+    from nrsfm_kit.nrsfm.prrrn import resolve_thresholds
+
+    for seed, defo in ((0, 0.05), (1, 0.6)):  # a nearly rigid and a strongly deforming sequence
+        seq = make_lowrank(F=40, P=12, seed=seed, defo=defo)
+        Wn, _ = normalize_observations(seq.W, seq.visibility)
+        cfg = PRRRNConfig(threshold_on="quantile", tau=0.25, xi=0.5)
+        tau, xi, on = resolve_thresholds(Wn, seq.visibility, cfg)
+        assert on == "sqrt_msr" and 0 < tau <= xi
+        split = contrastive_split(Wn, seq.visibility, cfg)
+        assert split["pos_fraction"] == pytest.approx(0.25, abs=0.02)
+        assert split["neg_fraction"] == pytest.approx(0.5, abs=0.02)
+    assert resolve_thresholds(Wn, seq.visibility, PRRRNConfig()) == (0.02, 0.04, "sqrt_msr")
+    with pytest.raises(ValueError, match="xi: expected a quantile in \\[0, 1\\]"):
+        PRRRNConfig(threshold_on="quantile", tau=0.5, xi=2.0)
+    with pytest.raises(ValueError, match="threshold_on: expected 'sqrt_msr', 'msr' or 'quantile'"):
+        PRRRNConfig(threshold_on="median")
+    # it trains (the thresholds enter the contrastive loss)
+    _, met = fit_nrsfm(seq, "prrrn", epochs=2, model_config=replace_cfg(SMALL_P, threshold_on="quantile", tau=0.25,
+                                                                          xi=0.5), config=LearnedFitConfig(progress=False))
+    assert math.isfinite(met["e3d"])
+
+
+def replace_cfg(cfg, **kw):
+    from dataclasses import replace
+
+    return replace(cfg, **kw)

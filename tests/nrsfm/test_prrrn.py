@@ -222,7 +222,7 @@ def test_schedule_and_consistency_warmup(make_lowrank):
     [({"lr_final": 0.0}, "lr_final: expected a fraction in"), ({"lr_final": 1.5}, "lr_final: expected a fraction in"),
      ({"consist_warmup": 1.0}, "consist_warmup: expected a fraction"), ({"consist_rotation": -1.0}, "consist_rotation"),
      ({"learning_rate": 0.0}, "learning_rate: expected > 0"), ({"batch_size": 0}, "batch_size: expected >= 1"),
-     ({"threshold_on": "sigma"}, "threshold_on: expected 'sqrt_msr' or 'msr'"), ({"tau": 0.05}, "tau, xi: expected")],
+     ({"threshold_on": "sigma"}, "threshold_on: expected 'sqrt_msr', 'msr' or 'quantile'"), ({"tau": 0.05}, "tau, xi: expected")],
 )
 def test_config_bad_values(kw, msg):
     with pytest.raises(ValueError, match=msg):
