@@ -227,6 +227,11 @@ def report(out: Path) -> str:
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     (out / "report.json").write_text(json.dumps(res, indent=1))
+    # what the runs mean, for readers of runs.jsonl that do not import this script (notebooks 09 and 10)
+    (out / "study.json").write_text(json.dumps({
+        "real": list(REAL), "synthetic": list(SYNTHETIC), "seeds": list(SEEDS), "default": DEFAULT,
+        "candidates": {m: list(c) for m, c in CANDIDATES.items()}, "diagnosis": {m: list(c) for m, c in DIAG.items()},
+    }, indent=1))
     return text
 
 
