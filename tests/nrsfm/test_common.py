@@ -51,3 +51,24 @@ def test_missing_points_are_zero_and_do_not_move_the_centroid():
 def test_bad_inputs(args, match):
     with pytest.raises(ValueError, match=match):
         measurement_matrix(*args)
+
+
+def test_resolve_handedness_undoes_mirrored_runs_of_frames(make_lowrank):
+    from nrsfm_kit.metrics.nrsfm import depth_flips
+    from nrsfm_kit.nrsfm.common import resolve_handedness
+
+    seq = make_lowrank(F=30, P=12, seed=3, defo=0.2)
+    S = seq.S.double()
+    X = S.clone()
+    X[10:20, :, 2] *= -1  # a run of depth-mirrored frames: the same reprojection
+    assert depth_flips(X, S)["flip_fraction"] == pytest.approx(1 / 3)
+    Y, flipped = resolve_handedness(X)
+    assert flipped.nonzero().squeeze(1).tolist() == list(range(10, 20))
+    assert torch.equal(Y[..., :2], X[..., :2])  # reprojection unchanged
+    assert depth_flips(Y, S)["flip_fraction"] == 0 and depth_flips(Y, S)["e3d_sequence"] < 1e-6
+    _, none = resolve_handedness(S)
+    assert not none.any()
+    with pytest.raises(ValueError, match="S: expected"):
+        resolve_handedness(S[0])
+    with pytest.raises(ValueError, match="iters: expected >= 1"):
+        resolve_handedness(S, iters=0)
