@@ -159,7 +159,7 @@ def resolve_handedness(S: torch.Tensor, iters: int = 10) -> tuple[torch.Tensor, 
     Measured (benchmarks/RESULTS.md): PR-RRN on pickup, mirrored frames 49 % -> 0.3 %, e3D with one alignment for
     the sequence 0.356 -> 0.082. Not applied by default: for a nearly left-right symmetric motion seen from the
     side (walking), a mirrored pose can be closer to the reference than the pose itself, and a reconstruction that
-    was consistent gets split (PR-RRN on walking: sequence e3D 0.109 -> 0.33).
+    was consistent gets split (PR-RRN on walking: sequence e3D 0.109 -> 0.337).
 
     Args:
         S: (F, P, 3) camera-frame shapes (``NRSfMResult.S``).

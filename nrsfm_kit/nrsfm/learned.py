@@ -12,14 +12,16 @@ Budgets that scale with the data. Without an explicit number of epochs a run get
 300 frames is the size of the classic benchmark sequences), so a 1100-frame sequence gets 1.9x the steps and
 0.5x the epochs of a 300-frame one, and stops early once the reprojection loss over the whole sequence has
 converged (:func:`converged`). The batch is the method's (capped at F). Why sqrt: the frames of one sequence are
-strongly correlated (one moving object), so the steps needed grow far slower than the data; the exponent and
-``base_steps`` were chosen leave-one-sequence-out (``benchmarks/nrsfm_loo.py``, benchmarks/RESULTS.md).
+strongly correlated (one moving object), so the steps needed grow far slower than the data. ``base_steps`` was
+chosen leave-one-sequence-out (``benchmarks/nrsfm_loo.py``, benchmarks/RESULTS.md: 2400 beat 1200 for PR-RRN and 4800
+at the former learning rate for Deep NRSfM); the exponent 1/2 is a prior, not tuned.
 
 Model selection without 3D. With ``restarts`` > 1, the runs (seeds seed, seed + 1, ...) are ranked by
 :func:`select_restart`: among the runs whose reprojection error is within ``selection_slack`` of the lowest,
 the one with the lowest method-specific measure (:meth:`LearnedMethod.selection_measure`: the mutual coherence of
 Deep NRSfM's final dictionary, paper sec. 5.4; PR-RRN's pairwise-consistency error over all frames); a method
-without a measure keeps the lowest reprojection error.
+without a measure keeps the lowest reprojection error. Measured over 3 seeds on 10 sequences, the kept run is within
+10 % of the best on 8 (Deep NRSfM) and 5 (PR-RRN): the measures did no better than the reprojection alone.
 """
 
 from __future__ import annotations
