@@ -65,6 +65,8 @@ CANDIDATES = {
         "P2-msr-thresholds": PRRRNConfig(threshold_on="msr"),
         # added after the first runs showed h collapsing where >75 % of the pairs are positives (face, smooth skeleton)
         "P3-quantile-thresholds": PRRRNConfig(threshold_on="quantile", tau=0.25, xi=0.5),
+        # added after the diagnosis runs: no contrastive term where > 70 % of the pairs are positives
+        "P4-contrast-off-above-70pct": PRRRNConfig(contrast_max_positive=0.7),
     },
     "dnrsfm": {  # D0 was the default before this study (the reference code's lr 1e-3); D2 won every fold
         "D0-lr1e-3": DeepNRSfMConfig(learning_rate=1e-3),
@@ -143,8 +145,9 @@ def jobs(part: str, quick: bool, diag_seqs: list[str] | None = None) -> list[tup
         return [("prrrn", c, s, 0) for s in (diag_seqs or seqs) for c in DIAG["prrrn"]]
     if part == "classic":
         return [(m, m, s, 0) for s in seqs for m in ("tk", "em-ppca")]
-    if part == "p3":
-        return [("prrrn", "P3-quantile-thresholds", s, 0) for s in seqs]
+    if part in ("p3", "p4"):
+        name = {"p3": "P3-quantile-thresholds", "p4": "P4-contrast-off-above-70pct"}[part]
+        return [("prrrn", name, s, 0) for s in seqs]
     if part in ("prrrn", "dnrsfm"):
         return [(part, c, s, 0) for c in CANDIDATES[part] for s in seqs]
     if part == "seeds":

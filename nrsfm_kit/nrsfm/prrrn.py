@@ -54,7 +54,7 @@ a cosine decay to 3e-5.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -95,6 +95,9 @@ class PRRRNConfig:
     consist_warmup: float = 0.5  # fraction of the run before the consistency term starts (0 = from the start)
     # optimiser steps at 300 frames of the data-scaled budget (LearnedFitConfig(epochs=None)): base * sqrt(F / 300)
     base_steps: int = 2400
+    # None, or a fraction: the contrastive term is left out on a sequence whose fraction of positive pairs
+    # (contrastive_split) is above it (measured: with 79-93 % positives it collapses h; benchmarks/RESULTS.md)
+    contrast_max_positive: float | None = None
 
     def __post_init__(self):
         if not 0.0 < float(self.lr_final) <= 1.0:
@@ -115,6 +118,9 @@ class PRRRNConfig:
             raise ValueError(f"batch_size: expected >= 1, found {self.batch_size}")
         if int(self.base_steps) < 1:
             raise ValueError(f"base_steps: expected >= 1, found {self.base_steps}")
+        if self.contrast_max_positive is not None and not 0.0 <= float(self.contrast_max_positive) <= 1.0:
+            raise ValueError(f"contrast_max_positive: expected None or a fraction in [0, 1], found "
+                             f"{self.contrast_max_positive}")
 
 
 class RRModule(nn.Module):
@@ -457,6 +463,9 @@ class PRRRNMethod(LearnedMethod):
 
     def training_loss(self, model, config, W, vis, *, optimizer, generator, steps, fit_config):
         mcfg = config
+        if mcfg.use_contrast and mcfg.contrast_max_positive is not None and steps > 0:
+            if contrastive_split(W, vis, mcfg)["pos_fraction"] > float(mcfg.contrast_max_positive):
+                mcfg = replace(mcfg, use_contrast=False)  # most pairs positive: the term would collapse h
         warm = int(float(mcfg.consist_warmup) * steps)  # first consistency step
         bank = MemoryBank(mcfg.n_mem, 2 * mcfg.channels[-1], W.shape[1], device=W.device)
         table = None  # msr of all frame pairs, looked up by index (F <= msr_table_max_frames; else per step)
