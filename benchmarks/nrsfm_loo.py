@@ -60,11 +60,11 @@ CMU_FRAMES = 10_000  # PR-RRN Table 1 / Deep NRSfM Table 3 scale
 # the real sequences before this study (budget, PR-RRN's threshold variable)
 CANDIDATES = {
     "prrrn": {
-        "P0-default": PRRRNConfig(base_steps=2400, threshold_on="sqrt_msr"),
-        "P1-half-budget": PRRRNConfig(base_steps=1200),
-        "P2-msr-thresholds": PRRRNConfig(threshold_on="msr"),
+        "P0-default": PRRRNConfig(base_steps=2400, threshold_on="sqrt_msr", contrast_max_positive=None),
+        "P1-half-budget": PRRRNConfig(base_steps=1200, contrast_max_positive=None),
+        "P2-msr-thresholds": PRRRNConfig(threshold_on="msr", contrast_max_positive=None),
         # added after the first runs showed h collapsing where >75 % of the pairs are positives (face, smooth skeleton)
-        "P3-quantile-thresholds": PRRRNConfig(threshold_on="quantile", tau=0.25, xi=0.5),
+        "P3-quantile-thresholds": PRRRNConfig(threshold_on="quantile", tau=0.25, xi=0.5, contrast_max_positive=None),
         # added after the diagnosis runs: no contrastive term where > 70 % of the pairs are positives
         "P4-contrast-off-above-70pct": PRRRNConfig(contrast_max_positive=0.7),
     },
@@ -74,9 +74,10 @@ CANDIDATES = {
         "D2-lr3e-3": DeepNRSfMConfig(learning_rate=3e-3),
     },
 }
-DEFAULT = {"prrrn": "P0-default", "dnrsfm": "D2-lr3e-3"}  # the candidates the leave-one-out folds chose
+DEFAULT = {"prrrn": "P0-default", "dnrsfm": "D2-lr3e-3"}  # seeds / CMU runs; P4 (now the default) = P0 where <= 70 % positives  # the candidates the leave-one-out folds chose
 # diagnosis only (not candidates of the leave-one-out choice): PR-RRN without each pairwise term
-DIAG = {"prrrn": {"X-no-consist": PRRRNConfig(use_consist=False), "X-no-contrast": PRRRNConfig(use_contrast=False)}}
+DIAG = {"prrrn": {"X-no-consist": PRRRNConfig(use_consist=False, contrast_max_positive=None),
+                  "X-no-contrast": PRRRNConfig(use_contrast=False)}}
 SEEDS = (0, 1, 2)
 
 
@@ -147,7 +148,7 @@ def jobs(part: str, quick: bool, diag_seqs: list[str] | None = None) -> list[tup
         return [(m, m, s, 0) for s in seqs for m in ("tk", "em-ppca")]
     if part in ("p3", "p4"):
         name = {"p3": "P3-quantile-thresholds", "p4": "P4-contrast-off-above-70pct"}[part]
-        return [("prrrn", name, s, 0) for s in seqs]
+        return [("prrrn", name, s, 0) for s in (diag_seqs or seqs)]
     if part in ("prrrn", "dnrsfm"):
         return [(part, c, s, 0) for c in CANDIDATES[part] for s in seqs]
     if part == "seeds":

@@ -158,11 +158,12 @@ def replace_cfg(cfg, **kw):
 
 def test_contrast_left_out_when_most_pairs_are_positives(make_lowrank):
     rigid = make_lowrank(F=24, P=10, seed=4, rigid=True)  # every pair a positive
-    cfg = replace_cfg(SMALL_P, contrast_max_positive=0.7)
+    cfg = replace_cfg(SMALL_P, contrast_max_positive=0.7)  # the default
+    assert PRRRNConfig().contrast_max_positive == 0.7
     res, _ = fit_nrsfm(rigid, "prrrn", epochs=2, model_config=cfg, config=LearnedFitConfig(progress=False, log_every=1))
     assert not any("contrast" in h for h in res.history)  # the term never ran
-    res2, _ = fit_nrsfm(rigid, "prrrn", epochs=2, model_config=SMALL_P, config=LearnedFitConfig(progress=False,
-                                                                                                 log_every=1))
+    res2, _ = fit_nrsfm(rigid, "prrrn", epochs=2, model_config=replace_cfg(SMALL_P, contrast_max_positive=None),
+                        config=LearnedFitConfig(progress=False, log_every=1))
     assert any("contrast" in h for h in res2.history)
     with pytest.raises(ValueError, match="contrast_max_positive: expected None or a fraction"):
         PRRRNConfig(contrast_max_positive=1.5)

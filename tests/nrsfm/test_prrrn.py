@@ -8,7 +8,8 @@ import torch
 from nrsfm_kit.nrsfm import PRRRN, LearnedFitConfig, MemoryBank, PRRRNConfig, contrastive_loss, fit_nrsfm
 from nrsfm_kit.nrsfm.prrrn import RRModule, consistency_loss, reprojection_loss
 
-SMALL = PRRRNConfig(channels=(16, 8, 4), recursions=2, rot_hidden=(16, 8), n_mem=64, batch_size=16)
+SMALL = PRRRNConfig(channels=(16, 8, 4), recursions=2, rot_hidden=(16, 8), n_mem=64, batch_size=16,
+                    contrast_max_positive=None)  # the contrastive term always on (tests of it)
 
 
 def test_rr_module_recursion_and_tied_inverse():
