@@ -399,7 +399,7 @@ def representation_stats(model: PRRRN, W: torch.Tensor) -> dict:
     return {"h_mean_cos": mean_cos, "h_eff_rank": eff}
 
 
-def _pair_sample(W: torch.Tensor, vis: torch.Tensor, max_frames: int = 1024, seed: int = 0) -> torch.Tensor:
+def _pair_sample(W: torch.Tensor, vis: torch.Tensor, max_frames: int = 1024) -> torch.Tensor:
     """msr of the frame pairs of up to ``max_frames`` frames (all when F <= max_frames; else an even subsample)."""
     F = W.shape[0]
     idx = torch.arange(F) if F <= max_frames else torch.linspace(0, F - 1, max_frames).round().long()
@@ -408,13 +408,14 @@ def _pair_sample(W: torch.Tensor, vis: torch.Tensor, max_frames: int = 1024, see
     return m[off]
 
 
-def resolve_thresholds(W: torch.Tensor, vis: torch.Tensor, config: PRRRNConfig) -> tuple[float, float, str]:
+def resolve_thresholds(W: torch.Tensor, vis: torch.Tensor, config: PRRRNConfig,
+                       pairs: torch.Tensor | None = None) -> tuple[float, float, str]:
     """(tau, xi, threshold_on) as :func:`contrastive_loss` takes them: with ``threshold_on="quantile"`` the
-    quantiles tau, xi of the sequence's sqrt(msr) over its frame pairs (up to 1024 frames sampled evenly), compared
-    with sqrt(msr); otherwise the config's values unchanged."""
+    quantiles tau, xi of the sequence's sqrt(msr) over its frame pairs (up to 1024 frames sampled evenly; ``pairs``:
+    those msr values when already computed), compared with sqrt(msr); otherwise the config's values unchanged."""
     if config.threshold_on != "quantile":
         return float(config.tau), float(config.xi), config.threshold_on
-    v = _pair_sample(W, vis).clamp_min(0).sqrt().double()
+    v = (_pair_sample(W, vis) if pairs is None else pairs).clamp_min(0).sqrt().double()
     if v.numel() == 0:
         raise ValueError("W: expected frame pairs with >= 4 common visible points for quantile thresholds, found none")
     q = torch.quantile(v, torch.tensor([float(config.tau), float(config.xi)], dtype=v.dtype))
@@ -425,8 +426,8 @@ def contrastive_split(W: torch.Tensor, vis: torch.Tensor, config: PRRRNConfig | 
     """Fractions of frame pairs (i != j) that the contrastive loss treats as positives and negatives: a property of
     the data and of tau / xi / threshold_on only (msr is computed from the 2D tracks)."""
     cfg = config or PRRRNConfig()
-    tau, xi, on = resolve_thresholds(W, vis, cfg)
     m = _pair_sample(W, vis)
+    tau, xi, on = resolve_thresholds(W, vis, cfg, pairs=m)
     v = m.clamp_min(0).sqrt() if on == "sqrt_msr" else m
     n = max(int(v.numel()), 1)
     return {"pos_fraction": float((v < tau).sum()) / n, "neg_fraction": float((v > xi).sum()) / n,
@@ -465,15 +466,17 @@ class PRRRNMethod(LearnedMethod):
 
     def training_loss(self, model, config, W, vis, *, optimizer, generator, steps, fit_config):
         mcfg = config
-        if mcfg.use_contrast and mcfg.contrast_max_positive is not None and steps > 0:
-            if contrastive_split(W, vis, mcfg)["pos_fraction"] > float(mcfg.contrast_max_positive):
+        tau, xi, on = mcfg.tau, mcfg.xi, "sqrt_msr"
+        if mcfg.use_contrast and steps > 0:  # the thresholds and the split, from one pass over the frame pairs
+            split = contrastive_split(W, vis, mcfg)
+            tau, xi, on = split["tau"], split["xi"], "msr" if mcfg.threshold_on == "msr" else "sqrt_msr"
+            if mcfg.contrast_max_positive is not None and split["pos_fraction"] > float(mcfg.contrast_max_positive):
                 mcfg = replace(mcfg, use_contrast=False)  # most pairs positive: the term would collapse h
         warm = int(float(mcfg.consist_warmup) * steps)  # first consistency step
         bank = MemoryBank(mcfg.n_mem, 2 * mcfg.channels[-1], W.shape[1], device=W.device)
         table = None  # msr of all frame pairs, looked up by index (F <= msr_table_max_frames; else per step)
         if mcfg.use_contrast and steps > 0 and W.shape[0] <= int(fit_config.msr_table_max_frames):
             table = msr_table(W, vis)
-        tau, xi, on = resolve_thresholds(W, vis, mcfg) if mcfg.use_contrast else (mcfg.tau, mcfg.xi, "sqrt_msr")
 
         def loss_fn(net: nn.Module, step: int, b: LearnedBatch) -> dict:
             rep = reprojection_loss(b.W, b.S, b.M, b.vis)
