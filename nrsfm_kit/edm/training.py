@@ -27,7 +27,8 @@ from nrsfm_kit.metrics.segmentation import roc_curve, segmentation_scores
 from nrsfm_kit.models import DepthNet, DepthNetConfig, MotionNet
 from nrsfm_kit.train import TrainConfig, fit
 from nrsfm_kit.utils.checks import check_positive, check_tensor
-from nrsfm_kit.utils.io import atomic_write_json
+from nrsfm_kit.utils.faults import fault_point
+from nrsfm_kit.utils.io import atomic_write_json, check_writable, folder_lock
 
 VARIANTS = ("embeddings", "rigid")
 
@@ -72,8 +73,11 @@ class TwoStageConfig:
     seed: int = 0
     progress: bool = True
     log_every: int = 10
+    checkpoint_every: int = 50  # steps between checkpoints of a stage with out_dir (and at its end)
 
     def __post_init__(self):
+        if int(self.checkpoint_every) < 1:
+            raise ValueError(f"checkpoint_every: expected >= 1, found {self.checkpoint_every}")
         for name in ("steps_stage1", "steps_stage2", "warmup_stage1"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name}: expected >= 0, found {getattr(self, name)}")
@@ -153,17 +157,21 @@ def _edm_loss_over_video(depth, flow, intr, emb, cfg: EDMLossConfig, valid, gen,
     return torch.stack(losses).mean()
 
 
-def _train(model, step_fn, params, steps, cfg: TwoStageConfig, desc, out_dir, opt=None):
+def _train(model, step_fn, params, steps, cfg: TwoStageConfig, desc, out_dir, gen, opt=None):
+    """One stage through the shared loop; the pair sampler ``gen`` (shared by the stages) is saved in each stage's
+    checkpoints, so a resumed stage, and every stage after it, draws the same pairs as an uninterrupted run."""
     opt = torch.optim.Adam(params, lr=cfg.lr) if opt is None else opt
     tc = TrainConfig(steps=int(steps), seed=cfg.seed, grad_clip=10.0, log_every=cfg.log_every,
-                     checkpoint_every=max(1, int(steps)), progress=cfg.progress, desc=desc)
-    return fit(model, step_fn, opt, tc, out_dir=out_dir, resume=out_dir is not None)
+                     checkpoint_every=int(cfg.checkpoint_every), progress=cfg.progress, desc=desc)
+    res = fit(model, step_fn, opt, tc, out_dir=out_dir, resume=out_dir is not None, state={"pairs": gen})
+    fault_point("stage")
+    return res
 
 
 def _check_run_settings(out: Path, cfg: TwoStageConfig, variant: str, backend: str, given_depth: bool,
                         frozen: bool) -> None:
     """Resuming is by folder: refuse a folder written with other settings instead of resuming its checkpoints."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "log_every")}
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "log_every", "checkpoint_every")}
     settings.update(variant=variant, backend=backend, stage1_depth=given_depth, frozen_embeddings=frozen)
     settings = json.loads(json.dumps(settings, default=str))
     path = out / "settings.json"
@@ -207,6 +215,25 @@ def fit_sequence(
     Returns:
         :class:`DepthFitResult`.
     """
+    if out_dir is not None:  # fails before any work when out_dir cannot be written; one run per folder
+        check_writable(out_dir, "out_dir")
+        with folder_lock(out_dir, "out_dir"):
+            return _fit_sequence(video, variant, config, out_dir=out_dir, backend=backend,
+                                 frozen_embeddings=frozen_embeddings, stage1_depth=stage1_depth)
+    return _fit_sequence(video, variant, config, out_dir=out_dir, backend=backend,
+                         frozen_embeddings=frozen_embeddings, stage1_depth=stage1_depth)
+
+
+def _fit_sequence(
+    video: MonocularVideo,
+    variant: str,
+    config: TwoStageConfig | None,
+    *,
+    out_dir: str | Path | None,
+    backend: str,
+    frozen_embeddings: torch.Tensor | None,
+    stage1_depth: torch.Tensor | None,
+) -> DepthFitResult:
     if variant not in VARIANTS:
         raise ValueError(f"variant: expected one of {VARIANTS}, found {variant!r}")
     cfg = config or TwoStageConfig()
@@ -252,7 +279,7 @@ def fit_sequence(
 
                 opt0 = torch.optim.Adam(warm.parameters(), lr=cfg.lr)
                 r0 = _train(warm, step0, None, cfg.warmup_stage1, cfg, "stage 1 warm-up (rigid)",
-                            None if out is None else out / "stage1_warmup", opt=opt0)
+                            None if out is None else out / "stage1_warmup", gen, opt=opt0)
                 history += [{**h, "stage": 0} for h in r0.history]
                 # the joint stage continues the depth net's Adam state (a fresh state would restart it with
                 # lr-sized steps on every weight); the motion net's moments start at its first real step
@@ -267,7 +294,7 @@ def fit_sequence(
 
             desc, sub = ("stage 1 (joint)", "stage1") if fixed is None else ("stage 1 (given depth)",
                                                                             "stage1_given_depth")
-            r1 = _train(model, step1, None, cfg.steps_stage1, cfg, desc, None if out is None else out / sub,
+            r1 = _train(model, step1, None, cfg.steps_stage1, cfg, desc, None if out is None else out / sub, gen,
                         opt=opt1)
             history += [{**h, "stage": 1} for h in r1.history]
             motion = model["motion"].eval()
@@ -296,7 +323,7 @@ def fit_sequence(
     else:
         stage2_dir = "stage2" if frozen_embeddings is None else "stage2_frozen"
     r2 = _train(depth_model, step2, depth_model.parameters(), cfg.steps_stage2, cfg, desc,
-                None if out is None else out / stage2_dir)
+                None if out is None else out / stage2_dir, gen)
     history += [{**h, "stage": 2} for h in r2.history]
     depth_model.eval()
     with torch.no_grad():

@@ -185,7 +185,7 @@ class DeepNRSfMMethod(LearnedMethod):
             optimizer, lambda s: config.lr_decay_rate ** (s / config.lr_decay_steps)
         )
 
-    def training_loss(self, model, config, W, vis, *, optimizer, generator, steps, fit_config):
+    def training_loss(self, model, config, W, vis, *, optimizer, generator, steps, fit_config, state=None):
         def loss_fn(net: nn.Module, step: int, b: LearnedBatch) -> dict:
             loss = reprojection_loss(b.W, b.S, b.M, b.vis)
             return {"loss": loss, "rep": loss.detach()}

@@ -40,8 +40,9 @@ from nrsfm_kit.metrics.nrsfm import e3d, reprojection_error
 from nrsfm_kit.nrsfm.common import NRSfMResult, normalize_observations, to_camera_frame, validate_sequence
 from nrsfm_kit.nrsfm.registry import NRSfMMethod, get_method, method_names
 from nrsfm_kit.train import TrainConfig, fit
-from nrsfm_kit.train.loop import CHECKPOINT
-from nrsfm_kit.utils.io import atomic_write_json
+from nrsfm_kit.train.state import CHECKPOINT, PREVIOUS, TrainState
+from nrsfm_kit.utils.faults import fault_point
+from nrsfm_kit.utils.io import atomic_write_json, check_writable, folder_lock
 
 SETTINGS = "settings.json"  # what a checkpoint folder was written with (see check_run_folder)
 
@@ -162,12 +163,16 @@ class LearnedMethod(NRSfMMethod):
         generator: torch.Generator,
         steps: int,
         fit_config: LearnedFitConfig,
+        state: TrainState | None = None,
     ) -> LossFn:
         """``loss(net, step, batch) -> {"loss": scalar tensor, **logged scalars}`` for one training run.
 
         Args:
             W: (F, P, 2) the whole normalised sequence, vis (F, P); ``generator`` the run's CPU generator
                 (also the one drawing the minibatches); ``steps`` the run's number of optimiser steps.
+            state: the run's :class:`~nrsfm_kit.train.state.TrainState`: register here every piece of state the
+                loss keeps across steps (a memory bank, a counter) so a resumed run continues exactly; the
+                generator is registered already.
         """
         raise NotImplementedError(f"{type(self).__name__}.training_loss")
 
@@ -278,8 +283,9 @@ def check_run_folder(out_dir: str | Path, settings: dict, *, write: bool = True,
             more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
             raise ValueError(f"out_dir: expected a new folder or one written with the same settings, found {path} "
                              f"with other settings ({shown}{more}); use another folder")
-    elif (out / CHECKPOINT).exists():
-        raise ValueError(f"out_dir: expected a new folder or one written by fit_learned, found {out / CHECKPOINT} "
+    elif (out / CHECKPOINT).exists() or (out / PREVIOUS).exists():
+        found = out / CHECKPOINT if (out / CHECKPOINT).exists() else out / PREVIOUS
+        raise ValueError(f"out_dir: expected a new folder or one written by fit_learned, found {found} "
                          f"without {SETTINGS} (written by another tool or an older version); use another folder")
     elif write:
         atomic_write_json(path, settings)
@@ -330,6 +336,14 @@ def fit_learned(
     if not isinstance(cfg, LearnedFitConfig):
         raise ValueError(f"config: expected a LearnedFitConfig, found {type(cfg).__name__}")
     cfg.__post_init__()  # fields may have been changed after construction
+    if out_dir is not None:  # fails before any work when out_dir cannot be written; one run per folder
+        check_writable(out_dir, "out_dir")
+        with folder_lock(out_dir, "out_dir"):
+            return _fit_learned(seq, learner, model_config, cfg, out_dir, resume)
+    return _fit_learned(seq, learner, model_config, cfg, out_dir, resume)
+
+
+def _fit_learned(seq, learner: LearnedMethod, model_config, cfg: LearnedFitConfig, out_dir, resume: bool):
     if int(cfg.restarts) > 1:
         if out_dir is not None and resume:  # every restart's folder is checked before the first one trains
             check_out_dir(seq, learner, out_dir, model_config, cfg)
@@ -348,7 +362,9 @@ def fit_learned(
     opt = torch.optim.Adam(model.parameters(), lr=mcfg.learning_rate)
     sched = learner.scheduler(opt, mcfg, steps)
     gen = torch.Generator().manual_seed(cfg.seed)
-    loss_fn = learner.training_loss(model, mcfg, Wn, vis, optimizer=opt, generator=gen, steps=steps, fit_config=cfg)
+    state = TrainState({"sampler": gen})  # what the checkpoint holds beyond model / optimiser / schedule
+    loss_fn = learner.training_loss(model, mcfg, Wn, vis, optimizer=opt, generator=gen, steps=steps, fit_config=cfg,
+                                    state=state)
     S_gt = None if seq.S is None else seq.S.to(Wn.device)
 
     def step_fn(net: torch.nn.Module, step: int) -> dict:
@@ -381,7 +397,7 @@ def fit_learned(
         desc=learner.name,
     )
     res = fit(model, step_fn, opt, tcfg, scheduler=sched, out_dir=out_dir, resume=resume, eval_fn=eval_fn,
-              stop_fn=stop_fn if auto else None)
+              stop_fn=stop_fn if auto else None, state=state)
     model.eval()
     with torch.no_grad():
         shapes, cams = learner.predict(model, Wn)
@@ -460,6 +476,7 @@ def _best_of_restarts(seq, method, model_config, cfg: LearnedFitConfig, out_dir,
     for k in range(int(cfg.restarts)):
         sub = None if out_dir is None else Path(out_dir) / f"restart_{k}"
         res = fit_learned(seq, method, model_config, replace(cfg, restarts=1, seed=cfg.seed + k), sub, resume)
+        fault_point("stage")  # restart k is complete (its folder holds its final checkpoint)
         rep = float(reprojection_error(W.float(), res.S.float(), None, vis))
         row = {"seed": cfg.seed + k, "reproj": rep, "measure": res.extra.get("selection_measure"),
                "steps": res.extra.get("steps")}

@@ -262,6 +262,22 @@ class MemoryBank:
         n = len(self)
         return self.h[:n].clone(), self.W[:n], self.vis[:n]
 
+    def state_dict(self) -> dict:
+        """The bank's contents and write position (the training loop saves it in every checkpoint)."""
+        return {"h": self.h.clone(), "W": self.W.clone(), "vis": self.vis.clone(), "frames": self.frames.clone(),
+                "count": self.count, "ptr": self.ptr}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; ValueError when it is of another bank size, code size or point count."""
+        if tuple(state["h"].shape) != tuple(self.h.shape) or tuple(state["W"].shape) != tuple(self.W.shape):
+            raise ValueError(f"memory_bank: expected entries h {tuple(self.h.shape)}, W {tuple(self.W.shape)}, "
+                             f"found h {tuple(state['h'].shape)}, W {tuple(state['W'].shape)}")
+        self.h.copy_(state["h"])
+        self.W.copy_(state["W"])
+        self.vis.copy_(state["vis"])
+        self.frames.copy_(state["frames"])
+        self.count, self.ptr = int(state["count"]), int(state["ptr"])
+
     def frame_indices(self) -> torch.Tensor:
         """(N,) the sequence frame index of each stored entry (-1 where pushed without one); a view."""
         return self.frames[: len(self)]
@@ -464,7 +480,7 @@ class PRRRNMethod(LearnedMethod):
             optimizer, lambda s: lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1)))
         )
 
-    def training_loss(self, model, config, W, vis, *, optimizer, generator, steps, fit_config):
+    def training_loss(self, model, config, W, vis, *, optimizer, generator, steps, fit_config, state=None):
         mcfg = config
         tau, xi, on = mcfg.tau, mcfg.xi, "sqrt_msr"
         if mcfg.use_contrast and steps > 0:  # the thresholds and the split, from one pass over the frame pairs
@@ -474,6 +490,8 @@ class PRRRNMethod(LearnedMethod):
                 mcfg = replace(mcfg, use_contrast=False)  # most pairs positive: the term would collapse h
         warm = int(float(mcfg.consist_warmup) * steps)  # first consistency step
         bank = MemoryBank(mcfg.n_mem, 2 * mcfg.channels[-1], W.shape[1], device=W.device)
+        if state is not None:
+            state.register("memory_bank", bank)  # saved in every checkpoint: a resumed run sees the same bank
         table = None  # msr of all frame pairs, looked up by index (F <= msr_table_max_frames; else per step)
         if mcfg.use_contrast and steps > 0 and W.shape[0] <= int(fit_config.msr_table_max_frames):
             table = msr_table(W, vis)

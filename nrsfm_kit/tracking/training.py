@@ -41,6 +41,8 @@ from pathlib import Path
 import torch
 
 from nrsfm_kit.train import TrainConfig, TrainResult, fit
+from nrsfm_kit.train.state import FORMAT as CHECKPOINT_FORMAT
+from nrsfm_kit.train.state import read_checkpoint
 from nrsfm_kit.utils.io import atomic_write_json
 
 from .losses import (
@@ -314,6 +316,8 @@ def load_tracker(path: str | Path, config: TrackerConfig | None = None) -> Neura
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint: no such file {path}")
     ck = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(ck, dict) and ck.get("format") == CHECKPOINT_FORMAT:  # a stage's training checkpoint
+        ck = read_checkpoint(path)
     if not isinstance(ck, dict) or not ({"state_dict", "model"} & set(ck)):
         raise ValueError(f"{path}: expected a neural-tracker checkpoint (keys 'config' + 'state_dict', or a training "
                          f"checkpoint with 'model'), found keys {sorted(ck)[:6] if isinstance(ck, dict) else type(ck)}")
