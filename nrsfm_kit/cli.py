@@ -83,7 +83,8 @@ def _existing_ancestor(p: Path) -> Path:
 def check_output_file(flag: str, path) -> Path:
     """``Path(path)`` when a file can be written there (missing parent folders are created on writing).
 
-    ValueError naming ``flag`` when the path is a directory or a file stands where a parent folder must be.
+    ValueError naming ``flag`` when the path is a directory, a file stands where a parent folder must be, or the
+    nearest existing folder is not writable or full (:func:`nrsfm_kit.utils.io.probe_writable`).
     """
     p = Path(path)
     if p.is_dir():
@@ -91,16 +92,23 @@ def check_output_file(flag: str, path) -> Path:
     anc = _existing_ancestor(p.parent)
     if not anc.is_dir():
         raise ValueError(f"{flag}: expected a folder at {anc} to write {p} into, found a file")
+    from nrsfm_kit.utils.io import probe_writable
+
+    probe_writable(anc, flag, target=p)  # unwritable or full: refused before any work
     return p
 
 
 def check_output_dir(flag: str, path) -> Path:
-    """``Path(path)`` when it is a folder or can be created; ValueError naming ``flag`` when a file is in the way."""
+    """``Path(path)`` when it is a folder or can be created; ValueError naming ``flag`` when a file is in the way
+    or the nearest existing folder is not writable or full."""
     p = Path(path)
     anc = _existing_ancestor(p)
     if not anc.is_dir():
         what = "found a file" if anc == p.absolute() else f"found a file at {anc}"
         raise ValueError(f"{flag}: expected a folder (existing or new) at {p}, {what}")
+    from nrsfm_kit.utils.io import probe_writable
+
+    probe_writable(anc, flag, target=p)  # unwritable or full: refused before any work
     return p
 
 

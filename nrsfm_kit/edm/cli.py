@@ -52,7 +52,8 @@ def register(subparsers) -> None:
     fit.add_argument("--sequence", required=True, metavar="DIR|synthetic",
                      help="a folder of RGB frames or a DeepDeform sequence folder, or 'synthetic' (see below)")
     fit.add_argument("--out", default=None, metavar="DIR",
-                     help="write the depth maps (16-bit PNG, mm), previews and embeddings here (default: none)")
+                     help="write the depth maps (16-bit PNG, mm), previews, embeddings and the stages' checkpoints "
+                          "(OUT/checkpoints/<variant>/, resumed by the same command) here (default: none)")
     fit.add_argument("--json", default=None, metavar="FILE",
                      help="write the report to this JSON file, atomically (default: print only)")
     fit.add_argument("--variant", choices=("embeddings", "rigid", "both"), default="both",
@@ -73,6 +74,8 @@ def register(subparsers) -> None:
                      help="sampled pixel pairs per view pair of the EDM loss (paper 100000; default 20000, "
                           "smoke 10000)")
     fit.add_argument("--seed", type=int, default=0, help="random seed of the networks and pair sampling (default 0)")
+    fit.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                     help="with --out: optimiser steps between checkpoints of each stage (default 50; >= 1)")
     fit.add_argument("--smoke", action="store_true", help="tiny sizes (also NRSFM_KIT_SMOKE=1; default off)")
     fit.add_argument("--quiet", action="store_true", help="no progress bars (default: tqdm bars on stderr)")
     fit.set_defaults(func=_fit, param_flags={"num_pairs": "--pairs", "steps_stage1": "--steps",
@@ -101,6 +104,7 @@ def _check_args(args: argparse.Namespace, size: dict) -> tuple[int, int, int]:
     check_int_arg("--net-width", args.net_width, 1)
     check_int_arg("--pairs", args.pairs, 1)
     check_int_arg("--seed", args.seed, 0)
+    check_int_arg("--checkpoint-every", args.checkpoint_every, 1)
     if args.json:
         check_output_file("--json", args.json)
     if args.out:
@@ -129,6 +133,16 @@ def _write_outputs(out: Path, var: str, res, names: list[str], gt) -> dict:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    if not args.out:
+        return _fit_run(args)
+    from nrsfm_kit.utils.io import folder_lock
+
+    check_output_dir("--out", args.out)
+    with folder_lock(args.out, "--out"):  # one run per output folder
+        return _fit_run(args)
+
+
+def _fit_run(args: argparse.Namespace) -> int:
     from nrsfm_kit.edm.training import preset_config
 
     tiny = args.smoke or smoke()
@@ -157,6 +171,8 @@ def _fit(args: argparse.Namespace) -> int:
         cfg.loss.__post_init__()
     cfg.seed = args.seed
     cfg.progress = not args.quiet
+    if args.checkpoint_every is not None:
+        cfg.checkpoint_every = args.checkpoint_every
     if args.sequence == "synthetic":
         video = synthetic_video(T, H, W, seed=cfg.seed)
         names = [f"{t:06d}" for t in range(video.frames.shape[0])]
@@ -173,7 +189,8 @@ def _fit(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{k + 1}/{len(variants)}] variant {var} on {report['frames']} frames {H}x{W} ({stages})",
                   file=sys.stderr, flush=True)
-        res = fit_sequence(video, var, cfg)
+        # with --out, each variant's stages checkpoint under OUT/checkpoints/<variant>/: the same command resumes
+        res = fit_sequence(video, var, cfg, out_dir=Path(args.out) / "checkpoints" / var if args.out else None)
         report["results"][var] = {
             "depth_metrics": res.metrics,
             "segmentation": res.segmentation,

@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     t.add_argument("--steps", type=int, default=None, help="override every stage's steps (default: the preset's)")
     t.add_argument("--device", default=None, help="torch device to train on (default: cuda when available, else cpu)")
+    t.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="optimiser steps between checkpoints of each stage (default: max(100, the preset's log interval))")
     t.set_defaults(func=_train)
     e = sub.add_parser("eval", help="the matching table (Table 1) against SIFT / ORB / AKAZE / FPFH / DIS")
     e.add_argument("--data", default="synthetic", help="'synthetic' (test split) or a DeepDeform root (default synthetic)")
@@ -84,6 +86,8 @@ def _train(args) -> int:
     out = Path(args.out)
     if args.steps is not None and args.steps < 0:
         raise ValueError(f"--steps: expected >= 0, found {args.steps}")
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every: expected an integer >= 1, found {args.checkpoint_every}")
     if args.data == "synthetic":
         train = synthetic_matching_pairs("train", p.train_pairs, p.height, p.width, seed=args.seed,
                                          cache_dir=out / "cache")
@@ -101,7 +105,8 @@ def _train(args) -> int:
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    m, res = train_matcher(p, train, val_pairs=val, out_dir=out, seed=args.seed, steps=args.steps, device=device)
+    m, res = train_matcher(p, train, val_pairs=val, out_dir=out, seed=args.seed, steps=args.steps, device=device,
+                           checkpoint_every=args.checkpoint_every)
     m = m.cpu()
     save_matcher(out / "matcher.pt", m, preset=args.preset, seed=args.seed, data=args.data)
     for stage, r in res.items():

@@ -33,7 +33,8 @@ import torch
 
 from nrsfm_kit.models.matcher import MatcherConfig, SiameseMatcher
 from nrsfm_kit.train import TrainConfig, TrainResult, fit
-from nrsfm_kit.utils.io import atomic_save_torch
+from nrsfm_kit.utils.faults import fault_point
+from nrsfm_kit.utils.io import atomic_save_torch, check_writable, folder_lock
 
 from .data import PatchSampler, SamplingConfig
 from .losses import MatcherLossConfig, matcher_loss
@@ -154,14 +155,27 @@ def _stage_generator(seed: int, stage: str, step: int) -> torch.Generator:
 
 def train_matcher(preset: MatcherTrainingPreset, train_pairs, *, val_pairs=None, out_dir=None, seed: int = 0,
                   matcher: SiameseMatcher | None = None, stages=MATCHER_STAGES, progress: bool = True,
-                  steps: int | None = None, device=None) -> tuple[SiameseMatcher, dict[str, TrainResult]]:
+                  steps: int | None = None, device=None,
+                  checkpoint_every: int | None = None) -> tuple[SiameseMatcher, dict[str, TrainResult]]:
     """Train the matcher's stages in order (App. A.2); ``out_dir/<stage>`` holds each stage's checkpoint (resumed
     when present). ``steps`` overrides every stage's step count. ``device``: where the network trains (default:
     where its parameters are; patches are drawn on the CPU and moved per batch). Returns the matcher and each
-    stage's result."""
+    stage's result. ``checkpoint_every``: steps between checkpoints (default max(log_every, 100)); ``out_dir`` is
+    locked while the run uses it."""
     for s in stages:
         if s not in MATCHER_STAGES:
             raise ValueError(f"stages: expected names among {MATCHER_STAGES}, found {s!r}")
+    if out_dir is not None:
+        check_writable(out_dir, "out_dir")
+        with folder_lock(out_dir, "out_dir"):
+            return _train_matcher(preset, train_pairs, val_pairs, out_dir, seed, matcher, stages, progress, steps,
+                                  device, checkpoint_every)
+    return _train_matcher(preset, train_pairs, val_pairs, out_dir, seed, matcher, stages, progress, steps, device,
+                          checkpoint_every)
+
+
+def _train_matcher(preset, train_pairs, val_pairs, out_dir, seed, matcher, stages, progress, steps, device,
+                   checkpoint_every) -> tuple[SiameseMatcher, dict[str, TrainResult]]:
     model = matcher if matcher is not None else SiameseMatcher(preset.matcher)
     if device is not None:
         model = model.to(device)
@@ -204,9 +218,11 @@ def train_matcher(preset: MatcherTrainingPreset, train_pairs, *, val_pairs=None,
             return validation_metrics(m, val) if val is not None else {}
 
         cfg = TrainConfig(steps=int(st.steps), seed=seed, grad_clip=st.grad_clip, log_every=preset.log_every,
-                          checkpoint_every=max(preset.log_every, 100), progress=progress, desc=f"matcher {stage}")
+                          checkpoint_every=int(checkpoint_every or max(preset.log_every, 100)), progress=progress,
+                          desc=f"matcher {stage}")
         sub = None if out_dir is None else Path(out_dir) / stage
         results[stage] = fit(model, step_fn, opt, cfg, scheduler=sched, out_dir=sub, eval_fn=eval_fn)
+        fault_point("stage")
     model.unfreeze()
     model.eval()
     return model, results

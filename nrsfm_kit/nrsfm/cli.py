@@ -79,9 +79,11 @@ learned methods, budget: without --epochs a run gets 2400 * sqrt(F / 300) optimi
   method's batch) and stops early once the reprojection loss over the whole sequence has converged; --epochs N
   trains exactly N epochs instead. These defaults were chosen leave-one-sequence-out (benchmarks/RESULTS.md).
 
---out DIR (learned methods): DIR/checkpoint.pt, metrics.json and settings.json (method, model, seed and the
-  sequence's fingerprint); the same command resumes from DIR (with a larger --epochs it trains further), a DIR
-  written for another method, sequence or seed is refused (exit 2). With --restarts N: DIR/restart_<k>/ per run.
+--out DIR (learned methods): DIR/checkpoint.pt (and checkpoint.prev.pt, the one before), metrics.json and
+  settings.json (method, model, seed and the sequence's fingerprint); the same command resumes from DIR exactly
+  where it stopped, even after a kill (with a larger --epochs it trains further); a DIR written for another
+  method, sequence or seed is refused (exit 2), so is a DIR another run is using. With --restarts N:
+  DIR/restart_<k>/ per run.
 """
 
 
@@ -143,10 +145,13 @@ def _check_args(args: argparse.Namespace) -> None:
                              f"found {args.epochs}")
     if args.restarts < 1:
         raise ValueError(f"--restarts: expected >= 1, found {args.restarts}")
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every: expected an integer >= 1, found {args.checkpoint_every}")
     if args.seed < 0:
         raise ValueError(f"--seed: expected an integer >= 0, found {args.seed}")
     if method in _METHODS and method not in _LEARNED:
-        for flag, given in (("--out", args.out is not None), ("--restarts", args.restarts != 1)):
+        for flag, given in (("--out", args.out is not None), ("--restarts", args.restarts != 1),
+                            ("--checkpoint-every", args.checkpoint_every is not None)):
             if given:
                 raise ValueError(f"{flag}: expected only with the learned methods {_LEARNED}, found it with {method}")
     if args.json is not None:
@@ -168,6 +173,8 @@ def _fit(args: argparse.Namespace) -> int:
 
     seq = load_sequence(args.data)
     cfg = LearnedFitConfig(seed=args.seed, progress=not args.quiet, restarts=args.restarts)
+    if args.checkpoint_every is not None:
+        cfg = replace(cfg, checkpoint_every=args.checkpoint_every)
     if args.out is not None and isinstance(get_method(args.method), LearnedMethod):
         # settings.json in --out (method, model, seed, sequence) must match: checked before training
         run_cfg = cfg if args.epochs is None else replace(cfg, epochs=args.epochs)
@@ -209,5 +216,8 @@ def register(subparsers) -> None:
     f.add_argument("--restarts", type=int, default=1, metavar="N",
                    help="learned methods: train N times (seeds seed..seed+N-1) and keep the run with the lowest "
                         "reprojection error, no 3D used (default 1)")
+    f.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="learned methods with --out: optimiser steps between checkpoints (default 500; >= 1)")
     f.add_argument("--quiet", action="store_true", help="no progress bar (default: a tqdm bar on stderr)")
-    f.set_defaults(func=_fit, param_flags={"out_dir": "--out", "epochs": "--epochs", "restarts": "--restarts"})
+    f.set_defaults(func=_fit, param_flags={"out_dir": "--out", "epochs": "--epochs", "restarts": "--restarts",
+                                           "checkpoint_every": "--checkpoint-every"})

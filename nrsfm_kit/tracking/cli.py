@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--steps", type=int, default=None, help="override the preset's steps of every trained stage")
     t.add_argument("--pwcnet", default=None, help="a pretrained PWC-Net checkpoint (port layout) to start Phi from")
+    t.add_argument("--checkpoint-every", type=int, default=50, metavar="N",
+                   help="optimiser steps between checkpoints of each stage (default 50; >= 1)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="EPE 3D and Graph Error 3D (mm, pooled over pairs)")
@@ -102,6 +104,8 @@ def _train(args) -> int:
 
     p = _preset(args.preset, args.steps)
     out = Path(args.out)
+    if args.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every: expected an integer >= 1, found {args.checkpoint_every}")
     if args.stage == "all":
         stages = STAGES if (p.pretrained_phi is not None or args.pwcnet is not None) else ("pretrain", *STAGES)
         if "pretrain" in stages and p.stages["pretrain"].steps == 0:
@@ -145,7 +149,7 @@ def _train(args) -> int:
         tracker = tracker or NeuralTracker(p.tracker)
         load_pwcnet_state_dict(tracker.phi, args.pwcnet)
     tracker, results = train_tracker(p, train, stages=stages, out_dir=out, seed=args.seed, flow_samples=flow,
-                                     tracker=tracker)
+                                     tracker=tracker, checkpoint_every=args.checkpoint_every)
     save_tracker(out / "tracker.pt", tracker, stages=list(stages), preset=args.preset)
     for stage, r in results.items():
         last = "already trained" if r is None else {k: v for k, v in r.history[-1].items()} if r.history else {}

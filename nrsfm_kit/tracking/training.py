@@ -43,7 +43,8 @@ import torch
 from nrsfm_kit.train import TrainConfig, TrainResult, fit
 from nrsfm_kit.train.state import FORMAT as CHECKPOINT_FORMAT
 from nrsfm_kit.train.state import read_checkpoint
-from nrsfm_kit.utils.io import atomic_write_json
+from nrsfm_kit.utils.faults import fault_point
+from nrsfm_kit.utils.io import atomic_write_json, check_writable, folder_lock
 
 from .losses import (
     PRESETS,
@@ -342,18 +343,29 @@ def load_tracker(path: str | Path, config: TrackerConfig | None = None) -> Neura
 
 def train_tracker(recipe: TrainingPreset, train_samples, *, stages=STAGES, out_dir: str | Path | None = None,
                   seed: int = 0, flow_samples=None, tracker: NeuralTracker | None = None, progress: bool = True,
-                  val_fn=None) -> tuple[NeuralTracker, dict]:
+                  val_fn=None, checkpoint_every: int = 50) -> tuple[NeuralTracker, dict]:
     """Run ``stages`` in order (each from the previous one's weights) and return (tracker, {stage: TrainResult}).
 
     ``flow_samples`` are added to the training pairs of the flow stage (pre-training data). With ``out_dir``,
-    stage ``s`` checkpoints in ``out_dir/s`` and the final weights of each stage go to ``out_dir/s/tracker.pt``;
-    a rerun resumes the unfinished stage and skips finished ones.
+    stage ``s`` checkpoints in ``out_dir/s`` (every ``checkpoint_every`` steps) and the final weights of each stage
+    go to ``out_dir/s/tracker.pt``; a rerun resumes the unfinished stage exactly and skips finished ones.
+    ``out_dir`` is locked while the run uses it.
     """
     for s in stages:
         if s not in ALL_STAGES:
             raise ValueError(f"stages: expected names from {list(ALL_STAGES)}, found {s!r}")
+    if out_dir is not None:
+        check_writable(out_dir, "out_dir")
+        with folder_lock(out_dir, "out_dir"):
+            return _train_tracker(recipe, train_samples, stages, Path(out_dir), seed, flow_samples, tracker,
+                                  progress, val_fn, checkpoint_every)
+    return _train_tracker(recipe, train_samples, stages, None, seed, flow_samples, tracker, progress, val_fn,
+                          checkpoint_every)
+
+
+def _train_tracker(recipe, train_samples, stages, out, seed, flow_samples, tracker, progress, val_fn,
+                   checkpoint_every) -> tuple[NeuralTracker, dict]:
     tracker = tracker or NeuralTracker(copy.deepcopy(recipe.tracker))
-    out = Path(out_dir) if out_dir is not None else None
     results = {}
     for k, stage in enumerate(stages):
         sdir = out / stage if out is not None else None
@@ -365,11 +377,12 @@ def train_tracker(recipe: TrainingPreset, train_samples, *, stages=STAGES, out_d
         data = list(train_samples) + (list(flow_samples or []) if stage == "pretrain" else [])
         res = train_stage(tracker, stage, data, recipe.stages[stage], weights=recipe.weights(stage), out_dir=sdir,
                           seed=seed + 1000 * k, val_fn=val_fn, thresholds=recipe.supervised_thresholds,
-                          progress=progress)
+                          progress=progress, checkpoint_every=checkpoint_every)
         results[stage] = res
         if final is not None:
             save_tracker(final, tracker, stage=stage, steps=res.step)
             atomic_write_json(sdir / "stage.json", {"stage": stage, "steps": res.step, "seed": seed,
                                                     "config": asdict(recipe.stages[stage]),
                                                     "weights": asdict(recipe.weights(stage))})
+        fault_point("stage")
     return tracker, results

@@ -71,16 +71,50 @@ def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.glob(".*.tmp") if p.is_file()) if folder.is_dir() else []
 
 
-def check_writable(folder: str | os.PathLike, what: str = "out_dir", min_free_bytes: int = 4 << 20) -> Path:
-    """Fail early, naming the path, when ``folder`` cannot hold a run's output.
+def probe_writable(folder: str | os.PathLike, what: str = "out_dir", min_free_bytes: int = 4 << 20,
+                   target: str | os.PathLike | None = None) -> Path:
+    """ValueError naming ``what`` and the path unless the existing folder ``folder`` takes a new file: writes,
+    syncs and removes a small probe file (nothing else changes), then checks the free space.
 
-    Creates ``folder`` (and parents), writes and removes a small probe file, and checks the free space.
-    ValueError with the path and the reason: a file in the way, no permission, a read-only or full file system,
-    less than ``min_free_bytes`` free. Returns the folder.
+    ``target``: the path the caller will write (a file or a folder under ``folder``), named in the message.
     """
     import errno
     import shutil
 
+    folder = Path(folder)
+    shown = Path(target) if target is not None else folder
+    where = f"{shown}" if target is None else f"{shown} (in {folder})"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise ValueError(f"{what}: expected a writable location, found {where} not writable "
+                         f"({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise ValueError(f"{what}: expected a writable location, found {where} "
+                         f"{'full' if full else 'not writable'} ({e.strerror or e})") from None
+    finally:
+        if os.path.exists(probe):
+            os.unlink(probe)
+    free = shutil.disk_usage(folder).free
+    if free < int(min_free_bytes):
+        raise ValueError(f"{what}: expected at least {int(min_free_bytes) / 2**20:.1f} MiB free at {where}, "
+                         f"found {free / 2**20:.2f} MiB (the file system is full)")
+    return folder
+
+
+def check_writable(folder: str | os.PathLike, what: str = "out_dir", min_free_bytes: int = 4 << 20) -> Path:
+    """Fail early, naming the path, when ``folder`` cannot hold a run's output.
+
+    Creates ``folder`` (and parents), then :func:`probe_writable`. ValueError with the path and the reason: a
+    file in the way, no permission, a read-only or full file system, less than ``min_free_bytes`` free.
+    Returns the folder.
+    """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{what}: expected a folder, found a file at {folder}")
@@ -89,27 +123,7 @@ def check_writable(folder: str | os.PathLike, what: str = "out_dir", min_free_by
     except OSError as e:
         raise ValueError(f"{what}: expected a folder that can be created, found {folder} cannot be "
                          f"({e.strerror or e})") from None
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise ValueError(f"{what}: expected a writable folder, found {folder} not writable ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(b"\0" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
-        raise ValueError(f"{what}: expected a writable folder, found {folder} "
-                         f"{'full' if full else 'not writable'} ({e.strerror or e})") from None
-    finally:
-        if os.path.exists(probe):
-            os.unlink(probe)
-    free = shutil.disk_usage(folder).free
-    if free < int(min_free_bytes):
-        raise ValueError(f"{what}: expected at least {int(min_free_bytes) / 2**20:.1f} MiB free at {folder}, "
-                         f"found {free / 2**20:.2f} MiB")
-    return folder
+    return probe_writable(folder, what, min_free_bytes)
 
 
 class FolderLockedError(RuntimeError):
