@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from nrsfm_kit.models.matcher import MatcherConfig, SiameseMatcher
-from nrsfm_kit.train import TrainConfig, TrainResult, fit
+from nrsfm_kit.train import TrainConfig, TrainResult, fit, seeded
 from nrsfm_kit.utils.faults import fault_point
 from nrsfm_kit.utils.io import atomic_save_torch, check_writable, folder_lock
 
@@ -176,7 +176,10 @@ def train_matcher(preset: MatcherTrainingPreset, train_pairs, *, val_pairs=None,
 
 def _train_matcher(preset, train_pairs, val_pairs, out_dir, seed, matcher, stages, progress, steps, device,
                    checkpoint_every) -> tuple[SiameseMatcher, dict[str, TrainResult]]:
-    model = matcher if matcher is not None else SiameseMatcher(preset.matcher)
+    if matcher is None:
+        with seeded(seed):
+            matcher = SiameseMatcher(preset.matcher)
+    model = matcher
     if device is not None:
         model = model.to(device)
     dev = next(model.parameters()).device

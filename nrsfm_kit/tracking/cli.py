@@ -100,6 +100,8 @@ def _deepdeform(root: str, split: str | None):
 
 
 def _train(args) -> int:
+    from nrsfm_kit.train import seeded
+
     from .training import STAGES, load_tracker, save_tracker, train_tracker
 
     p = _preset(args.preset, args.steps)
@@ -133,7 +135,8 @@ def _train(args) -> int:
 
             from .model import NeuralTracker
 
-            tracker = NeuralTracker(p.tracker)
+            with seeded(args.seed):
+                tracker = NeuralTracker(p.tracker)
             load_pwcnet_state_dict(tracker.phi, p.pretrained_phi)
     elif args.stage in order[2:]:
         prev = out / order[order.index(args.stage) - 1] / "tracker.pt"
@@ -146,7 +149,9 @@ def _train(args) -> int:
 
         from .model import NeuralTracker
 
-        tracker = tracker or NeuralTracker(p.tracker)
+        if tracker is None:
+            with seeded(args.seed):
+                tracker = NeuralTracker(p.tracker)
         load_pwcnet_state_dict(tracker.phi, args.pwcnet)
     tracker, results = train_tracker(p, train, stages=stages, out_dir=out, seed=args.seed, flow_samples=flow,
                                      tracker=tracker, checkpoint_every=args.checkpoint_every)

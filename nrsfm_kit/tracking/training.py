@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from nrsfm_kit.train import TrainConfig, TrainResult, fit
+from nrsfm_kit.train import TrainConfig, TrainResult, fit, seeded
 from nrsfm_kit.train.state import FORMAT as CHECKPOINT_FORMAT
 from nrsfm_kit.train.state import read_checkpoint
 from nrsfm_kit.utils.faults import fault_point
@@ -365,7 +365,9 @@ def train_tracker(recipe: TrainingPreset, train_samples, *, stages=STAGES, out_d
 
 def _train_tracker(recipe, train_samples, stages, out, seed, flow_samples, tracker, progress, val_fn,
                    checkpoint_every) -> tuple[NeuralTracker, dict]:
-    tracker = tracker or NeuralTracker(copy.deepcopy(recipe.tracker))
+    if tracker is None:
+        with seeded(seed):
+            tracker = NeuralTracker(copy.deepcopy(recipe.tracker))
     results = {}
     for k, stage in enumerate(stages):
         sdir = out / stage if out is not None else None

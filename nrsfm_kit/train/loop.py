@@ -17,6 +17,7 @@ Non-finite losses never flow on silently: the step that produced one raises Floa
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import warnings
@@ -88,6 +89,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))  # noqa: NPY002 (seeds legacy global-state users too)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run a block (typically a model's construction) under ``seed`` without touching the global RNG streams.
+
+    Model initialisation happens before :func:`fit` seeds the run, so a model built outside this scope would
+    start from whatever torch's process-wide generator holds, and an interrupted run rebuilt in a new process
+    would start from other weights than the run it resumes.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
 
 
 def _rng_state() -> dict:
@@ -235,6 +249,11 @@ def _fit(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | Non
         fault_point("saved")
 
     model.train()
+    # gradients left on the model by earlier work (a previous stage trained other parameters) must not enter this
+    # run: clipping sees only this optimiser's parameters, and nothing stale survives (a resumed process has none)
+    model.zero_grad(set_to_none=True)
+    in_opt = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    trained = [p for p in model.parameters() if id(p) in in_opt]
     end = start if stopped else cfg.steps
     bar = tqdm(range(start, end), desc=cfg.desc, disable=not cfg.progress, initial=start, total=cfg.steps)
     step = start
@@ -249,7 +268,7 @@ def _fit(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | Non
             raise FloatingPointError(f"loss is not finite at step {step}: {float(loss.detach())}")
         loss.backward()
         if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()

@@ -118,3 +118,94 @@ def run_killed(argv: list[str], spec: str | None, env: dict | None = None, timeo
         parse_fault(spec)
         child[ENV], child[ENV_ACTION] = spec, "kill"
     return subprocess.run(argv, env=child, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the kill-and-resume harness (tests/reliability, benchmarks/reliability.py)
+
+FINAL_FILES = ("checkpoint.pt", "tracker.pt", "matcher.pt")
+
+
+def run_state(out_dir, json_path=None) -> dict:
+    """What a finished run left, for comparing two runs: every final checkpoint / model file under ``out_dir``
+    (relative path -> its tensors, step and history) and the JSON result (``out_dir`` and ``json_path`` written as
+    ``<OUT>`` / ``<JSON>`` so that runs in two folders compare equal)."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from nrsfm_kit.train.state import FORMAT, read_checkpoint
+
+    out = Path(out_dir)
+    files = {}
+    for p in sorted(out.rglob("*.pt")):
+        if p.name not in FINAL_FILES:
+            continue
+        raw = torch.load(p, map_location="cpu", weights_only=False)
+        payload = read_checkpoint(p) if isinstance(raw, dict) and raw.get("format") == FORMAT else raw
+        files[str(p.relative_to(out))] = payload
+    result = None
+    if json_path is not None and Path(json_path).is_file():
+        text = Path(json_path).read_text().replace(str(out), "<OUT>").replace(str(json_path), "<JSON>")
+        result = json.loads(text)
+    leftovers = sorted(str(p.relative_to(out)) for p in out.rglob(".*.tmp"))
+    return {"files": files, "result": result, "temporaries": leftovers}
+
+
+def _same(a, b) -> bool:
+    import numpy as np
+    import torch
+
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype and \
+            bool(np.array_equal(a, b))
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and \
+            a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:  # NaN == NaN here
+        return True
+    return type(a) is type(b) and a == b
+
+
+def state_differences(a: dict, b: dict) -> list[str]:
+    """What differs between two :func:`run_state` (empty: the same run, bit for bit)."""
+    diffs = []
+    if a["result"] != b["result"] and not _same(a["result"], b["result"]):
+        diffs.append("the JSON result differs")
+    for name in sorted(set(a["files"]) | set(b["files"])):
+        if name not in a["files"] or name not in b["files"]:
+            diffs.append(f"{name}: in only one run")
+            continue
+        fa, fb = a["files"][name], b["files"][name]
+        for key in sorted(set(fa) | set(fb)) if isinstance(fa, dict) and isinstance(fb, dict) else ["<file>"]:
+            va, vb = (fa, fb) if key == "<file>" else (fa.get(key), fb.get(key))
+            if key in ("config",):
+                continue
+            if not _same(va, vb):
+                diffs.append(f"{name}: {key} differs")
+    for run, st in (("first", a), ("second", b)):
+        if st["temporaries"]:
+            diffs.append(f"{run} run left temporary files {st['temporaries'][:3]}")
+    return diffs
+
+
+def kill_and_resume(make_argv, spec: str, folder, env: dict | None = None, timeout: float = 600.0) -> dict:
+    """Run ``make_argv(out, json)`` with fault ``spec`` armed (SIGKILL), then the same command again unarmed.
+
+    Returns {"spec", "killed" (the fault fired), "returncode" of the resumed run, "state" (:func:`run_state`),
+    "stderr" of the resumed run (tail)}; ``folder`` gets ``out/`` and ``result.json``.
+    """
+    from pathlib import Path
+
+    folder = Path(folder)
+    out, js = folder / "out", folder / "result.json"
+    first = run_killed(make_argv(out, js), spec, env=env, timeout=timeout)
+    second = run_killed(make_argv(out, js), None, env=env, timeout=timeout)
+    return {"spec": spec, "killed": first.returncode == -signal.SIGKILL, "first_returncode": first.returncode,
+            "returncode": second.returncode, "state": run_state(out, js), "stderr": second.stderr[-2000:],
+            "first_stderr": first.stderr[-2000:]}
