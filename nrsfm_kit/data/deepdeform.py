@@ -196,6 +196,22 @@ def _pixels(path: Path, i: int, items, keys: tuple[str, ...]) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def _check_record_types(path: Path, i: int, r: dict, kind: str) -> None:
+    """The fields a ``kind`` record needs have usable types (ValueError naming the file, record and key)."""
+    if isinstance(r["seq_id"], bool) or not isinstance(r["seq_id"], (str, int)):
+        raise ValueError(f"{path}: record {i}: expected a sequence name for 'seq_id', found {r['seq_id']!r}")
+    for key in ("frame_id",) if kind == "masks" else ("source_id", "target_id"):
+        try:
+            int(r[key])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: record {i}: expected an integer frame id for {key!r}, found {r[key]!r}") from None
+    if kind in ("matches", "occlusions") and not isinstance(r[kind], list):
+        raise ValueError(f"{path}: record {i}: expected {kind!r} to be a list, found {type(r[kind]).__name__}")
+    if kind in ("dense", "selfsupervised") and not isinstance(r["optical_flow"], str):
+        raise ValueError(f"{path}: record {i}: expected a file path (string) for 'optical_flow', "
+                         f"found {r['optical_flow']!r}")
+
+
 def load_deepdeform_labels(root: str | Path, split: str = "train", kind: str = "matches") -> list[DeepDeformLabel]:
     """Parse ``<root>/<split>_<kind>.json`` (see the module docstring for the record layout)."""
     if kind not in LABEL_KINDS:
@@ -217,6 +233,7 @@ def load_deepdeform_labels(root: str | Path, split: str = "train", kind: str = "
         missing = [k for k in need if k not in r]
         if missing:
             raise ValueError(f"{path}: record {i}: missing keys {missing} (has {sorted(r)})")
+        _check_record_types(path, i, r, kind)
         paths = {
             k: Path(root) / v
             for k, v in r.items()

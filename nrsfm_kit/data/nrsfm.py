@@ -317,7 +317,7 @@ def load_nrsfm_mat(path: str | Path, dtype: torch.dtype = torch.float32) -> NRSf
     keys = {k for k in mat if not k.startswith("__")}
     S_world = cameras = None
     if "X" in keys:
-        X = np.asarray(mat["X"], dtype=np.float64)
+        X = _numeric(path, "X", mat["X"])
         if X.ndim != 3 or X.shape[0] != 3:
             raise ValueError(f"{path}: X: expected shape (3, P, F), found {X.shape}")
         S = X.transpose(2, 1, 0)  # (F, P, 3)
@@ -326,7 +326,7 @@ def load_nrsfm_mat(path: str | Path, dtype: torch.dtype = torch.float32) -> NRSf
         W = np.where(vis[..., None], S[..., :2], 0.0)
         S_out = np.where(vis[..., None], S, 0.0)  # missing points zeroed, visibility says where
     elif "W" in keys:
-        Wm = np.asarray(mat["W"], dtype=np.float64)
+        Wm = _numeric(path, "W", mat["W"])
         if Wm.ndim != 2 or Wm.shape[0] % 2:
             raise ValueError(f"{path}: W: expected shape (2F, P), found {Wm.shape}")
         F, P = Wm.shape[0] // 2, Wm.shape[1]
@@ -336,7 +336,7 @@ def load_nrsfm_mat(path: str | Path, dtype: torch.dtype = torch.float32) -> NRSf
         W = np.where(vis[..., None], W, 0.0)
         S_out = None
         if "S" in keys:
-            Sm = np.asarray(mat["S"], dtype=np.float64)
+            Sm = _numeric(path, "S", mat["S"])
             if Sm.shape != (3 * F, P):
                 raise ValueError(f"{path}: S: expected shape (3F, P) = {(3 * F, P)} to match W, found {Sm.shape}")
             if not np.isfinite(Sm).all():
@@ -354,6 +354,14 @@ def load_nrsfm_mat(path: str | Path, dtype: torch.dtype = torch.float32) -> NRSf
     )  # fmt: skip
 
 
+def _numeric(path: Path, name: str, a) -> np.ndarray:
+    """A .mat variable as a float64 array; ValueError naming the file and the variable when it holds no real numbers."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: {name}: expected a real numeric array, found dtype {a.dtype}")
+    return a.astype(np.float64)
+
+
 def _no_inf(path: Path, name: str, a: np.ndarray) -> None:
     """NaN marks a missing point; +-inf is a corrupt value: ValueError naming the file and the variable."""
     n = int(np.isinf(a).sum())
@@ -368,9 +376,11 @@ def _to_camera_frame(path: Path, W: np.ndarray, vis: np.ndarray, S: np.ndarray, 
     if np.allclose(S[..., :2][vis], W[vis], atol=1e-6 * scale):
         return S, None, None
     if Rs is not None:
-        Rs = np.asarray(Rs, dtype=np.float64)
+        Rs = _numeric(path, "Rs", Rs)
         if Rs.shape != (2 * F, 3):
             raise ValueError(f"{path}: Rs: expected shape (2F, 3) = {(2 * F, 3)}, found {Rs.shape}")
+        if not np.isfinite(Rs).all():
+            raise ValueError(f"{path}: Rs: expected finite values, found {int((~np.isfinite(Rs)).sum())} non-finite")
         M = Rs.reshape(F, 2, 3)
     else:
         # least squares W_c = S_c M^T per frame on the visible, centred points

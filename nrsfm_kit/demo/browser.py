@@ -308,7 +308,9 @@ def check_page(page: str | Path, out_dir: str | Path, *, width: int = 1200, time
     finally:
         dt.close()
     png = base64.b64decode(shot)
-    (out / "page.png").write_bytes(png)
+    from nrsfm_kit.utils.io import atomic_write_bytes, atomic_write_text
+
+    atomic_write_bytes(out / "page.png", png)
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]  # RGB
 
     reports = []
@@ -322,7 +324,10 @@ def check_page(page: str | Path, out_dir: str | Path, *, width: int = 1200, time
         crop = _crop(img, f["box"])
         path = out / f"{name}_{rep.index}.png"
         if crop.size:
-            cv2.imwrite(str(path), np.ascontiguousarray(crop[..., ::-1]))
+            ok, enc = cv2.imencode(".png", np.ascontiguousarray(crop[..., ::-1]))
+            if not ok:
+                raise RuntimeError(f"{path}: OpenCV could not encode the figure crop {crop.shape} as PNG")
+            atomic_write_bytes(path, enc.tobytes())
             rep.image = str(path)
         p = rep.problems
         if not f["drawn"]:
@@ -359,7 +364,7 @@ def check_page(page: str | Path, out_dir: str | Path, *, width: int = 1200, time
     report = PageReport(str(page), str(out / "page.png"), reports, time.perf_counter() - t0)
     text = {"page": report.page, "screenshot": report.screenshot, "seconds": round(report.seconds, 1),
             "problems": report.problems, "figures": [vars(r) for r in reports]}
-    (out / "report.json").write_text(json.dumps(text, indent=2))
+    atomic_write_text(out / "report.json", json.dumps(text, indent=2))
     return report
 
 

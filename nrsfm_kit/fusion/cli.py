@@ -71,14 +71,8 @@ def _fuse(args) -> int:
             raise ValueError(f"--checkpoint: the {args.correspondences!r} source has no weights")
     if args.sequence != "synthetic":
         check_input_dir("--sequence", args.sequence, "a DeepDeform sequence folder (color/, depth/, intrinsics.txt)")
-    # the output folder must be writable before any work starts
-    Path(out).mkdir(parents=True, exist_ok=True)
-    probe = Path(out) / ".write-test"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"--out: cannot write into {out} ({exc.strerror})") from None
+    # (check_output_dir probed the nearest existing folder: unwritable or full is refused before any work; the
+    # folder itself is created with the first file, so a bad sequence leaves no empty folder behind)
 
     from nrsfm_kit.fusion.correspondences import make_source
     from nrsfm_kit.fusion.pipeline import FusionConfig

@@ -242,8 +242,8 @@ def fuse_sequence(sequence, config: FusionConfig | None = None, *, source: Corre
     files: list[str] = []
     start, resumed = 0, None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "meshes").mkdir(exist_ok=True)
+        # (no folder is made here: the atomic writers create out/ and out/meshes/ with their first file, so a run that
+        # fails on its first frame leaves nothing behind)
         state = _load_state(out / STATE_FILE, sequence, cfg) if resume else None
         if state is not None:
             fusion.load_state_dict(state["fusion"])

@@ -225,6 +225,10 @@ def save_graph(root: str | os.PathLike, name: str, graph: DeformationGraph, node
         raise ValueError(f"graph: expected a DeformationGraph, found {type(graph).__name__}")
     if not name or "/" in name or "\\" in name:
         raise ValueError(f"name: expected a file stem without folders, found {name!r}")
+    try:  # every check before the first file is written: a bad graph leaves no partial set of files behind
+        graph.validate()
+    except ValueError as exc:
+        raise ValueError(f"graph.{exc}") from None
     p = _paths(root, name)
     write_nodes(p["nodes"], graph.nodes)
     write_edges(p["edges"], graph.edges)

@@ -27,6 +27,8 @@ constant and the 1/S scale), so the embeddings cannot switch every pair off. Wit
 
 from __future__ import annotations
 
+import math
+
 import torch
 import warp as wp
 
@@ -72,10 +74,11 @@ def _check_inputs(xk, xl, i, j, emb, tau, beta, eps, normalization="mean") -> tu
     j = _pair_index("j", j, dims["n"], dims)
     if i.numel() == 0:
         raise ValueError("i: expected at least one sampled pair, found 0 valid pairs")
-    if not (float(tau) > -1.0):
+    if not (math.isfinite(float(tau)) and float(tau) > -1.0):
         raise ValueError(f"tau: expected a finite value > -1, found {tau!r}")
-    if not (float(beta) >= 0.0) or not (float(eps) > 0.0):
-        raise ValueError(f"beta, eps: expected beta >= 0 and eps > 0, found beta={beta!r}, eps={eps!r}")
+    beta_ok = math.isfinite(float(beta)) and float(beta) >= 0.0
+    if not beta_ok or not (math.isfinite(float(eps)) and float(eps) > 0.0):
+        raise ValueError(f"beta, eps: expected finite beta >= 0 and eps > 0, found beta={beta!r}, eps={eps!r}")
     return i, j
 
 

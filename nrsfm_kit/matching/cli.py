@@ -83,7 +83,9 @@ def _train(args) -> int:
     from .training import matcher_preset, save_matcher, train_matcher
 
     p = matcher_preset(args.preset)
-    out = Path(args.out)
+    from nrsfm_kit.cli import check_output_dir
+
+    out = check_output_dir("--out", args.out)  # unusable: refused before any data is built
     if args.steps is not None and args.steps < 0:
         raise ValueError(f"--steps: expected >= 0, found {args.steps}")
     if args.checkpoint_every is not None and args.checkpoint_every < 1:

@@ -105,7 +105,9 @@ def _train(args) -> int:
     from .training import STAGES, load_tracker, save_tracker, train_tracker
 
     p = _preset(args.preset, args.steps)
-    out = Path(args.out)
+    from nrsfm_kit.cli import check_output_dir
+
+    out = check_output_dir("--out", args.out)  # unusable: refused before any data is built
     if args.checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every: expected an integer >= 1, found {args.checkpoint_every}")
     if args.stage == "all":

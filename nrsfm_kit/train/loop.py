@@ -229,9 +229,12 @@ def _fit(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | Non
             (out / PREVIOUS).unlink(missing_ok=True)  # a fresh run: an older run's checkpoint is no fallback
     fresh = [ckpt is None]  # the first save of a fresh run replaces an older run's checkpoint, keeps no copy
 
+    saved_at: list = [None]
+
     def save(step: int) -> None:
-        if out is None:
+        if out is None or saved_at[0] == step:  # (the end of a run on a checkpoint step: one copy, not two)
             return
+        saved_at[0] = step
         write_checkpoint(out, {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
