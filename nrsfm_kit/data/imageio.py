@@ -56,6 +56,11 @@ def read_mask(path: str | Path) -> torch.Tensor:
 def write_color(path: str | Path, color: torch.Tensor, quality: int = 95) -> Path:
     """(3, H, W) RGB in [0, 1] -> 8-bit jpg/png (by extension), written atomically."""
     p = Path(path)
+    if color.dim() != 3 or color.shape[0] != 3 or color.shape[1] < 1 or color.shape[2] < 1:
+        raise ValueError(f"color: expected shape (3, H, W) with H, W >= 1 writing {p}, found {tuple(color.shape)}")
+    if not bool(torch.isfinite(color).all()):
+        raise ValueError(f"color: expected finite values writing {p}, found {int((~torch.isfinite(color)).sum())} "
+                         "non-finite")
     img = (color.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy()[..., ::-1] * 255.0 + 0.5).astype(np.uint8)
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if p.suffix.lower() in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(p.suffix, img, params)
@@ -67,7 +72,7 @@ def write_color(path: str | Path, color: torch.Tensor, quality: int = 95) -> Pat
 def write_depth_png(path: str | Path, depth: torch.Tensor, scale: float = 1000.0) -> Path:
     """(H, W) metres -> uint16 PNG in 1/``scale`` metres (0 = invalid), written atomically."""
     d = depth.detach().cpu().double().numpy()
-    if not np.isfinite(d).all() or (d < 0).any() or (d * scale > 65535).any():
+    if not np.isfinite(d).all() or (d < 0).any() or (np.round(d * scale) > 65535).any():  # (65.535 read as f32 fits)
         raise ValueError(f"depth: expected finite values in [0, {65535 / scale}] m for {path}")
     ok, buf = cv2.imencode(".png", np.round(d * scale).astype(np.uint16))
     assert ok
