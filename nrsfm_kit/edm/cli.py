@@ -13,8 +13,17 @@ from nrsfm_kit.config import smoke
 
 _EPILOG = """\
 sizes (--smoke / NRSFM_KIT_SMOKE=1 in brackets): --frames 4 [3], --height 48 [48], --width 64 [64], --steps:
-stage 1 = 300 rigid warm-up + 100 joint steps [3 + 4], stage 2 = 250 steps [6], --net-width 16 [8],
---pairs 20000 [10000]. One step is one Adam update over all frames; a teaching-size run takes minutes on a CPU.
+stage 1 = 300 rigid warm-up + 100 joint steps [3 + 4], stage 2 = 250 steps [6], --net-width 16 [8] (64 with
+--encoder-weights), --pairs 20000 [10000]. One step is one Adam update over all frames; a teaching-size run takes
+minutes on a CPU.
+
+--encoder-weights FILE:
+  torchvision's ImageNet ResNet-18 weights (resnet18-f37072fd.pth, a state dict in torchvision's layout, or a
+  checkpoint with one under 'state_dict' / 'model'), loaded into the encoders of the depth and the motion network
+  whenever they are built (stage 1, and the re-initialised depth net of stage 2 / rigid), as in the paper. The
+  motion net's 6-channel first conv gets the RGB filters repeated for the two frames and halved (Monodepth2), and
+  both encoders standardise their input with ImageNet's mean and std. The networks are then the real ResNet-18
+  (--net-width 64). The file is checked (keys, shapes) before any work.
 
 --sequence DIR:
   a folder of RGB frames (*.png, *.jpg, sorted by name) with an optional intrinsics.txt (fx fy cx cy, or a 3x3 /
@@ -73,6 +82,9 @@ def register(subparsers) -> None:
     fit.add_argument("--pairs", type=int, default=None, metavar="S",
                      help="sampled pixel pairs per view pair of the EDM loss (paper 100000; default 20000, "
                           "smoke 10000)")
+    fit.add_argument("--encoder-weights", default=None, metavar="FILE",
+                     help="initialise both encoders from torchvision's ImageNet ResNet-18 weights in this torch file "
+                          "(net width 64, ImageNet input standardisation; see below; default: from scratch)")
     fit.add_argument("--seed", type=int, default=0, help="random seed of the networks and pair sampling (default 0)")
     fit.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                      help="with --out: optimiser steps between checkpoints of each stage (default 50; >= 1)")
@@ -90,6 +102,21 @@ def _clean(x):
     if isinstance(x, list | tuple):
         return [_clean(v) for v in x]
     return x
+
+
+def _check_encoder_weights(args: argparse.Namespace) -> None:
+    """--encoder-weights: an existing file with a ResNet-18 state dict, and a net width of 64 (before any work)."""
+    if args.encoder_weights is None:
+        return
+    from nrsfm_kit.cli import check_input_file
+
+    check_input_file("--encoder-weights", args.encoder_weights, "a torch file with torchvision ResNet-18 weights")
+    if args.net_width is not None and args.net_width != 64:
+        raise ValueError(f"--net-width: expected 64 (the ResNet-18 of --encoder-weights) or unset, found "
+                         f"{args.net_width}")
+    from nrsfm_kit.models import check_resnet18_weights
+
+    check_resnet18_weights(args.encoder_weights, in_channels=6)  # errors name the file
 
 
 def _check_args(args: argparse.Namespace, size: dict) -> tuple[int, int, int]:
@@ -133,6 +160,7 @@ def _write_outputs(out: Path, var: str, res, names: list[str], gt) -> dict:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    _check_encoder_weights(args)  # before any work (and before the lock creates --out)
     if not args.out:
         return _fit_run(args)
     from nrsfm_kit.utils.io import folder_lock
@@ -166,6 +194,9 @@ def _fit_run(args: argparse.Namespace) -> int:
         cfg.steps_stage1 = cfg.steps_stage2 = args.steps
     if args.net_width is not None:
         cfg.width = args.net_width
+    if args.encoder_weights is not None:
+        cfg.encoder_weights = str(args.encoder_weights)
+        cfg.width = 64  # the pretrained network
     if args.pairs is not None:
         cfg.loss.num_pairs = args.pairs
         cfg.loss.__post_init__()
@@ -180,9 +211,12 @@ def _fit_run(args: argparse.Namespace) -> int:
         video = load_frame_folder(args.sequence, H, W, max_frames=T)
     variants = ("embeddings", "rigid") if args.variant == "both" else (args.variant,)
     report = {"sequence": args.sequence, "frames": int(video.frames.shape[0]), "size": [H, W],
-              "ground_truth_depth": video.depth is not None, "results": {}}
+              "ground_truth_depth": video.depth is not None, "encoder_weights": cfg.encoder_weights, "results": {}}
     if video.depth is not None:
         report["constant_baseline"] = constant_baseline(video)
+    if cfg.encoder_weights is not None and not args.quiet:
+        print(f"encoders (width 64) initialised from {cfg.encoder_weights}, ImageNet input standardisation",
+              file=sys.stderr, flush=True)
     for k, var in enumerate(variants):
         stages = (f"stage 1: {cfg.warmup_stage1} warm-up + {cfg.steps_stage1} joint steps, "
                   f"stage 2: {cfg.steps_stage2} steps") if var == "embeddings" else f"{cfg.steps_stage2} steps"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,11 @@ class TwoStageConfig:
     lr: Adam learning rate. The paper trains with Adam at 1e-4 from ImageNet-pretrained encoders for many
         epochs; we train from scratch on one short video for a few hundred steps, hence 1e-3.
     width: ResNet-18 base width (64 = the real network; smaller keeps CPU runs short).
+    encoder_weights: path to torchvision's ImageNet ResNet-18 weights (``resnet18-f37072fd.pth``), loaded into
+        the encoders of both networks whenever they are built (stage 1, and the re-initialised depth net of
+        stage 2 / rigid), as the paper starts from ImageNet-pretrained encoders; needs ``width`` 64 and
+        switches the encoders' input standardisation to ImageNet's (:func:`nrsfm_kit.models.load_resnet18_weights`).
+        None (default): from scratch. Set it here, not in ``depth`` (whose ``encoder_weights`` stays None).
     tau: stage-2 weight offset, weights clamp((w + tau)/(1 + tau), 0, 1): positive values soften the frozen
         weights (floor tau / (1 + tau): 1/3 for 0.5), negative ones sharpen them (w < -tau -> 0).
         0.5 is our choice, the paper's value could not be retrieved offline; measured on the cluttered
@@ -64,6 +70,7 @@ class TwoStageConfig:
     warmup_stage1: int = 0
     lr: float = 1e-3
     width: int = 64
+    encoder_weights: str | None = None
     tau: float = 0.5
     loss: EDMLossConfig = field(default_factory=EDMLossConfig)
     depth: DepthNetConfig = field(default_factory=lambda: DepthNetConfig(min_depth=0.1, max_depth=100.0))
@@ -86,6 +93,27 @@ class TwoStageConfig:
         if not float(self.tau) > -1:
             raise ValueError(f"tau: expected > -1, found {self.tau}")
         check_positive("embedding_scale", self.embedding_scale)
+        if self.encoder_weights is not None:
+            if not isinstance(self.encoder_weights, (str, os.PathLike)):
+                raise ValueError(f"encoder_weights: expected a path or None, found {type(self.encoder_weights).__name__}")
+            self.encoder_weights = os.fspath(self.encoder_weights)
+        if self.depth.encoder_weights is not None:
+            raise ValueError(f"depth.encoder_weights: expected None (set TwoStageConfig.encoder_weights, which loads "
+                             f"into both networks), found {self.depth.encoder_weights!r}")
+
+
+def check_encoder_weights(cfg: TwoStageConfig) -> None:
+    """Fail before any work when ``cfg.encoder_weights`` cannot initialise both encoders (path, contents, width)."""
+    if cfg.encoder_weights is None:
+        return
+    if int(cfg.width) != 64:
+        raise ValueError(f"width: expected 64 (the real ResNet-18) with encoder_weights, found {cfg.width}")
+    if cfg.depth.encoder_weights is not None:
+        raise ValueError(f"depth.encoder_weights: expected None (set TwoStageConfig.encoder_weights), found "
+                         f"{cfg.depth.encoder_weights!r}")
+    from nrsfm_kit.models import check_resnet18_weights
+
+    check_resnet18_weights(cfg.encoder_weights, in_channels=6)  # the motion net's; the depth net's maps alike
 
 
 @dataclass
@@ -174,6 +202,11 @@ def _check_run_settings(out: Path, cfg: TwoStageConfig, variant: str, backend: s
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "log_every", "checkpoint_every")}
     settings.update(variant=variant, backend=backend, stage1_depth=given_depth, frozen_embeddings=frozen)
     settings = json.loads(json.dumps(settings, default=str))
+    # added after folders were written: absent when unset, so folders from before them still resume
+    if settings.get("encoder_weights") is None:
+        settings.pop("encoder_weights", None)
+    if settings.get("depth", {}).get("encoder_weights") is None:
+        settings.get("depth", {}).pop("encoder_weights", None)
     path = out / "settings.json"
     if path.exists():
         found = json.loads(path.read_text())
@@ -215,6 +248,7 @@ def fit_sequence(
     Returns:
         :class:`DepthFitResult`.
     """
+    check_encoder_weights(config or TwoStageConfig())  # before out_dir is created or locked
     if out_dir is not None:  # fails before any work when out_dir cannot be written; one run per folder
         check_writable(out_dir, "out_dir")
         with folder_lock(out_dir, "out_dir"):
@@ -249,6 +283,7 @@ def _fit_sequence(
     history: list = []
     dcfg = copy.deepcopy(cfg.depth)
     dcfg.width = cfg.width
+    dcfg.encoder_weights = cfg.encoder_weights  # both encoders from the same ImageNet weights (or from scratch)
 
     emb = None
     motion = None
@@ -265,7 +300,8 @@ def _fit_sequence(
             # stage 1: the motion net with the depth net (joint), or alone against the given depth maps
             torch.manual_seed(cfg.seed)
             nets = {} if stage1_depth is not None else {"depth": DepthNet(dcfg)}
-            model = nn.ModuleDict({**nets, "motion": MotionNet(cfg.width, cfg.embedding_scale)})
+            model = nn.ModuleDict({**nets, "motion": MotionNet(cfg.width, cfg.embedding_scale,
+                                                               encoder_weights=cfg.encoder_weights)})
             fixed = None if stage1_depth is None else stage1_depth.float()
             lcfg1 = EDMLossConfig(**{**asdict(cfg.loss), "tau": 0.0})
             opt1 = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -11,6 +11,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "depth_net": ["DepthNet", "DepthNetConfig", "sigmoid_to_depth"],
     "motion_net": ["EMBED_DIM", "MotionNet"],
     "pwcnet": ["PWCDCNet", "PWCNetConfig", "backward_warp", "correlation_torch", "load_pwcnet_state_dict"],
-    "resnet": ["BasicBlock", "ResNet18Encoder", "count_parameters"],
+    "resnet": ["BasicBlock", "NORMALISATIONS", "ResNet18Encoder", "check_resnet18_weights", "count_parameters",
+               "load_resnet18_weights"],
     "weightnet": ["WeightNet", "WeightNetConfig"],
 })

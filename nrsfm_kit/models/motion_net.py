@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from nrsfm_kit.models.decoders import UNetDecoder
-from nrsfm_kit.models.resnet import ResNet18Encoder
+from nrsfm_kit.models.resnet import ResNet18Encoder, load_resnet18_weights
 from nrsfm_kit.utils.checks import check_positive, check_tensor
 
 EMBED_DIM = 3  # Table 7: 3-channel sigmoid output
@@ -26,14 +26,21 @@ class MotionNet(nn.Module):
     started near the static embedding is then pinned in the static corner (its gradient points out of the
     cube) and is never separated. With a larger cube the clusters settle where the weights have saturated,
     inside it (ours; measured in notebook 12 and benchmarks/RESULTS.md, edm).
+
+    ``encoder_weights``: a path to torchvision's ResNet-18 weights (or a state dict) for the encoder (width
+    64): the RGB filters of the first conv repeated for the two frames and halved, ImageNet standardisation
+    (:func:`nrsfm_kit.models.load_resnet18_weights`, whose report is ``encoder_report``); None: from scratch.
     """
 
-    def __init__(self, width: int = 64, scale: float = 1.0):
+    def __init__(self, width: int = 64, scale: float = 1.0, encoder_weights=None):
         super().__init__()
         check_positive("scale", scale)
         self.encoder = ResNet18Encoder(6, width)
         self.decoder = UNetDecoder(self.encoder.channels, EMBED_DIM)
         self.scale = float(scale)
+        self.encoder_report = None
+        if encoder_weights is not None:
+            self.encoder_report = load_resnet18_weights(self.encoder, encoder_weights)
 
     def forward(self, frame_k: torch.Tensor, frame_l: torch.Tensor) -> torch.Tensor:
         dims: dict = {}
