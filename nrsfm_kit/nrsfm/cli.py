@@ -5,6 +5,8 @@ Examples::
     nrsfm-kit nrsfm fit --method em-ppca --data $NRSFM_KIT_DATA/nrsfm/pickup.mat
     nrsfm-kit nrsfm fit --method dnrsfm --data synthetic:skeleton,frames=256,noise=0.05 --epochs 50 --json out.json
     nrsfm-kit nrsfm fit --method prrrn --data yoga.mat --out runs/yoga   # checkpoints, resumes
+    torchrun --nproc_per_node 2 -m nrsfm_kit.cli nrsfm fit --method dnrsfm --data yoga.mat --out runs/yoga
+                                                            # data-parallel, 2 processes (rank 0 writes)
 
 A synthetic spec is ``synthetic:<kind>[,key=value...]`` with keys ``frames``, ``points``, ``motion``,
 ``camera``, ``noise``, ``missing``, ``seed``, ``rank`` (see :func:`nrsfm_kit.data.synthetic_nrsfm`).
@@ -84,6 +86,13 @@ learned methods, budget: without --epochs a run gets 2400 * sqrt(F / 300) optimi
   where it stopped, even after a kill (with a larger --epochs it trains further); a DIR written for another
   method, sequence or seed is refused (exit 2), so is a DIR another run is using. With --restarts N:
   DIR/restart_<k>/ per run.
+
+learned methods on several processes (GPUs, machines), data-parallel:
+  torchrun --nproc_per_node N -m nrsfm_kit.cli nrsfm fit --method dnrsfm|prrrn ...
+  every process draws the same mini-batch of the method's batch size (32 for dnrsfm, 64 for prrrn, capped at F)
+  and trains on its 1/N of it, gradients averaged: the same training as one process, up to float round-off. The
+  batch must split evenly (exit 2 otherwise). Rank 0 alone prints, writes --json and --out (only its machine needs
+  the folder); the same torchrun command resumes a killed run.
 """
 
 
@@ -163,12 +172,24 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from nrsfm_kit.train import distributed as dd
+
+    joined = dd.init_from_env()  # under torchrun: join the process group (data-parallel training)
+    try:
+        return _fit_run(args)
+    finally:
+        if joined:
+            dd.destroy()
+
+
+def _fit_run(args: argparse.Namespace) -> int:
     _check_args(args)
     from dataclasses import replace
 
     from nrsfm_kit.nrsfm.fit import LearnedFitConfig, fit_nrsfm
     from nrsfm_kit.nrsfm.learned import LearnedMethod, check_out_dir
     from nrsfm_kit.nrsfm.registry import get_method
+    from nrsfm_kit.train import distributed as dd
     from nrsfm_kit.utils.io import atomic_write_json
 
     seq = load_sequence(args.data)
@@ -178,8 +199,10 @@ def _fit(args: argparse.Namespace) -> int:
     if args.out is not None and isinstance(get_method(args.method), LearnedMethod):
         # settings.json in --out (method, model, seed, sequence) must match: checked before training
         run_cfg = cfg if args.epochs is None else replace(cfg, epochs=args.epochs)
-        check_out_dir(seq, args.method, args.out, config=run_cfg)
+        dd.main_only(check_out_dir, seq, args.method, args.out, config=run_cfg)
     _, metrics = fit_nrsfm(seq, args.method, epochs=args.epochs, config=cfg, out_dir=args.out)
+    if not dd.is_main():  # (data-parallel: rank 0 reports, every rank holds the same model)
+        return 0
     unit = _units(args.data)
     units = {k: u.format(unit=unit) for k, (_, u) in _METRICS.items() if k in metrics}
     width = max(len(k) for k in metrics)

@@ -22,10 +22,21 @@ the one with the lowest method-specific measure (:meth:`LearnedMethod.selection_
 Deep NRSfM's final dictionary, paper sec. 5.4; PR-RRN's pairwise-consistency error over all frames); a method
 without a measure keeps the lowest reprojection error. Measured over 3 seeds on 10 sequences, the kept run is within
 10 % of the best on 8 (Deep NRSfM) and 5 (PR-RRN): the measures did no better than the reprojection alone.
+
+Data-parallel training (``torchrun``, :mod:`nrsfm_kit.train.distributed`). Every process draws the same global
+mini-batch of ``batch_size`` frames from the run's generator and takes its contiguous shard
+(``LearnedBatch.idx``; ``LearnedBatch.global_idx`` is the whole draw); the loop averages the gradients, so the
+batch size keeps its single-process meaning (the global batch) and must be a multiple of the number of
+processes. Rank 0 alone checks and writes ``out_dir`` (settings.json, checkpoints); every process must train the
+same run (method, model, sequence, seed, schedule: checked before training). What is computed on the shard only:
+anything that couples the items of a batch (batch statistics; neither Deep NRSfM nor PR-RRN has a BatchNorm). Deep
+NRSfM's loss is a mean over frames: the averaged gradient is the global batch's up to float round-off. PR-RRN's
+pairwise terms are made global explicitly (:class:`~nrsfm_kit.nrsfm.prrrn.PRRRNMethod`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -40,6 +51,7 @@ from nrsfm_kit.metrics.nrsfm import e3d, reprojection_error
 from nrsfm_kit.nrsfm.common import NRSfMResult, normalize_observations, to_camera_frame, validate_sequence
 from nrsfm_kit.nrsfm.registry import NRSfMMethod, get_method, method_names
 from nrsfm_kit.train import TrainConfig, fit
+from nrsfm_kit.train import distributed as dd
 from nrsfm_kit.train.state import CHECKPOINT, PREVIOUS, TrainState
 from nrsfm_kit.utils.faults import fault_point
 from nrsfm_kit.utils.io import atomic_write_json, check_writable, folder_lock
@@ -106,6 +118,9 @@ class LearnedBatch:
     Attributes:
         idx: (B,) frame indices; W (B, P, 2) normalised observations; vis (B, P) bool.
         S: (B, P, 3) canonical shapes; M: the network's cameras (its own layout); h: its representation.
+        global_idx: (B * world_size,) the frame indices of the whole mini-batch drawn on every process, of which
+            ``idx`` is this process's shard (:func:`nrsfm_kit.train.distributed.shard`); None = ``idx`` (one
+            process).
     """
 
     idx: torch.Tensor
@@ -114,6 +129,7 @@ class LearnedBatch:
     S: torch.Tensor
     M: torch.Tensor
     h: torch.Tensor
+    global_idx: torch.Tensor | None = None
 
 
 LossFn = Callable[[torch.nn.Module, int, LearnedBatch], dict]
@@ -336,6 +352,14 @@ def fit_learned(
     if not isinstance(cfg, LearnedFitConfig):
         raise ValueError(f"config: expected a LearnedFitConfig, found {type(cfg).__name__}")
     cfg.__post_init__()  # fields may have been changed after construction
+    if out_dir is not None and dd.world()[1] > 1:  # rank 0 alone checks and locks out_dir; its refusal stops all
+        with contextlib.ExitStack() as held:
+            def prepare() -> None:
+                check_writable(out_dir, "out_dir")
+                held.enter_context(folder_lock(out_dir, "out_dir"))
+
+            dd.main_only(prepare)
+            return _fit_learned(seq, learner, model_config, cfg, out_dir, resume)
     if out_dir is not None:  # fails before any work when out_dir cannot be written; one run per folder
         check_writable(out_dir, "out_dir")
         with folder_lock(out_dir, "out_dir"):
@@ -344,12 +368,14 @@ def fit_learned(
 
 
 def _fit_learned(seq, learner: LearnedMethod, model_config, cfg: LearnedFitConfig, out_dir, resume: bool):
+    if dd.world()[1] > 1:  # every process must train the same run (before rank 0 writes anything)
+        _check_same_run(seq, learner, model_config, cfg)
     if int(cfg.restarts) > 1:
         if out_dir is not None and resume:  # every restart's folder is checked before the first one trains
-            check_out_dir(seq, learner, out_dir, model_config, cfg)
+            dd.main_only(check_out_dir, seq, learner, out_dir, model_config, cfg)
         return _best_of_restarts(seq, learner, model_config, cfg, out_dir, resume)
     if out_dir is not None:
-        check_run_folder(out_dir, run_settings(seq, learner, model_config, cfg), overwrite=not resume)
+        dd.main_only(check_run_folder, out_dir, run_settings(seq, learner, model_config, cfg), overwrite=not resume)
     W, vis = validate_sequence(seq)
     Wn, norm = normalize_observations(W.float(), vis)
     F, P, _ = Wn.shape
@@ -359,6 +385,7 @@ def _fit_learned(seq, learner: LearnedMethod, model_config, cfg: LearnedFitConfi
     bs = max(1, min(int(mcfg.batch_size), F))
     auto = cfg.epochs is None
     steps = learner.budget(F, P, mcfg) if auto else int(cfg.epochs) * math.ceil(F / bs)
+    dd.shard(bs, "batch_size")  # several processes: a global batch that does not split evenly is refused here
     opt = torch.optim.Adam(model.parameters(), lr=mcfg.learning_rate)
     sched = learner.scheduler(opt, mcfg, steps)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -368,10 +395,12 @@ def _fit_learned(seq, learner: LearnedMethod, model_config, cfg: LearnedFitConfi
     S_gt = None if seq.S is None else seq.S.to(Wn.device)
 
     def step_fn(net: torch.nn.Module, step: int) -> dict:
-        idx = torch.randint(0, F, (bs,), generator=gen).to(Wn.device)
+        drawn = torch.randint(0, F, (bs,), generator=gen).to(Wn.device)  # the global batch (the same on every rank)
+        idx = dd.shard(drawn, "batch_size")  # this rank's part (all of it on one process)
         Wb, vb = Wn[idx], vis[idx]
         S, M, h = net(Wb)
-        return loss_fn(net, step, LearnedBatch(idx=idx, W=Wb, vis=vb, S=S, M=M, h=h))
+        return loss_fn(net, step, LearnedBatch(idx=idx, W=Wb, vis=vb, S=S, M=M, h=h,
+                                               global_idx=None if idx is drawn else drawn))
 
     def eval_fn(net: torch.nn.Module, step: int) -> dict:
         out = dict(learner.diagnostics(net))
@@ -409,6 +438,21 @@ def _fit_learned(seq, learner: LearnedMethod, model_config, cfg: LearnedFitConfi
         S=to_camera_frame(shapes, cams), cameras=cams, shapes=shapes, method=learner.name, history=res.history,
         extra=extra,
     )
+
+
+def _check_same_run(seq, learner: LearnedMethod, model_config, cfg: LearnedFitConfig) -> None:
+    """ValueError unless every process trains the same run as rank 0 (method, model, sequence fingerprint, seed,
+    schedule; the progress bar aside)."""
+    schedule = {k: v for k, v in asdict(cfg).items() if k != "progress"}
+    mine = json.loads(json.dumps({"settings": run_settings(seq, learner, model_config, cfg), "fit": schedule},
+                                 default=str))
+    runs = dd.gather_objects(mine)
+    other = [r for r, run in enumerate(runs) if run != runs[0]]
+    if other:
+        a, b = _flat(runs[0]), _flat(runs[other[0]])
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise ValueError(f"seq: expected every process to train the same run as rank 0, found process {other[0]} "
+                         f"with other {', '.join(diff[:4])} (launch every process with the same arguments)")
 
 
 def sequence_reprojection(W: torch.Tensor, shapes: torch.Tensor, cams: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,15 @@ without it, 0.077 on sqrt(msr)); the consistency term starts at mid-run (from st
 flat shapes: 0.245 vs 0.044 on the synthetic skeleton, even with lambda_2 = 0.02); batch 64 and Adam 1e-2 with
 a cosine decay to 3e-5; no contrastive term on a sequence where more than 70 % of the frame pairs are positives
 (it collapses h there; chosen leave-one-sequence-out, ``benchmarks/nrsfm_loo.py``).
+
+On several processes (``torchrun``; each computes its shard of the global batch and the loop averages the
+gradients) the pairwise terms are kept those of the global batch: the memory bank is updated with every process's
+(h, W) of the step (``all_gather``, in the global batch's order), so it is the same bank on every process and the
+single-process bank; the contrastive means over positive and negative pairs divide by the pair counts summed over
+the processes; the consistency permutation is drawn over the global batch, with the cameras of the other shards
+gathered. Each term is then the single-process one up to float round-off. What stays per process: the network
+runs on the shard (no batch statistics here, so nothing differs), and the consistency re-estimation of a shard's
+shapes runs on that process.
 """
 
 from __future__ import annotations
@@ -64,6 +73,7 @@ from torch import nn
 from nrsfm_kit.geometry import orthonormalize
 from nrsfm_kit.nrsfm.learned import LearnedBatch, LearnedMethod
 from nrsfm_kit.nrsfm.msr import msr_pairwise_masked
+from nrsfm_kit.train import distributed as dd
 from nrsfm_kit.utils.checks import check_tensor
 
 
@@ -294,6 +304,7 @@ def contrastive_loss(
     xi: float = 0.04,
     msr_values: torch.Tensor | None = None,
     threshold_on: str = "msr",
+    across_processes: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """Rigidity-based pairwise contrastive loss against a memory bank.
 
@@ -306,6 +317,11 @@ def contrastive_loss(
         msr_values: optional precomputed (B, N) msr of the pairs (msr depends on the 2D data only, so
             :class:`PRRRNMethod` looks it up in a per-sequence table instead of
             recomputing it every step); pairs with fewer than 4 common points must hold NaN there.
+        across_processes: the batch is this process's shard of a global batch (data-parallel training, every
+            process calls this with the same bank): the means are over the pairs of all processes (the counts
+            summed across them, a collective) and scaled by the number of processes, so the average of the
+            processes' losses and gradients is the global batch's; stats are the global counts. No effect on
+            one process.
 
     Returns:
         (loss, stats) with loss = mean over positives of (1 - cos) + mean over negatives of ReLU(cos),
@@ -329,6 +345,12 @@ def contrastive_loss(
         neg = (m > xi) & enough
     cos = hn @ bank_h.T
     zero = hn.sum() * 0.0
+    size = dd.world()[1] if across_processes else 1
+    if size > 1:
+        n_pos, n_neg = (int(v) for v in dd.all_reduce_sum(torch.stack([pos.sum(), neg.sum()])).tolist())
+        lp = (1 - cos)[pos].sum() * (size / n_pos) if n_pos else zero
+        ln = torch.relu(cos)[neg].sum() * (size / n_neg) if n_neg else zero
+        return lp + ln, {"n_pos": float(n_pos), "n_neg": float(n_neg)}
     lp = (1 - cos)[pos].mean() if pos.any() else zero
     ln = torch.relu(cos)[neg].mean() if neg.any() else zero
     return lp + ln, {"n_pos": float(pos.sum()), "n_neg": float(neg.sum())}
@@ -351,16 +373,28 @@ def consistency_loss(
     R: torch.Tensor,
     generator: torch.Generator | None = None,
     rotation_weight: float = 1.0,
+    across_processes: bool = False,
 ) -> torch.Tensor:
     """Pairwise consistency (eq. 15-17): re-project S_b with a permuted camera R_pi(b), re-estimate.
 
     S (B, P, 3), R (B, 2, 3) current estimates (detached targets) -> scalar
     mean_b ||S'_b - S_b||_F / ||S_b||_F + ||R'_b - R_pi(b)||_F, with (S'_b, R'_b) the networks' output
     for the new view W'_b = S_b R_pi(b)^T.
+
+    ``across_processes``: S, R are this process's shard of a global batch (data-parallel training; every process
+    calls this at the same step): pi permutes the global batch (drawn from ``generator``, the same on every
+    process) and the cameras of the other shards are gathered (a collective), so the shards' terms average to
+    the global batch's. No effect on one process.
     """
-    B = S.shape[0]
-    perm = torch.randperm(B, generator=generator, device="cpu").to(S.device)
-    St, Rt = S.detach(), R.detach()[perm]
+    size = dd.world()[1] if across_processes else 1
+    if size > 1:
+        R_all = dd.all_gather_tensor(R)
+        perm = torch.randperm(R_all.shape[0], generator=generator, device="cpu").to(S.device)
+        St, Rt = S.detach(), R_all[perm][dd.shard_slice(R_all.shape[0], "batch_size")]
+    else:
+        B = S.shape[0]
+        perm = torch.randperm(B, generator=generator, device="cpu").to(S.device)
+        St, Rt = S.detach(), R.detach()[perm]
     Wn = St @ Rt.transpose(-1, -2)
     Wn = Wn - Wn.mean(1, keepdim=True)
     S2, R2, _ = model(Wn)
@@ -505,17 +539,21 @@ class PRRRNMethod(LearnedMethod):
                 bh, bW, bv = bank.entries()
                 mv = None if table is None else table[b.idx[:, None], bank.frame_indices()[None, :]]
                 lc, stats = contrastive_loss(
-                    b.h, b.W, b.vis, bh, bW, bv, tau, xi, msr_values=mv, threshold_on=on
+                    b.h, b.W, b.vis, bh, bW, bv, tau, xi, msr_values=mv, threshold_on=on, across_processes=True
                 )
                 loss = loss + mcfg.lambda1 * lc
                 logs.update(contrast=lc.detach(), **stats)
             elif use_k:
-                lk = consistency_loss(net, b.S, b.M, generator, mcfg.consist_rotation)
+                lk = consistency_loss(net, b.S, b.M, generator, mcfg.consist_rotation, across_processes=True)
                 loss = loss + mcfg.lambda2 * lk
                 logs["consist"] = lk.detach()
             if use_c:
                 hn = b.h.detach() / b.h.detach().norm(dim=-1, keepdim=True).clamp_min(1e-12)
-                bank.push(hn, b.W, b.vis, b.idx)
+                if b.global_idx is None:
+                    bank.push(hn, b.W, b.vis, b.idx)
+                else:  # every process's entries, in the global batch's order: one bank, the same on all ranks
+                    g = b.global_idx
+                    bank.push(dd.all_gather_tensor(hn), W[g], vis[g], g)
             logs["loss"] = loss
             return logs
 

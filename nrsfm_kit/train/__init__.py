@@ -1,5 +1,7 @@
 """The one training loop of the suite (progress bar, seeds, atomic checkpoints, resume, JSON metrics).
 
+Data-parallel training on several processes (torchrun): :mod:`nrsfm_kit.train.distributed`.
+
 Names load lazily (PEP 562).
 """
 

@@ -13,6 +13,18 @@ CPU. The last two checkpoints are kept; a truncated, corrupted or foreign one is
 (:class:`~nrsfm_kit.utils.io.folder_lock`), and an unwritable or full ``out_dir`` fails before the first step.
 
 Non-finite losses never flow on silently: the step that produced one raises FloatingPointError.
+
+Data-parallel training (:mod:`nrsfm_kit.train.distributed`, launched with ``torchrun``): when torch.distributed is
+initialised with more than one process, every process runs this loop on the same model (not wrapped in
+DistributedDataParallel: the same maths, explicitly). The parameters are broadcast from rank 0 at the start (after
+a resume); every rank runs ``step_fn`` on its shard of the global batch (the step function takes its part with
+:func:`~nrsfm_kit.train.distributed.shard`; every rank is seeded with the same seed, so the global draw is the
+same everywhere); the gradients are averaged over the ranks before clipping and the optimiser step; the logged
+scalars of ``step_fn`` are averaged over the ranks (``eval_fn``'s are rank 0's), so every rank holds the same
+history. Rank 0 alone shows the progress bar, takes the folder lock and writes the checkpoints and metrics.json;
+the others wait at a barrier after each save. On resume rank 0 picks the usable checkpoint and sends it to every
+rank (no shared file system needed), so a killed multi-process run resumes. With one process nothing of this
+happens: the loop is the single-process loop, bit for bit.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from nrsfm_kit.train import distributed as dd
 from nrsfm_kit.train.state import (
     CHECKPOINT,
     PREVIOUS,
@@ -132,16 +145,16 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, where:
                               "(a checkpoint of another model or optimiser)")
 
 
-def _load_resumable(out: Path, model, optimizer, scheduler, state: TrainState) -> tuple[dict | None, list[str]]:
-    """The newest usable checkpoint of ``out`` applied to the run's objects, and what was skipped (and why).
+def _find_resumable(out: Path, model, optimizer, state: TrainState) -> tuple[dict | None, Path | None, list[str]]:
+    """The newest usable checkpoint of ``out`` (payload, path) and what was skipped (and why), nothing loaded.
 
     Tries checkpoint.pt, then checkpoint.prev.pt; each is verified (digest, model keys and shapes, optimiser
-    groups, registered state names) before anything is loaded. None when there is no checkpoint; CheckpointError
-    listing every reason when none is usable.
+    groups, registered state names). (None, None, []) when there is no checkpoint; CheckpointError listing every
+    reason when none is usable.
     """
     paths = [p for p in (out / CHECKPOINT, out / PREVIOUS) if p.is_file()]
     if not paths:
-        return None, []
+        return None, None, []
     notes: list[str] = []
     for path in paths:
         try:
@@ -152,18 +165,72 @@ def _load_resumable(out: Path, model, optimizer, scheduler, state: TrainState) -
         except CheckpointError as e:
             notes.append(str(e))
             continue
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None and ckpt.get("scheduler") is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        state.load_state_dict(ckpt.get("state", {}), str(path))
-        _set_rng_state(ckpt["rng"])
-        if notes:
-            warnings.warn(f"out_dir: skipped an unusable checkpoint ({notes[0]}); resuming from {path} "
-                          f"(step {int(ckpt['step'])})", RuntimeWarning, stacklevel=3)
-        return ckpt, notes
+        return ckpt, path, notes
     raise CheckpointError(f"out_dir: expected a checkpoint to resume from in {out}, found none usable: "
                           + " | ".join(notes) + " (use another folder, or resume=False to start afresh)")
+
+
+def _load_resumable(out: Path, model, optimizer, scheduler, state: TrainState,
+                    parallel: bool = False) -> tuple[dict | None, list[str]]:
+    """The newest usable checkpoint of ``out`` applied to the run's objects, and what was skipped (and why).
+
+    See :func:`_find_resumable`. ``parallel``: rank 0 finds and reads it and sends it to every rank (all ranks
+    then load the same checkpoint, and only rank 0 needs to see ``out``).
+    """
+    if parallel:
+        ckpt, path, notes = dd.main_only(_find_resumable, out, model, optimizer, state)
+    else:
+        ckpt, path, notes = _find_resumable(out, model, optimizer, state)
+    if ckpt is None:
+        return None, []
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt.get("scheduler") is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    state.load_state_dict(ckpt.get("state", {}), str(path))
+    _set_rng_state(ckpt["rng"])
+    if notes and dd.is_main():
+        warnings.warn(f"out_dir: skipped an unusable checkpoint ({notes[0]}); resuming from {path} "
+                      f"(step {int(ckpt['step'])})", RuntimeWarning, stacklevel=3)
+    return ckpt, notes
+
+
+def _digest(obj, h) -> None:
+    """Feed a nested structure of tensors, arrays and plain values into the hash ``h`` (order-preserving)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, np.ndarray):
+        h.update(f"A{obj.dtype}{obj.shape}".encode())
+        h.update(np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, dict):
+        h.update(b"{")
+        for k, v in obj.items():
+            h.update(repr(k).encode())
+            _digest(v, h)
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[")
+        for v in obj:
+            _digest(v, h)
+        h.update(b"]")
+    else:
+        h.update(repr(obj).encode())
+
+
+def _replica_digests(model, reg: TrainState) -> dict:
+    """SHA-256 of what a checkpoint saves from rank 0 alone (model, RNGs, each registered state), per part."""
+    import hashlib
+
+    parts = {"model": model.state_dict(), "rng": _rng_state(), **{f"state[{k!r}]": v for k, v in
+                                                                  reg.state_dict().items()}}
+    out = {}
+    for name, value in parts.items():
+        h = hashlib.sha256()
+        _digest(value, h)
+        out[name] = h.hexdigest()
+    return out
 
 
 def fit(
@@ -199,11 +266,19 @@ def fit(
             object with ``state_dict``): saved in every checkpoint and restored on resume.
 
     Returns:
-        :class:`TrainResult` with the final step and the logged history.
+        :class:`TrainResult` with the final step and the logged history (the same on every rank).
+
+    On more than one process (torch.distributed initialised, :mod:`nrsfm_kit.train.distributed`): call it on
+    every rank with the same arguments; ``step_fn`` computes its rank's shard of the global batch
+    (:func:`~nrsfm_kit.train.distributed.shard`) and the loop averages the gradients; ``out_dir`` is needed on
+    rank 0 only. Every registered ``state`` must evolve identically on every rank (rank 0's is saved; a
+    checkpoint where it differs warns). See the module docstring.
     """
     cfg = config or TrainConfig()
     reg = state if isinstance(state, TrainState) else TrainState(state)
     out = Path(out_dir) if out_dir is not None else None
+    if dd.world()[1] > 1:
+        return _fit_parallel(model, step_fn, optimizer, cfg, scheduler, out, resume, eval_fn, stop_fn, reg)
     if out is None:
         return _fit(model, step_fn, optimizer, cfg, scheduler, None, resume, eval_fn, stop_fn, reg)
     check_writable(out, "out_dir")
@@ -213,21 +288,56 @@ def fit(
         return _fit(model, step_fn, optimizer, cfg, scheduler, out, resume, eval_fn, stop_fn, reg)
 
 
+def _fit_parallel(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | None, resume: bool, eval_fn,
+                  stop_fn, reg: TrainState) -> TrainResult:
+    """:func:`fit` on more than one process: rank 0 alone checks, locks and cleans ``out`` (its failure stops
+    every rank), then every rank runs the loop."""
+    with contextlib.ExitStack() as held:
+        if out is not None:
+            def prepare() -> None:
+                check_writable(out, "out_dir")
+                held.enter_context(folder_lock(out, "out_dir"))
+                for tmp in stale_temporaries(out):
+                    tmp.unlink(missing_ok=True)
+
+            dd.main_only(prepare)
+        return _fit(model, step_fn, optimizer, cfg, scheduler, out, resume, eval_fn, stop_fn, reg, parallel=True)
+
+
+def _mean_logs(local: dict) -> dict:
+    """The step function's logged scalars averaged over the ranks (each key over the ranks that logged it; the
+    sum in rank order, so every rank gets the same floats)."""
+    gathered = dd.gather_objects(local)
+    keys = list(dict.fromkeys(k for g in gathered for k in g))
+    out = {}
+    for k in keys:
+        vals = [g[k] for g in gathered if k in g]
+        total = 0.0
+        for v in vals:
+            total += v
+        out[k] = total / len(vals)
+    return out
+
+
 def _fit(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | None, resume: bool, eval_fn, stop_fn,
-         reg: TrainState) -> TrainResult:
+         reg: TrainState, parallel: bool = False) -> TrainResult:
     start, history, resumed_from, stopped, notes = 0, [], None, False, []
     ckpt = None
+    main = dd.is_main()
     if out is not None and resume:
-        ckpt, notes = _load_resumable(out, model, optimizer, scheduler, reg)
+        ckpt, notes = _load_resumable(out, model, optimizer, scheduler, reg, parallel)
     if ckpt is not None:
         start, history = int(ckpt["step"]), list(ckpt["history"])
         stopped = bool(ckpt.get("stopped", False))
         resumed_from = start
     else:
         seed_everything(cfg.seed)
-        if out is not None:
+        if out is not None and main:
             (out / PREVIOUS).unlink(missing_ok=True)  # a fresh run: an older run's checkpoint is no fallback
     fresh = [ckpt is None]  # the first save of a fresh run replaces an older run's checkpoint, keeps no copy
+    if parallel:
+        dd.broadcast_parameters(model)  # every rank starts from rank 0's parameters (fresh or resumed)
+    diverged: list = []  # parts of the replicated state found different across ranks (warned once)
 
     saved_at: list = [None]
 
@@ -235,6 +345,12 @@ def _fit(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | Non
         if out is None or saved_at[0] == step:  # (the end of a run on a checkpoint step: one copy, not two)
             return
         saved_at[0] = step
+        if parallel:
+            _check_replicas()
+            if not main:  # rank 0 writes; the others wait until the files are on disk
+                dd.barrier()
+                fault_point("saved")
+                return
         write_checkpoint(out, {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -249,7 +365,26 @@ def _fit(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | Non
         fresh[0] = False
         atomic_write_json(out / METRICS, {"step": step, "config": asdict(cfg), "history": history,
                                           "stopped": stopped})
+        if parallel:
+            dd.barrier()
         fault_point("saved")
+
+    def _check_replicas() -> None:
+        """Warn (rank 0, once) when what rank 0 saves for every rank differs across ranks: a resume would then
+        not continue the other ranks exactly (e.g. a registered state that each rank updates on its own shard)."""
+        digests = dd.gather_objects(_replica_digests(model, reg))
+        bad = sorted(k for k in digests[0] if any(d.get(k) != digests[0][k] for d in digests[1:]))
+        new = [k for k in bad if k not in diverged]
+        if new and main:
+            warnings.warn(f"fit: {', '.join(new)} differ across the {len(digests)} processes at a checkpoint; only "
+                          "rank 0's are saved, so a resumed run will not continue the other processes exactly "
+                          "(keep such state identical on every rank, e.g. update it with all ranks' values)",
+                          RuntimeWarning, stacklevel=2)
+        diverged.extend(new)
+
+    def _stop(hist: list[dict]) -> bool:
+        decision = bool(stop_fn(hist))
+        return bool(dd.broadcast_object(decision)) if parallel else decision  # (rank 0 decides for all)
 
     model.train()
     # gradients left on the model by earlier work (a previous stage trained other parameters) must not enter this
@@ -257,8 +392,10 @@ def _fit(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | Non
     model.zero_grad(set_to_none=True)
     in_opt = {id(p) for group in optimizer.param_groups for p in group["params"]}
     trained = [p for p in model.parameters() if id(p) in in_opt]
+    stepped = [p for group in optimizer.param_groups for p in group["params"]]  # gradients averaged across ranks
     end = start if stopped else cfg.steps
-    bar = tqdm(range(start, end), desc=cfg.desc, disable=not cfg.progress, initial=start, total=cfg.steps)
+    bar = tqdm(range(start, end), desc=cfg.desc, disable=not cfg.progress or not main, initial=start,
+               total=cfg.steps)
     step = start
     for step in bar:
         fault_point("step")
@@ -267,9 +404,16 @@ def _fit(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | Non
         if "loss" not in logs:
             raise ValueError(f"step_fn: expected a dict with key 'loss', found keys {sorted(logs)}")
         loss = logs["loss"]
-        if not torch.isfinite(loss.detach()).all():
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if parallel:
+            if dd.any_rank(not finite):  # every rank stops at the same step
+                where = "" if not finite else " on another process"
+                raise FloatingPointError(f"loss is not finite at step {step}{where}: {float(loss.detach())}")
+        elif not finite:
             raise FloatingPointError(f"loss is not finite at step {step}: {float(loss.detach())}")
         loss.backward()
+        if parallel:
+            dd.all_reduce_gradients(stepped)  # the mean over the ranks: the global batch's gradient
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
         optimizer.step()
@@ -277,23 +421,29 @@ def _fit(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | Non
             scheduler.step()
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            entry = {"step": done, **{k: _scalar(v) for k, v in logs.items()}}
+            scalars = {k: _scalar(v) for k, v in logs.items()}
+            entry = {"step": done, **(_mean_logs(scalars) if parallel else scalars)}  # (one history on all ranks)
             if eval_fn is not None:
                 was_training = model.training
                 model.eval()
                 with torch.no_grad():
-                    entry.update({k: _scalar(v) for k, v in eval_fn(model, done).items()})
+                    evals = {k: _scalar(v) for k, v in eval_fn(model, done).items()}
                 model.train(was_training)
+                entry.update(dd.broadcast_object(evals) if parallel else evals)  # (rank 0's: one history)
             entry = {k: (v if math.isfinite(v) else None) for k, v in entry.items()}
             history.append(entry)
             bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k != "step" and v is not None})
-            if stop_fn is not None and done < cfg.steps and stop_fn(history):
+            if stop_fn is not None and done < cfg.steps and _stop(history):
                 stopped = True
                 bar.close()
                 break
         if done % cfg.checkpoint_every == 0:
             save(done)
     final = max(step + 1, start) if end > start else start
-    if out is not None and (final != start or ckpt is None or not (out / METRICS).is_file()):
-        save(final)  # (a resumed run that was already complete rewrites nothing)
+    if out is not None:
+        need = final != start or ckpt is None or not (out / METRICS).is_file()
+        if parallel:
+            need = bool(dd.broadcast_object(need))  # (rank 0 sees out_dir: it decides)
+        if need:
+            save(final)  # (a resumed run that was already complete rewrites nothing)
     return TrainResult(step=final, history=history, resumed_from=resumed_from, stopped=stopped, resume_notes=notes)
