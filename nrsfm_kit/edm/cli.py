@@ -1,4 +1,6 @@
-"""``nrsfm-kit depth fit --sequence DIR|synthetic [--out DIR] [--json OUT]``: test-time training on one sequence."""
+"""``nrsfm-kit depth fit --sequence DIR|synthetic [--out DIR] [--json OUT]``: test-time training on one sequence
+(a folder of frames, a DeepDeform sequence, an MPI-Sintel scene under the paper's protocol, or the synthetic
+video)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,24 @@ minutes on a CPU.
   (uint16 mm, 0 = invalid): the depth metrics are then computed against it (median scaling per frame).
   Correspondences come from DIS optical flow (OpenCV). 'synthetic' renders the non-rigid synthetic video.
 
+--sequence <root>/training/final/<scene>   or   --sequence <root> --sintel-seq <scene>:
+  an MPI-Sintel scene (recognised by its layout: a folder of frame_%04d.png under a 'final' or 'clean' folder,
+  or a root holding training/ with --sintel-seq), run under the paper's Sintel protocol (Takmaz et al., sec. 5
+  and supplement): the final render pass (a clean/<scene> folder is refused); a centre crop --crop HxW of the
+  436x1024 frames (default 384x1024, the paper's: rows 26..409), then, for teaching-size runs, a downscale to
+  --height x --width (default the crop itself [smoke: height 48]; give one of the two and the other follows
+  the crop's aspect ratio, e.g. --height 96 -> 96x256; at most the crop); the ground-truth optical flow
+  <root>/training/flow/<scene>/frame_%04d.flo as the correspondences instead of DIS flow (vectors unchanged
+  by the crop, pixels shifted; correspondences leaving the crop, occluded (occlusions/<scene>, when present)
+  or unknown are dropped); camera intrinsics from camdata_left/<scene>/frame_%04d.cam of the first frame (cy
+  minus the crop's top offset, scaled with the downscale); evaluation only where the ground-truth depth
+  depth/<scene>/frame_%04d.dpt is < 50 m, each image median-scaled over those pixels. Frames: the first
+  --frames of the scene. depth/ and camdata_left/ come from the separate MPI-Sintel depth download: merged
+  into the same root, or in its own root given with --sintel-depth ROOT (holding training/depth/<scene> and
+  training/camdata_left/<scene>). Every folder and file the requested frames need, and the crop, are
+  checked before any training (and before --out is created); the report gains a 'protocol' section. At
+  384x1024 a run is far beyond a CPU's teaching budget: downscale (--height 96) or use a GPU.
+
 --out DIR writes, for each variant V:
   DIR/V/depth/<frame>.png           predicted depth, uint16 millimetres (median-scaled per frame to the ground
                                     truth when there is one; otherwise the network's scale, which monocular depth
@@ -42,7 +62,8 @@ minutes on a CPU.
   DIR/report.json                   the report printed on stdout
 
 metrics: abs_rel, sq_rel (metres), rmse (metres), rmse_log, a1..a3 (fraction with max(d/d*, d*/d) < 1.25^k),
-per region (all; static / dynamic / rigid / nonrigid for the synthetic video), after per-frame median scaling;
+per region (all; static / dynamic / rigid / nonrigid for the synthetic video), after per-frame median scaling
+(ground truth below 80 m; Sintel: below 50 m);
 segmentation (synthetic video, variant embeddings): acc, iou at the threshold, ROC auc of the motion scores.
 """
 
@@ -59,7 +80,18 @@ def register(subparsers) -> None:
                          "embeddings), then the depth metrics when there is ground truth.",
                          epilog=_EPILOG, formatter_class=HelpFormatter)
     fit.add_argument("--sequence", required=True, metavar="DIR|synthetic",
-                     help="a folder of RGB frames or a DeepDeform sequence folder, or 'synthetic' (see below)")
+                     help="a folder of RGB frames, a DeepDeform sequence folder, an MPI-Sintel scene folder "
+                          "<root>/training/final/<scene> (or a Sintel root with --sintel-seq), or 'synthetic' "
+                          "(see below)")
+    fit.add_argument("--sintel-seq", default=None, metavar="SCENE",
+                     help="with --sequence ROOT, an MPI-Sintel root holding training/: the scene to run, e.g. "
+                          "alley_1 (default: --sequence is the scene folder itself)")
+    fit.add_argument("--sintel-depth", default=None, metavar="ROOT",
+                     help="Sintel: root of the separate depth download (training/depth/<scene>, "
+                          "training/camdata_left/<scene>) when it is not merged into the Sintel root (default: "
+                          "the same root)")
+    fit.add_argument("--crop", default=None, metavar="HxW",
+                     help="Sintel: centre crop of the frames before any downscale (default 384x1024, the paper's)")
     fit.add_argument("--out", default=None, metavar="DIR",
                      help="write the depth maps (16-bit PNG, mm), previews, embeddings and the stages' checkpoints "
                           "(OUT/checkpoints/<variant>/, resumed by the same command) here (default: none)")
@@ -91,7 +123,9 @@ def register(subparsers) -> None:
     fit.add_argument("--smoke", action="store_true", help="tiny sizes (also NRSFM_KIT_SMOKE=1; default off)")
     fit.add_argument("--quiet", action="store_true", help="no progress bars (default: tqdm bars on stderr)")
     fit.set_defaults(func=_fit, param_flags={"num_pairs": "--pairs", "steps_stage1": "--steps",
-                                             "steps_stage2": "--steps", "num_frames": "--frames"})
+                                             "steps_stage2": "--steps", "num_frames": "--frames",
+                                             "path": "--sequence", "scene": "--sintel-seq",
+                                             "depth_root": "--sintel-depth", "size": "--height/--width"})
 
 
 def _clean(x):
@@ -139,14 +173,16 @@ def _check_args(args: argparse.Namespace, size: dict) -> tuple[int, int, int]:
     return T, H, W
 
 
-def _write_outputs(out: Path, var: str, res, names: list[str], gt) -> dict:
-    """Depth maps (median-scaled to ``gt`` when given), previews and (variant embeddings) the embeddings."""
+def _write_outputs(out: Path, var: str, res, names: list[str], gt, max_depth: float | None = None) -> dict:
+    """Depth maps (median-scaled to ``gt`` when given, over gt in (0, ``max_depth``)), previews and (variant
+    embeddings) the embeddings."""
     from nrsfm_kit.edm.video_io import write_depth_maps, write_embeddings
     from nrsfm_kit.metrics.depth import median_scale
 
     depth = res.depth.detach()
     if gt is not None:
-        depth = depth * median_scale(depth, gt.to(depth.dtype), gt > 0)[:, None, None]
+        mask = (gt > 0) if max_depth is None else (gt > 0) & (gt < max_depth)
+        depth = depth * median_scale(depth, gt.to(depth.dtype), mask)[:, None, None]
     files = write_depth_maps(out / var, depth, names)
     written = {"depth": str(out / var / "depth"), "depth_preview": str(out / var / "depth_preview"),
                "depth_scale": "median-scaled per frame to the ground truth" if gt is not None
@@ -161,35 +197,116 @@ def _write_outputs(out: Path, var: str, res, names: list[str], gt) -> dict:
 
 def _fit(args: argparse.Namespace) -> int:
     _check_encoder_weights(args)  # before any work (and before the lock creates --out)
+    prep = _prepare(args)  # every flag checked and the sequence read: bad inputs never create --out
     if not args.out:
-        return _fit_run(args)
+        return _fit_run(args, prep)
     from nrsfm_kit.utils.io import folder_lock
 
     check_output_dir("--out", args.out)
     with folder_lock(args.out, "--out"):  # one run per output folder
-        return _fit_run(args)
+        return _fit_run(args, prep)
 
 
-def _fit_run(args: argparse.Namespace) -> int:
+def _sintel_scene(args: argparse.Namespace, frames: int):
+    """The Sintel scene of --sequence (+ --sintel-seq / --sintel-depth), or None for another kind of sequence;
+    --crop / --sintel-* with a non-Sintel sequence are refused."""
+    from nrsfm_kit.data.sintel import find_sintel_scene, sintel_scene_path, sintel_split_folder
+
+    seq = args.sequence
+    is_sintel = args.sintel_seq is not None or (seq != "synthetic" and (
+        sintel_scene_path(seq) is not None or sintel_split_folder(seq) is not None))
+    if not is_sintel:
+        for flag, v in (("--crop", args.crop), ("--sintel-depth", args.sintel_depth)):
+            if v is not None:
+                raise ValueError(f"{flag}: expected only with an MPI-Sintel sequence (<root>/training/final/<scene>,"
+                                 f" or a Sintel root with --sintel-seq), found --sequence {seq}")
+        return None
+    if seq == "synthetic":
+        raise ValueError("--sintel-seq: expected an MPI-Sintel root as --sequence, found 'synthetic'")
+    if args.sintel_depth is not None:
+        from nrsfm_kit.cli import check_input_dir
+
+        check_input_dir("--sintel-depth", args.sintel_depth, "the MPI-Sintel depth download's root folder")
+    return find_sintel_scene(seq, args.sintel_seq, depth_root=args.sintel_depth, max_frames=frames)
+
+
+def _sintel_size(args: argparse.Namespace, crop: tuple[int, int], tiny: bool, preset_height: int) -> tuple[int, int]:
+    """Working (H, W) of a Sintel run: the flags, the other side following the crop's aspect ratio; default the
+    crop (smoke: height min(48, crop height)). At least 16x16, at most the crop."""
+    ch, cw = crop
+    H, W = args.height, args.width
+    if H is None and W is None:
+        H = min(preset_height, ch) if tiny else ch
+    if W is None:
+        W = max(1, round(H * cw / ch))
+    if H is None:
+        H = max(1, round(W * ch / cw))
+    for flag, v, c in (("--height", H, ch), ("--width", W, cw)):
+        if v > c:
+            raise ValueError(f"{flag}: expected at most the crop's {flag[2:]} {c} (--crop {ch}x{cw}: the frames are "
+                             f"downscaled after cropping, never enlarged), found {v}")
+    if min(H, W) < 16:
+        given = "--width" if args.height is None else "--height"
+        raise ValueError(f"{given}: expected a working size of at least 16x16, found {H}x{W} (the other side follows "
+                         f"the crop's aspect ratio {ch}x{cw}; give both --height and --width)")
+    return H, W
+
+
+def _prepare(args: argparse.Namespace) -> dict:
+    """Flags checked and the sequence read (nothing written): {"tiny", "cfg", "T", "H", "W", "video", "names",
+    "protocol" (Sintel) or None, "max_depth"}."""
     from nrsfm_kit.edm.training import preset_config
 
     tiny = args.smoke or smoke()
     cfg, size = preset_config(tiny)
     T, H, W = _check_args(args, size)
-    names = None
-    if args.sequence != "synthetic":
-        from nrsfm_kit.edm.video_io import find_frames
+    prep = {"tiny": tiny, "cfg": cfg, "T": T, "protocol": None, "max_depth": None}
+    if args.sequence == "synthetic" and args.sintel_seq is None:
+        if args.crop is not None or args.sintel_depth is not None:
+            _sintel_scene(args, T)  # raises: Sintel flags without a Sintel sequence
+        from nrsfm_kit.edm.training import synthetic_video
 
-        layout = find_frames(args.sequence, max_frames=T)  # the folder checked before any work
-        names = layout.names
+        video = synthetic_video(T, H, W, seed=args.seed)
+        return {**prep, "H": H, "W": W, "video": video, "names": [f"{t:06d}" for t in range(video.frames.shape[0])]}
+    scene = _sintel_scene(args, T)
+    if scene is not None:
+        from nrsfm_kit.data.sintel import SINTEL_CROP, center_crop_box, load_sintel_protocol, parse_size
+        from nrsfm_kit.metrics.depth import SINTEL_MAX_DEPTH
+
+        crop = SINTEL_CROP if args.crop is None else parse_size(args.crop, "--crop")
+        center_crop_box(scene.size, crop)  # crop: ... both sizes, before anything is read
+        H, W = _sintel_size(args, crop, tiny, size["height"])
         if not args.quiet:
-            gt = f", ground-truth depth from {layout.root / 'depth'}" if layout.depth is not None else ""
-            print(f"reading {len(names)} frames of {layout.frames[0].parent} at {H}x{W}, DIS optical flow{gt}",
-                  file=sys.stderr, flush=True)
-    from nrsfm_kit.edm.training import constant_baseline, fit_sequence, synthetic_video
-    from nrsfm_kit.edm.video_io import load_frame_folder
+            print(f"reading MPI-Sintel {scene.scene} ({scene.pass_name} pass, frames {scene.frames[0]}.."
+                  f"{scene.frames[-1]} of {scene.image_dir}), centre crop {crop[0]}x{crop[1]} of "
+                  f"{scene.size[0]}x{scene.size[1]}, working size {H}x{W}, ground-truth flow as correspondences, "
+                  f"evaluation where the ground-truth depth < {SINTEL_MAX_DEPTH:g} m", file=sys.stderr, flush=True)
+        video, info = load_sintel_protocol(scene, crop, (H, W))
+        if info["intrinsics_max_rel_change"] > 1e-6 and not args.quiet:
+            print(f"note: the intrinsics change by up to {100 * info['intrinsics_max_rel_change']:.2g} % over the "
+                  f"frames' .cam files; the EDM loss uses the first frame's", file=sys.stderr, flush=True)
+        protocol = {"dataset": "MPI-Sintel", **info, "correspondences": "ground-truth optical flow (flow/<scene>), "
+                    "occluded / unknown / leaving the crop dropped", "max_depth": SINTEL_MAX_DEPTH,
+                    "median_scaling": "per image, over the evaluated pixels"}
+        return {**prep, "H": H, "W": W, "video": video, "names": info["frames"], "protocol": protocol,
+                "max_depth": SINTEL_MAX_DEPTH}
+    from nrsfm_kit.edm.video_io import find_frames, load_frame_folder
+
+    layout = find_frames(args.sequence, max_frames=T)  # the folder checked before any work
+    if not args.quiet:
+        gt = f", ground-truth depth from {layout.root / 'depth'}" if layout.depth is not None else ""
+        print(f"reading {len(layout.names)} frames of {layout.frames[0].parent} at {H}x{W}, DIS optical flow{gt}",
+              file=sys.stderr, flush=True)
+    video = load_frame_folder(args.sequence, H, W, max_frames=T)
+    return {**prep, "H": H, "W": W, "video": video, "names": layout.names}
+
+
+def _fit_run(args: argparse.Namespace, prep: dict) -> int:
+    from nrsfm_kit.edm.training import constant_baseline, fit_sequence
     from nrsfm_kit.utils.io import atomic_write_json
 
+    cfg, H, W, video, names = prep["cfg"], prep["H"], prep["W"], prep["video"], prep["names"]
+    max_depth = prep["max_depth"]
     if args.steps is not None:
         cfg.steps_stage1 = cfg.steps_stage2 = args.steps
     if args.net_width is not None:
@@ -204,16 +321,12 @@ def _fit_run(args: argparse.Namespace) -> int:
     cfg.progress = not args.quiet
     if args.checkpoint_every is not None:
         cfg.checkpoint_every = args.checkpoint_every
-    if args.sequence == "synthetic":
-        video = synthetic_video(T, H, W, seed=cfg.seed)
-        names = [f"{t:06d}" for t in range(video.frames.shape[0])]
-    else:
-        video = load_frame_folder(args.sequence, H, W, max_frames=T)
     variants = ("embeddings", "rigid") if args.variant == "both" else (args.variant,)
     report = {"sequence": args.sequence, "frames": int(video.frames.shape[0]), "size": [H, W],
+              **({} if prep["protocol"] is None else {"protocol": prep["protocol"]}),
               "ground_truth_depth": video.depth is not None, "encoder_weights": cfg.encoder_weights, "results": {}}
     if video.depth is not None:
-        report["constant_baseline"] = constant_baseline(video)
+        report["constant_baseline"] = constant_baseline(video, max_depth)
     if cfg.encoder_weights is not None and not args.quiet:
         print(f"encoders (width 64) initialised from {cfg.encoder_weights}, ImageNet input standardisation",
               file=sys.stderr, flush=True)
@@ -224,7 +337,8 @@ def _fit_run(args: argparse.Namespace) -> int:
             print(f"[{k + 1}/{len(variants)}] variant {var} on {report['frames']} frames {H}x{W} ({stages})",
                   file=sys.stderr, flush=True)
         # with --out, each variant's stages checkpoint under OUT/checkpoints/<variant>/: the same command resumes
-        res = fit_sequence(video, var, cfg, out_dir=Path(args.out) / "checkpoints" / var if args.out else None)
+        res = fit_sequence(video, var, cfg, out_dir=Path(args.out) / "checkpoints" / var if args.out else None,
+                           eval_max_depth=max_depth)
         report["results"][var] = {
             "depth_metrics": res.metrics,
             "segmentation": res.segmentation,
@@ -232,7 +346,8 @@ def _fit_run(args: argparse.Namespace) -> int:
             "depth_range": [float(res.depth.min()), float(res.depth.max())],
         }
         if args.out:
-            report["results"][var]["outputs"] = _write_outputs(Path(args.out), var, res, names, video.depth)
+            report["results"][var]["outputs"] = _write_outputs(Path(args.out), var, res, names, video.depth,
+                                                               max_depth)
     report = _clean(report)
     print(json.dumps(report, indent=2))
     if args.out:

@@ -227,6 +227,7 @@ def fit_sequence(
     backend: str = "warp",
     frozen_embeddings: torch.Tensor | None = None,
     stage1_depth: torch.Tensor | None = None,
+    eval_max_depth: float | None = None,
 ) -> DepthFitResult:
     """Test-time training on one video, then evaluation against its ground truth (when present).
 
@@ -244,6 +245,8 @@ def fit_sequence(
             trains there (no warm-up), so with the ground-truth depth the embeddings show what this loss can
             segment when the depth is exact, separating depth errors from the loss's own limits
             (benchmarks/RESULTS.md, edm). Stage 2 is unchanged: its depth net never sees these maps.
+        eval_max_depth: evaluate only where the ground-truth depth is below this (metres; None: the
+            :func:`nrsfm_kit.metrics.depth.depth_metrics` default, 80; the Sintel protocol uses 50).
 
     Returns:
         :class:`DepthFitResult`.
@@ -253,9 +256,11 @@ def fit_sequence(
         check_writable(out_dir, "out_dir")
         with folder_lock(out_dir, "out_dir"):
             return _fit_sequence(video, variant, config, out_dir=out_dir, backend=backend,
-                                 frozen_embeddings=frozen_embeddings, stage1_depth=stage1_depth)
+                                 frozen_embeddings=frozen_embeddings, stage1_depth=stage1_depth,
+                                 eval_max_depth=eval_max_depth)
     return _fit_sequence(video, variant, config, out_dir=out_dir, backend=backend,
-                         frozen_embeddings=frozen_embeddings, stage1_depth=stage1_depth)
+                         frozen_embeddings=frozen_embeddings, stage1_depth=stage1_depth,
+                         eval_max_depth=eval_max_depth)
 
 
 def _fit_sequence(
@@ -267,6 +272,7 @@ def _fit_sequence(
     backend: str,
     frozen_embeddings: torch.Tensor | None,
     stage1_depth: torch.Tensor | None,
+    eval_max_depth: float | None = None,
 ) -> DepthFitResult:
     if variant not in VARIANTS:
         raise ValueError(f"variant: expected one of {VARIANTS}, found {variant!r}")
@@ -364,7 +370,7 @@ def _fit_sequence(
     depth_model.eval()
     with torch.no_grad():
         depth = depth_model["depth"](frames)[:, 0]
-    metrics = evaluate_depth(depth, video)
+    metrics = evaluate_depth(depth, video, eval_max_depth)
     seg = evaluate_segmentation(emb, video, cfg) if emb is not None else {}
     model_out = nn.ModuleDict({"depth": depth_model["depth"], **({"motion": motion} if motion is not None else {})})
     return DepthFitResult(variant, depth, emb, metrics, seg, history, model_out)
@@ -405,18 +411,22 @@ def label_embeddings(segmentation: torch.Tensor, distance: float = 3.0) -> torch
     return emb.to(segmentation.device)
 
 
-def evaluate_depth(depth: torch.Tensor, video: MonocularVideo) -> dict:
-    """Median-scaled depth metrics over all / static / dynamic / rigid / non-rigid pixels ({} without GT)."""
+def evaluate_depth(depth: torch.Tensor, video: MonocularVideo, max_depth: float | None = None) -> dict:
+    """Median-scaled depth metrics over all / static / dynamic / rigid / non-rigid pixels ({} without GT);
+    ``max_depth``: evaluated ground truth below it, metres (None: :func:`depth_metrics`' default)."""
     if video.depth is None:
         return {}
-    return depth_metrics(depth, video.depth.to(depth.dtype), segmentation=video.segmentation)
+    cap = {} if max_depth is None else {"max_depth": float(max_depth)}
+    return depth_metrics(depth, video.depth.to(depth.dtype), segmentation=video.segmentation, **cap)
 
 
-def constant_baseline(video: MonocularVideo) -> dict:
-    """Metrics of a constant depth map (the baseline both variants must beat)."""
+def constant_baseline(video: MonocularVideo, max_depth: float | None = None) -> dict:
+    """Metrics of a constant depth map (the baseline both variants must beat), ``max_depth`` as
+    :func:`evaluate_depth`."""
     if video.depth is None:
         raise ValueError("video.depth: expected ground-truth depth for the baseline, found None")
-    return depth_metrics(constant_depth_baseline(video.depth), video.depth, segmentation=video.segmentation)
+    cap = {} if max_depth is None else {"max_depth": float(max_depth)}
+    return depth_metrics(constant_depth_baseline(video.depth), video.depth, segmentation=video.segmentation, **cap)
 
 
 def evaluate_segmentation(emb: torch.Tensor, video: MonocularVideo, cfg: TwoStageConfig) -> dict:

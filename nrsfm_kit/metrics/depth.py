@@ -116,6 +116,26 @@ def depth_metrics(
     return out
 
 
+SINTEL_MAX_DEPTH = 50.0  # metres: Takmaz et al. evaluate Sintel where the ground-truth depth is < 50 m
+
+
+def sintel_depth_metrics(
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    segmentation: torch.Tensor | None = None,
+) -> dict[str, dict[str, float]]:
+    """:func:`depth_metrics` under the Sintel protocol of Takmaz et al. (sec. 5 / supplement).
+
+    Only pixels whose ground-truth depth is finite and in (1e-3, 50) m (:data:`SINTEL_MAX_DEPTH`, strict) are
+    evaluated, and each image is median-scaled over exactly those pixels (per image, not per sequence).
+    pred, gt: (..., H, W) as :func:`depth_metrics`; returns {region: {metric: value}}.
+    """
+    return depth_metrics(pred, gt, mask=mask, segmentation=segmentation, median_scaling=True,
+                         max_depth=SINTEL_MAX_DEPTH)
+
+
 def constant_depth_baseline(gt: torch.Tensor) -> torch.Tensor:
     """A constant depth map per image (the value is irrelevant under median scaling): (..., H, W)."""
     return torch.ones_like(gt)
