@@ -73,7 +73,7 @@ def register(subparsers) -> None:
     depth = subparsers.add_parser("depth", help="unsupervised monocular depth of non-rigid scenes (EDM priors)",
                                   description="Unsupervised monocular depth of non-rigid scenes with EDM priors "
                                   "(Takmaz et al.): test-time training on one video.")
-    sub = depth.add_subparsers(dest="depth_command", required=True, metavar="{fit}")
+    sub = depth.add_subparsers(dest="depth_command", required=True, metavar="{fit,pretrain}")
     fit = sub.add_parser("fit", help="two-stage test-time training on one sequence, then its metrics",
                          description="Two-stage test-time training of the depth and motion-embedding networks on "
                          "one sequence (stage 1 joint, stage 2 with frozen embeddings; the rigid variant without "
@@ -117,6 +117,9 @@ def register(subparsers) -> None:
     fit.add_argument("--encoder-weights", default=None, metavar="FILE",
                      help="initialise both encoders from torchvision's ImageNet ResNet-18 weights in this torch file "
                           "(net width 64, ImageNet input standardisation; see below; default: from scratch)")
+    fit.add_argument("--init", default=None, metavar="FILE",
+                     help="start every depth net from this pretrained_depth.pt of 'nrsfm-kit depth pretrain' (its net "
+                          "width unless --net-width; default: from scratch)")
     fit.add_argument("--seed", type=int, default=0, help="random seed of the networks and pair sampling (default 0)")
     fit.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                      help="with --out: optimiser steps between checkpoints of each stage (default 50; >= 1)")
@@ -125,7 +128,115 @@ def register(subparsers) -> None:
     fit.set_defaults(func=_fit, param_flags={"num_pairs": "--pairs", "steps_stage1": "--steps",
                                              "steps_stage2": "--steps", "num_frames": "--frames",
                                              "path": "--sequence", "scene": "--sintel-seq",
-                                             "depth_root": "--sintel-depth", "size": "--height/--width"})
+                                             "depth_root": "--sintel-depth", "size": "--height/--width",
+                                             "init_from": "--init"})
+    _register_pretrain(sub)
+
+
+_PRETRAIN_EPILOG = """\
+sizes (--smoke / NRSFM_KIT_SMOKE=1 in brackets): --frames 4 [3], --height 48 [32], --width 64 [48], --steps 200 [6],
+--net-width 16 [8], --pairs 20000 [2000], 2 view pairs per step.
+
+The corpus: video i of the 'pretrain' split is the synthetic non-rigid video (nrsfm_kit.data.synthetic_monocular_video,
+2 fps) with generator seed 100000 + i (textures, object phases, camera path), a scene (cluttered / room), a
+camera-path scale in [0.6, 1.4] and a set of movers drawn from that seed; the 'heldout' split starts at seed 900000
+(nrsfm_kit.edm.pretrain.CORPUS_SPLITS), so no held-out video is ever trained on. Training uses the stage-1 losses of
+'depth fit' (the rigid warm-up EDM loss; --joint: the joint loss with the motion-embedding net), no ground truth.
+
+--out DIR writes:
+  DIR/checkpoints/           the loop's checkpoints (the same command resumes an interrupted run)
+  DIR/pretrained_depth.pt    depth encoder + decoder (+ motion net with --joint) and their configs
+  DIR/pretrain.json          config, corpus, loss history
+  DIR/report.json            the report printed on stdout
+--eval-videos M: held-out AbsRel (median scaling per frame, one forward pass per frame) of the pretrained net and of
+an untrained net of the same architecture, on the first M videos of the 'heldout' split.
+Use the result with: nrsfm-kit depth fit --init DIR/pretrained_depth.pt ...
+"""
+
+
+def _register_pretrain(sub) -> None:
+    pre = sub.add_parser("pretrain", help="self-supervised pre-training of the depth net on a synthetic video corpus",
+                         description="Self-supervised pre-training of the depth network with the stage-1 EDM losses "
+                         "on a corpus of generated synthetic videos.", epilog=_PRETRAIN_EPILOG,
+                         formatter_class=HelpFormatter)
+    pre.add_argument("--corpus", required=True, choices=("synthetic",), help="the corpus: 'synthetic' (generated)")
+    pre.add_argument("--videos", required=True, type=int, metavar="N", help="number of corpus videos (>= 1)")
+    pre.add_argument("--out", required=True, metavar="DIR", help="output folder (see below)")
+    pre.add_argument("--steps", type=int, default=None, metavar="S", help="optimiser steps (default 200, smoke 6; >= 0)")
+    pre.add_argument("--seed", type=int, default=0, help="seed of the nets and the sample draws (default 0)")
+    pre.add_argument("--frames", type=int, default=None, metavar="T", help="frames per video (default 4; >= 2)")
+    pre.add_argument("--height", type=int, default=None, metavar="PX", help="image height (default 48; >= 16)")
+    pre.add_argument("--width", type=int, default=None, metavar="PX", help="image width (default 64; >= 16)")
+    pre.add_argument("--net-width", type=int, default=None, metavar="C", help="ResNet-18 base width (default 16)")
+    pre.add_argument("--pairs", type=int, default=None, metavar="S", help="pixel pairs per view pair (default 20000)")
+    pre.add_argument("--joint", action="store_true", help="the joint stage-1 loss with the motion net (default off)")
+    pre.add_argument("--eval-videos", type=int, default=None, metavar="M",
+                     help="evaluate on M held-out videos, pretrained vs untrained (default: no evaluation; >= 1)")
+    pre.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                     help="optimiser steps between checkpoints (default 50; >= 1)")
+    pre.add_argument("--json", default=None, metavar="FILE", help="write the report here too, atomically")
+    pre.add_argument("--smoke", action="store_true", help="tiny sizes (also NRSFM_KIT_SMOKE=1)")
+    pre.add_argument("--quiet", action="store_true", help="no progress bars")
+    pre.set_defaults(func=_pretrain, param_flags={"num_videos": "--videos", "net_width": "--net-width",
+                                                  "num_pairs": "--pairs"})
+
+
+def pretrain_preset(tiny: bool):
+    """The :class:`~nrsfm_kit.edm.pretrain.PretrainConfig` of ``depth pretrain`` (``tiny``: smoke sizes)."""
+    from nrsfm_kit.edm.loss import EDMLossConfig
+    from nrsfm_kit.edm.pretrain import PretrainConfig
+
+    if tiny:
+        return PretrainConfig(frames=3, height=32, width=48, steps=6, net_width=8, log_every=1,
+                              loss=EDMLossConfig(num_pairs=2000, beta=0.3, beta_scale="residual", lookup="edge"))
+    return PretrainConfig()
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from nrsfm_kit.edm.pretrain import check_num_videos, evaluate_corpus, pretrain_corpus, untrained_depth_net
+    from nrsfm_kit.utils.io import atomic_write_json
+
+    check_num_videos(args.videos, "--videos")  # before any work
+    for flag, v, lo in (("--steps", args.steps, 0), ("--frames", args.frames, 2), ("--height", args.height, 16),
+                        ("--width", args.width, 16), ("--net-width", args.net_width, 1), ("--pairs", args.pairs, 1),
+                        ("--seed", args.seed, 0), ("--eval-videos", args.eval_videos, 1),
+                        ("--checkpoint-every", args.checkpoint_every, 1)):
+        check_int_arg(flag, v, lo)
+    if args.eval_videos is not None:
+        check_num_videos(args.eval_videos, "--eval-videos")
+    if args.json:
+        check_output_file("--json", args.json)
+    check_output_dir("--out", args.out)
+    cfg = pretrain_preset(args.smoke or smoke())
+    for name, v in (("frames", args.frames), ("height", args.height), ("width", args.width),
+                    ("net_width", args.net_width), ("checkpoint_every", args.checkpoint_every)):
+        if v is not None:
+            setattr(cfg, name, v)
+    if args.pairs is not None:
+        cfg.loss.num_pairs = args.pairs
+        cfg.loss.__post_init__()
+    cfg.joint = bool(args.joint)
+    res = pretrain_corpus(args.videos, cfg, Path(args.out), seed=args.seed, steps=args.steps,
+                          progress=not args.quiet)
+    report = {"corpus": "synthetic", "videos": args.videos, "corpus_seeds": [s["seed"] for s in res.corpus],
+              "checkpoint": str(res.checkpoint), "steps": cfg.steps if args.steps is None else args.steps,
+              "resumed_from": res.resumed_from,
+              "first_loss": res.history[0]["loss"] if res.history else None,
+              "final_loss": res.history[-1]["loss"] if res.history else None}
+    if args.eval_videos is not None:
+        from nrsfm_kit.edm.pretrain import load_pretrained
+
+        ck = load_pretrained(res.checkpoint)
+        pre = evaluate_corpus(ck, args.eval_videos)
+        base = evaluate_corpus(untrained_depth_net(ck, args.seed), args.eval_videos, frames=pre["size"][0],
+                               height=pre["size"][1], width=pre["size"][2])
+        report["heldout"] = {"pretrained": pre, "untrained": base}
+    report = _clean(report)
+    print(json.dumps(report, indent=2))
+    atomic_write_json(Path(args.out) / "report.json", report)
+    if args.json:
+        atomic_write_json(args.json, report)
+    return 0
 
 
 def _clean(x):
@@ -195,8 +306,25 @@ def _write_outputs(out: Path, var: str, res, names: list[str], gt, max_depth: fl
     return written
 
 
+def _check_init(args: argparse.Namespace) -> None:
+    """--init: a pretrained depth checkpoint (errors name the file), exclusive with --encoder-weights."""
+    if getattr(args, "init", None) is None:
+        return
+    if args.encoder_weights is not None:
+        raise ValueError(f"--init: expected no --encoder-weights with it (both initialise the depth net), found "
+                         f"--encoder-weights {args.encoder_weights}")
+    from nrsfm_kit.edm.pretrain import load_pretrained
+
+    ck = load_pretrained(args.init)
+    found = ck["depth_config"].get("width")
+    if args.net_width is not None and args.net_width != found:
+        raise ValueError(f"--net-width: expected {found} (the net width of --init {args.init}) or unset, found "
+                         f"{args.net_width}")
+
+
 def _fit(args: argparse.Namespace) -> int:
     _check_encoder_weights(args)  # before any work (and before the lock creates --out)
+    _check_init(args)
     prep = _prepare(args)  # every flag checked and the sequence read: bad inputs never create --out
     if not args.out:
         return _fit_run(args, prep)
@@ -317,6 +445,11 @@ def _fit_run(args: argparse.Namespace, prep: dict) -> int:
     if args.pairs is not None:
         cfg.loss.num_pairs = args.pairs
         cfg.loss.__post_init__()
+    if getattr(args, "init", None) is not None:
+        from nrsfm_kit.edm.pretrain import load_pretrained
+
+        cfg.init_from = str(args.init)
+        cfg.width = int(load_pretrained(args.init)["depth_config"]["width"])
     cfg.seed = args.seed
     cfg.progress = not args.quiet
     if args.checkpoint_every is not None:
@@ -324,7 +457,8 @@ def _fit_run(args: argparse.Namespace, prep: dict) -> int:
     variants = ("embeddings", "rigid") if args.variant == "both" else (args.variant,)
     report = {"sequence": args.sequence, "frames": int(video.frames.shape[0]), "size": [H, W],
               **({} if prep["protocol"] is None else {"protocol": prep["protocol"]}),
-              "ground_truth_depth": video.depth is not None, "encoder_weights": cfg.encoder_weights, "results": {}}
+              "ground_truth_depth": video.depth is not None, "encoder_weights": cfg.encoder_weights,
+              **({"init": cfg.init_from} if cfg.init_from is not None else {}), "results": {}}
     if video.depth is not None:
         report["constant_baseline"] = constant_baseline(video, max_depth)
     if cfg.encoder_weights is not None and not args.quiet:

@@ -63,6 +63,10 @@ class TwoStageConfig:
         Table 7's sigmoid).
     seg_threshold: embedding distance above which a pixel is "moving" (ours; the ROC covers all thresholds).
     border: border width (pixels) over which the static embedding is the channel-wise median (ours).
+    init_from: a pretrained_depth.pt of :func:`nrsfm_kit.edm.pretrain.pretrain_corpus` (``nrsfm-kit depth
+        pretrain``): its depth weights are loaded into every depth net built here (stage 1 and the re-initialised
+        depth net of stage 2 / rigid) before test-time training; ``width`` must be the checkpoint's. None
+        (default): from scratch (or ``encoder_weights``, exclusive with it).
     """
 
     steps_stage1: int = 300
@@ -81,6 +85,7 @@ class TwoStageConfig:
     progress: bool = True
     log_every: int = 10
     checkpoint_every: int = 50  # steps between checkpoints of a stage with out_dir (and at its end)
+    init_from: str | None = None
 
     def __post_init__(self):
         if int(self.checkpoint_every) < 1:
@@ -97,6 +102,10 @@ class TwoStageConfig:
             if not isinstance(self.encoder_weights, (str, os.PathLike)):
                 raise ValueError(f"encoder_weights: expected a path or None, found {type(self.encoder_weights).__name__}")
             self.encoder_weights = os.fspath(self.encoder_weights)
+        if self.init_from is not None:
+            if not isinstance(self.init_from, (str, os.PathLike)):
+                raise ValueError(f"init_from: expected a path or None, found {type(self.init_from).__name__}")
+            self.init_from = os.fspath(self.init_from)
         if self.depth.encoder_weights is not None:
             raise ValueError(f"depth.encoder_weights: expected None (set TwoStageConfig.encoder_weights, which loads "
                              f"into both networks), found {self.depth.encoder_weights!r}")
@@ -114,6 +123,32 @@ def check_encoder_weights(cfg: TwoStageConfig) -> None:
     from nrsfm_kit.models import check_resnet18_weights
 
     check_resnet18_weights(cfg.encoder_weights, in_channels=6)  # the motion net's; the depth net's maps alike
+
+
+def check_init_from(cfg: TwoStageConfig) -> dict | None:
+    """The checkpoint of ``cfg.init_from`` (None when unset), checked before any work: a pretrained depth
+    checkpoint whose net width is ``cfg.width``; errors name the path."""
+    if cfg.init_from is None:
+        return None
+    from nrsfm_kit.edm.pretrain import load_pretrained
+
+    if cfg.encoder_weights is not None:
+        raise ValueError(f"init_from: expected None with encoder_weights (both initialise the depth net), found "
+                         f"{cfg.init_from!r}")
+    ck = load_pretrained(cfg.init_from)
+    found = ck["depth_config"].get("width")
+    if found != int(cfg.width):
+        raise ValueError(f"{cfg.init_from}: expected a pretrained depth net of width {cfg.width} (the config's), "
+                         f"found width {found}")
+    return ck
+
+
+def _init_depth(net: DepthNet, ck: dict | None, cfg: TwoStageConfig) -> DepthNet:
+    if ck is not None:
+        from nrsfm_kit.edm.pretrain import load_depth_weights
+
+        load_depth_weights(net, ck, cfg.init_from)
+    return net
 
 
 @dataclass
@@ -205,6 +240,8 @@ def _check_run_settings(out: Path, cfg: TwoStageConfig, variant: str, backend: s
     # added after folders were written: absent when unset, so folders from before them still resume
     if settings.get("encoder_weights") is None:
         settings.pop("encoder_weights", None)
+    if settings.get("init_from") is None:
+        settings.pop("init_from", None)
     if settings.get("depth", {}).get("encoder_weights") is None:
         settings.get("depth", {}).pop("encoder_weights", None)
     path = out / "settings.json"
@@ -252,6 +289,7 @@ def fit_sequence(
         :class:`DepthFitResult`.
     """
     check_encoder_weights(config or TwoStageConfig())  # before out_dir is created or locked
+    check_init_from(config or TwoStageConfig())
     if out_dir is not None:  # fails before any work when out_dir cannot be written; one run per folder
         check_writable(out_dir, "out_dir")
         with folder_lock(out_dir, "out_dir"):
@@ -283,6 +321,7 @@ def _fit_sequence(
     intr = video.intrinsics.float()
     valid = _valid_masks(video)
     gen = torch.Generator().manual_seed(cfg.seed)
+    init = check_init_from(cfg)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         _check_run_settings(out, cfg, variant, backend, stage1_depth is not None, frozen_embeddings is not None)
@@ -305,7 +344,7 @@ def _fit_sequence(
         if frozen_embeddings is None:
             # stage 1: the motion net with the depth net (joint), or alone against the given depth maps
             torch.manual_seed(cfg.seed)
-            nets = {} if stage1_depth is not None else {"depth": DepthNet(dcfg)}
+            nets = {} if stage1_depth is not None else {"depth": _init_depth(DepthNet(dcfg), init, cfg)}
             model = nn.ModuleDict({**nets, "motion": MotionNet(cfg.width, cfg.embedding_scale,
                                                                encoder_weights=cfg.encoder_weights)})
             fixed = None if stage1_depth is None else stage1_depth.float()
@@ -349,7 +388,7 @@ def _fit_sequence(
 
     # stage 2 (or the rigid variant): a freshly initialised depth net, frozen embeddings, tau-offset
     torch.manual_seed(cfg.seed + 1)
-    depth_model = nn.ModuleDict({"depth": DepthNet(dcfg)})
+    depth_model = nn.ModuleDict({"depth": _init_depth(DepthNet(dcfg), init, cfg)})
     lcfg2 = EDMLossConfig(**{**asdict(cfg.loss), "tau": cfg.tau if emb is not None else 0.0,
                              "beta": 0.0})
 
