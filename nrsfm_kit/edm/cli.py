@@ -174,9 +174,9 @@ def _register_pretrain(sub) -> None:
                      help="evaluate on M held-out videos, pretrained vs untrained (default: no evaluation; >= 1)")
     pre.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                      help="optimiser steps between checkpoints (default 50; >= 1)")
-    pre.add_argument("--json", default=None, metavar="FILE", help="write the report here too, atomically")
-    pre.add_argument("--smoke", action="store_true", help="tiny sizes (also NRSFM_KIT_SMOKE=1)")
-    pre.add_argument("--quiet", action="store_true", help="no progress bars")
+    pre.add_argument("--json", default=None, metavar="FILE", help="write the report here too, atomically (default: only DIR/report.json)")
+    pre.add_argument("--smoke", action="store_true", help="tiny sizes (also NRSFM_KIT_SMOKE=1; default: off)")
+    pre.add_argument("--quiet", action="store_true", help="no progress bars (default: shown)")
     pre.set_defaults(func=_pretrain, param_flags={"num_videos": "--videos", "net_width": "--net-width",
                                                   "num_pairs": "--pairs"})
 

@@ -25,7 +25,13 @@ from torch import nn
 
 from nrsfm_kit.data.types import MonocularVideo
 from nrsfm_kit.edm.loss import EDMLossConfig
-from nrsfm_kit.edm.training import _edm_loss_over_video, _valid_masks, evaluate_depth, network_input
+from nrsfm_kit.edm.training import (
+    _edm_loss_over_video,
+    _valid_masks,
+    check_settings_file,
+    evaluate_depth,
+    network_input,
+)
 from nrsfm_kit.models import DepthNet, DepthNetConfig, MotionNet
 from nrsfm_kit.train import TrainConfig, fit
 from nrsfm_kit.utils.io import atomic_save_torch, atomic_write_json, check_writable, folder_lock
@@ -186,15 +192,7 @@ def _check_settings(out: Path, n: int, cfg: PretrainConfig) -> None:
     """Resuming is by folder: refuse a folder written with other settings instead of resuming its checkpoints."""
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "log_every", "checkpoint_every")}
     settings = json.loads(json.dumps({**settings, "num_videos": n}, default=str))
-    path = out / "settings.json"
-    if path.exists():
-        found = json.loads(path.read_text())
-        if found != settings:
-            diff = sorted(k for k in set(found) | set(settings) if found.get(k) != settings.get(k))
-            raise ValueError(f"out_dir: expected a new folder or one written with the same settings, found {path} "
-                             f"with different {', '.join(diff)} (use another out_dir)")
-    else:
-        atomic_write_json(path, settings)
+    check_settings_file(out / "settings.json", settings)
 
 
 def _pretrain(n: int, cfg: PretrainConfig, out: Path | None) -> PretrainResult:

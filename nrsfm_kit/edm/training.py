@@ -244,7 +244,12 @@ def _check_run_settings(out: Path, cfg: TwoStageConfig, variant: str, backend: s
         settings.pop("init_from", None)
     if settings.get("depth", {}).get("encoder_weights") is None:
         settings.get("depth", {}).pop("encoder_weights", None)
-    path = out / "settings.json"
+    check_settings_file(out / "settings.json", settings)
+
+
+def check_settings_file(path: Path, settings: dict) -> None:
+    """Write ``settings`` (JSON-ready) to ``path`` for a new run folder; for an existing one, ValueError naming the
+    keys that differ (a folder is resumed only by the run that wrote it)."""
     if path.exists():
         found = json.loads(path.read_text())
         if found != settings:
