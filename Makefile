@@ -35,6 +35,11 @@ $(STAMP): pyproject.toml | system-libs
 	@# torch==2.13.0 is a local CPU wheel; a looser requirement would pull a multi-GB CUDA build
 	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[all]"
+	@# Open3D pulls in dash, whose old-style JupyterLab source extension makes JupyterLab open with a "Build
+	@# Recommended" prompt that nrsfm-kit does not need: turn JupyterLab's build check off in this venv's page config
+	@$(PY) -c 'import json, pathlib, sys; p = pathlib.Path(sys.prefix, "etc/jupyter/labconfig/page_config.json"); \
+	  c = json.loads(p.read_text()) if p.exists() else {}; c["buildCheck"] = False; \
+	  p.parent.mkdir(parents=True, exist_ok=True); p.write_text(json.dumps(c, indent=2))'
 	@touch $(STAMP)
 
 demo: install

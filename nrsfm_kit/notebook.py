@@ -2,11 +2,12 @@
 
 What it does, and why:
 
-- **plotly renderer** ``"plotly_mimetype+notebook"``: JupyterLab draws the ``application/vnd.plotly.v1+json``
-  mimetype (live, interactive); the ``notebook`` part adds a ``text/html`` version of every figure and embeds
-  plotly.js once per notebook, so an exported notebook (``jupyter nbconvert --to html``, the book of ``make book``)
-  shows every figure offline. plotly's default renderer in a kernel stores the mimetype alone, which nbconvert cannot
-  show.
+- **plotly renderer** ``"plotly_mimetype+notebook_offline"``: JupyterLab draws the
+  ``application/vnd.plotly.v1+json`` mimetype (live, interactive); ``notebook_offline`` (plotly's ``notebook``
+  renderer without the MathJax script it loads from a CDN for every figure) adds a ``text/html`` version of every
+  figure and embeds plotly.js once per notebook, so an exported notebook (``jupyter nbconvert --to html``, the book
+  of ``make book``) shows every figure offline. plotly's default renderer in a kernel stores the mimetype alone,
+  which nbconvert cannot show.
 - **third-party logs out of cell outputs**: Open3D's web visualiser (it prints its WebRTC set-up into the first
   cell that imports open3d) is turned off unless ``OPEN3D_DISABLE_WEB_VISUALIZER`` is already set, Open3D's own
   log level is set to warnings, Warp is quiet (:mod:`nrsfm_kit.warp_setup`).
@@ -22,10 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 from nrsfm_kit.config import smoke
 
-RENDERER = "plotly_mimetype+notebook"
+RENDERER = "plotly_mimetype+notebook_offline"
 SMOKE_BANNER = (
     "Smoke size (NRSFM_KIT_SMOKE=1): sizes and iterations are shrunk so this notebook runs in seconds; the "
     "numbers below need not match the ones quoted in the text, which are from teaching size."
@@ -34,10 +36,12 @@ SMOKE_BANNER = (
 STATIC_KEY = "nrsfm_kit_static_for_widget"
 
 _state = {"done": False}
+last_setup: dict = {}  # what the last setup() call set: renderer, smoke, banner
 
 
-def setup(renderer: str | None = None, quiet: bool = True, banner: bool = True) -> dict:
-    """Configure plotly and logging for a notebook; call it first. Idempotent; returns what it set.
+def setup(renderer: str | None = None, quiet: bool = True, banner: bool = True) -> None:
+    """Configure plotly and logging for a notebook; call it first. Idempotent. Returns nothing (a notebook's
+    setup cell shows no output); what it set is in :data:`last_setup`.
 
     Args:
         renderer: plotly renderer name (default :data:`RENDERER`, or ``$PLOTLY_RENDERER`` when set).
@@ -49,6 +53,7 @@ def setup(renderer: str | None = None, quiet: bool = True, banner: bool = True) 
     """
     import plotly.io as pio
 
+    _register_offline_renderer()
     name = renderer if renderer is not None else os.environ.get("PLOTLY_RENDERER", RENDERER)
     available = set(pio.renderers)
     unknown = [part for part in str(name).split("+") if part not in available]
@@ -74,7 +79,29 @@ def setup(renderer: str | None = None, quiet: bool = True, banner: bool = True) 
         _show_banner()
         shown = True
     _state["done"] = True
-    return {"renderer": name, "smoke": smoke(), "banner": shown}
+    last_setup.clear()
+    last_setup.update(renderer=name, smoke=smoke(), banner=shown)
+
+
+# plotly's notebook renderer puts this CDN MathJax script before every figure (plotly 6-7)
+_CDN_SCRIPT = re.compile(r'<script src="https?://[^"]*mathjax[^"]*"></script>', re.IGNORECASE)
+
+
+def _register_offline_renderer() -> None:
+    """Register ``notebook_offline``: plotly's ``notebook`` renderer minus its per-figure CDN MathJax script."""
+    import plotly.io as pio
+    from plotly.io._base_renderers import NotebookRenderer
+
+    if "notebook_offline" in pio.renderers:
+        return
+
+    class OfflineNotebookRenderer(NotebookRenderer):
+        def to_mimebundle(self, fig_dict):
+            bundle = super().to_mimebundle(fig_dict)
+            bundle["text/html"] = _CDN_SCRIPT.sub("", bundle["text/html"])
+            return bundle
+
+    pio.renderers["notebook_offline"] = OfflineNotebookRenderer()
 
 
 def _show_banner() -> None:
