@@ -8,7 +8,7 @@ SYSTEM_LIBS := libgl1 libgomp1 libusb-1.0-0
 # pytest workers (2 cores here); notebooks stay whole on one worker (--dist loadfile)
 WORKERS ?= 2
 
-.PHONY: install demo test unit unit-threads notebooks lint lab bench gpu-check clean system-libs
+.PHONY: install demo test unit unit-threads notebooks lint lab bench gpu-check clean system-libs book student solutions slides
 
 install: $(STAMP)
 
@@ -65,6 +65,20 @@ notebooks: install
 test: install
 	$(VENV)/bin/ruff check .
 	NRSFM_KIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(WORKERS) --dist loadfile --nbval-lax --nbval-current-env tests notebooks
+
+# the course kit (nrsfm_kit.course): the static book (executes every notebook: teaching size, or smoke size with a
+# banner under NRSFM_KIT_SMOKE=1), student / instructor versions of the exercises, reveal.js slides; all offline
+book: install
+	$(PY) -m nrsfm_kit.course book --out build/book
+
+student: install
+	$(PY) -m nrsfm_kit.course student --out build/student
+
+solutions: install
+	$(PY) -m nrsfm_kit.course solutions --out build/solutions
+
+slides: install
+	$(PY) -m nrsfm_kit.course slides --out build/slides
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/
