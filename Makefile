@@ -49,22 +49,27 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 unit: install
-	NRSFM_KIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(WORKERS) --dist loadfile tests
+	NRSFM_KIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(WORKERS) --dist loadfile tests --ignore=tests/book
 
 # the unit tests once more in ONE process with the default thread settings (users' configuration: OpenMP with
 # every available CPU); catches crashes that only multi-threaded native code shows (issue 14, oneDNN#6035). The
 # reliability tests (kill-and-resume children run single-threaded by design; bad inputs and properties are not
-# about threading) and the multi-process tests (their workers run single-threaded) are left out here
+# about threading), the multi-process tests (their workers run single-threaded) and the course-kit tests (they
+# drive notebook kernels, book and slide builds: no native threading of ours) are left out here
 unit-threads: install
-	env -u OMP_NUM_THREADS -u MKL_NUM_THREADS NRSFM_KIT_THREADS=auto NRSFM_KIT_SMOKE=1 $(PY) -m pytest -p no:xdist -q tests --ignore=tests/reliability --ignore=tests/train/test_distributed.py
+	env -u OMP_NUM_THREADS -u MKL_NUM_THREADS NRSFM_KIT_THREADS=auto NRSFM_KIT_SMOKE=1 $(PY) -m pytest -p no:xdist -q tests --ignore=tests/reliability --ignore=tests/train/test_distributed.py --ignore=tests/book --ignore=tests/course --ignore=tests/test_notebook_setup.py
 
 notebooks: install
 	NRSFM_KIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(WORKERS) --dist loadfile --nbval-lax --nbval-current-env notebooks
 
-# ruff, then unit tests and every notebook under nbval in one pytest run
+# ruff; unit tests and every notebook under nbval in one pytest run (the executed notebooks recorded into
+# build/executed); then the book at smoke size from those notebooks, checked, and in headless Chromium (tests/book)
+EXECUTED := $(CURDIR)/build/executed
 test: install
 	$(VENV)/bin/ruff check .
-	NRSFM_KIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(WORKERS) --dist loadfile --nbval-lax --nbval-current-env tests notebooks
+	rm -rf $(EXECUTED)
+	NRSFM_KIT_RECORD_NOTEBOOKS=$(EXECUTED) NRSFM_KIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(WORKERS) --dist loadfile --nbval-lax --nbval-current-env tests notebooks --ignore=tests/book
+	NRSFM_KIT_BOOK_EXECUTED=$(EXECUTED) NRSFM_KIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -p no:xdist -q tests/book
 
 # the course kit (nrsfm_kit.course): the static book (executes every notebook: teaching size, or smoke size with a
 # banner under NRSFM_KIT_SMOKE=1), student / instructor versions of the exercises, reveal.js slides; all offline

@@ -38,11 +38,12 @@ import json
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+
+from nrsfm_kit.utils.io import atomic_write_text
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
@@ -184,6 +185,7 @@ def _parse(nb, path=None) -> list[Exercise]:
     current: Exercise | None = None
     stage = ""  # last role seen in the current exercise: prompt, given, solution, check
     exercises_heading = None
+    first_nb: tuple[str, str] | None = None  # (NN, grade_id) of the first exercise cell: every grade_id names NN
 
     for index, cell in enumerate(cells):
         tags = _tags(cell)
@@ -223,6 +225,11 @@ def _parse(nb, path=None) -> list[Exercise]:
         if number is not None and match["nb"] != number:
             raise ValueError(f"{here}: grade_id {gid!r} names notebook {match['nb']}, expected nb{number} "
                              f"(the notebook's file name starts with {number}_)")
+        if first_nb is None:
+            first_nb = (match["nb"], gid)
+        elif match["nb"] != first_nb[0]:
+            raise ValueError(f"{here}: grade_id {gid!r} names notebook {match['nb']}, expected nb{first_nb[0]} "
+                             f"like the notebook's first grade_id {first_nb[1]!r} (one notebook, one number)")
         k = int(match["k"])
         kind = match["role"] or "prompt"
         want_kind = {"exercise": ("prompt", "given"), "solution": ("solution",), "check": ("check",)}[role]
@@ -429,26 +436,6 @@ def exercise_subset(nb):
 # ----------------------------------------------------------------------------------------------------- CLI
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _select(folder: Path, only: list[str] | None) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"--notebooks {folder}: expected a folder of .ipynb files, found none")
@@ -546,11 +533,11 @@ def _main(kind: str, argv: list[str] | None) -> int:
                              f"among {len(paths)} notebook(s)")
         for target, nb in outputs:
             nbformat.validate(nb)
-            _write_atomic(target, nbformat.writes(nb) + "\n")
+            atomic_write_text(target, nbformat.writes(nb) + "\n")
         manifest = {"kind": kind, "notebooks": entries, "skipped": skipped,
                     "points": sum(e["points"] for e in entries)}
-        _write_atomic(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
-        _write_atomic(out / "README.md", _readme(kind, entries, skipped))
+        atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+        atomic_write_text(out / "README.md", _readme(kind, entries, skipped))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -43,6 +43,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from nrsfm_kit.course import book_landing
+from nrsfm_kit.course.assets import mathjax_dir, plotly_js
 from nrsfm_kit.notebook import STATIC_KEY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -354,7 +355,11 @@ html_show_sourcelink = False
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 mathjax2_config = {
     "tex2jax": {"inlineMath": [["\\\\(", "\\\\)"]], "displayMath": [["\\\\[", "\\\\]"]],
-                "processEscapes": True, "processEnvironments": True},
+                "processEscapes": True, "processEnvironments": True,
+                # MyST marks every section tex2jax_ignore (it has parsed the maths itself) and puts each formula
+                # in a .math element: MathJax 2 must process those (MathJax 3 reads mathjax3_config instead)
+                "processClass": "tex2jax_process|mathjax_process|math|output_area",
+                "ignoreClass": "tex2jax_ignore|mathjax_ignore"},
     # only the STIX-Web web fonts ship with jupyter_server_mathjax (no image fonts)
     "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web", "imageFont": None},
     "messageStyle": "none",
@@ -370,24 +375,6 @@ div.body {{ max-width: none; }}
 """
 
 
-def _mathjax_dir() -> Path:
-    import jupyter_server_mathjax
-
-    path = Path(jupyter_server_mathjax.__file__).parent / "static"
-    if not (path / "MathJax.js").is_file():
-        raise FileNotFoundError(f"MathJax: expected {path / 'MathJax.js'} (package jupyter-server-mathjax)")
-    return path
-
-
-def _plotly_js() -> Path:
-    import plotly
-
-    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    if not path.is_file():
-        raise FileNotFoundError(f"plotly.js: expected {path} (package plotly)")
-    return path
-
-
 def write_sources(src: Path, chapters: list[Chapter], processed: dict, size: str, times_path: Path) -> list[dict]:
     """Write the Sphinx project into ``src``; returns the manifest rows of the chapters."""
     import nbformat
@@ -399,9 +386,9 @@ def write_sources(src: Path, chapters: list[Chapter], processed: dict, size: str
     (src / "_static").mkdir(parents=True)
     atomic_write_text(src / "conf.py", CONF_PY)
     atomic_write_text(src / "_static" / "nrsfm_book.css", BOOK_CSS)
-    shutil.copytree(_mathjax_dir(), src / "_static" / "mathjax",
+    shutil.copytree(mathjax_dir(), src / "_static" / "mathjax",
                     ignore=shutil.ignore_patterns("__pycache__", "*.py", "*.pyc"))
-    shutil.copy2(_plotly_js(), src / "_static" / "plotly.min.js")
+    shutil.copy2(plotly_js(), src / "_static" / "plotly.min.js")
     rows, nb_rows, extra = [], [], []
     for c in chapters:
         if c.kind == "notebook":
@@ -553,7 +540,9 @@ def trace_has_points(trace: dict) -> bool:
     """A plotly trace shows something: a non-empty coordinate / value array (plain list or typed ``bdata``)."""
     def nonempty(v) -> bool:
         if isinstance(v, dict):
-            return bool(v.get("bdata")) and str(v.get("shape", "1")) not in ("0", "")
+            if "bdata" in v:  # a typed array
+                return bool(v.get("bdata")) and str(v.get("shape", "1")) not in ("0", "")
+            return any(nonempty(x) for x in v.values())  # e.g. a table's cells / header: {"values": [[...], ...]}
         if isinstance(v, (list, tuple)):
             return len(v) > 0 and any(nonempty(x) if isinstance(x, (list, tuple, dict)) else x is not None for x in v)
         if isinstance(v, str):

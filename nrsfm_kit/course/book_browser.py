@@ -37,14 +37,21 @@ _BOOK_JS = r"""
   const sleep = ms => new Promise(r => setTimeout(r, ms));
   const nMath = document.querySelectorAll('.math').length;
   let mathjax = 'absent';
+  const typeset = () => Array.from(document.querySelectorAll('.math')).filter(el =>
+      el.querySelector('.MathJax, .MathJax_Display, .MathJax_CHTML, .MathJax_SVG, mjx-container, .MathJax_Error, ' +
+                       '.merror')).length;
   if (nMath) {
-    while (!(window.MathJax && MathJax.Hub && MathJax.Hub.Register) && performance.now() - t0 < TIMEOUT_MS)
+    // MathJax 2: isReady once its startup has run; then a callback queued behind the startup typeset; then every
+    // .math element must hold MathJax output (or an error) -- polled, since the typeset of a long page is chunked
+    while (!(window.MathJax && MathJax.isReady && MathJax.Hub) && performance.now() - t0 < TIMEOUT_MS)
       await sleep(50);
-    if (window.MathJax && MathJax.Hub) {
-      const done = await Promise.race([
-        new Promise(r => MathJax.Hub.Register.StartupHook('End', () => MathJax.Hub.Queue(() => r('done')))),
-        sleep(TIMEOUT_MS).then(() => 'timeout')]);
-      mathjax = done;
+    if (window.MathJax && MathJax.isReady && MathJax.Hub) {
+      mathjax = await Promise.race([new Promise(r => MathJax.Hub.Queue(() => r('done'))),
+                                    sleep(Math.max(0, TIMEOUT_MS - (performance.now() - t0))).then(() => 'timeout')]);
+      while (mathjax === 'done' && typeset() < nMath && performance.now() - t0 < TIMEOUT_MS) await sleep(100);
+      if (typeset() < nMath) mathjax = 'timeout';
+    } else {
+      mathjax = 'not loaded';
     }
   }
   const figs = Array.from(document.querySelectorAll('.nrsfm-kit-plotly'));

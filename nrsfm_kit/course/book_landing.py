@@ -102,6 +102,26 @@ def time_estimate(rows: list[dict], stem: str, device: str) -> str:
     return text
 
 
+def _wrap(text: str, width: int, max_lines: int) -> list[str]:
+    """``text`` in at most ``max_lines`` lines of at most ``width`` characters (words kept whole where they fit;
+    the last line ends with an ellipsis when text is left over)."""
+    words, lines, cur = text.split(), [], ""
+    for k, w in enumerate(words):
+        if len(cur) + len(w) + (1 if cur else 0) <= width:
+            cur = f"{cur} {w}" if cur else w
+            continue
+        if cur:
+            lines.append(cur)
+        cur = w
+        if len(lines) == max_lines - 1:
+            rest = " ".join([w, *words[k + 1:]])
+            lines.append(rest if len(rest) <= width else rest[: width - 1].rstrip() + "…")
+            return lines
+    if cur:
+        lines.append(cur if len(cur) <= width else cur[: width - 1] + "…")
+    return lines
+
+
 def prerequisites_svg(chapters: list[tuple[str, str, str]], edges=PREREQUISITES) -> str:
     """An inline SVG of the prerequisites graph: one box per chapter ``(number, stem, short title)``, linked to its
     page, laid out left to right by the longest chain of prerequisites before it."""
@@ -115,7 +135,7 @@ def prerequisites_svg(chapters: list[tuple[str, str, str]], edges=PREREQUISITES)
     columns: dict[int, list[str]] = {}
     for n in numbers:
         columns.setdefault(layer[n], []).append(n)
-    bw, bh, gx, gy, pad = 150, 38, 50, 14, 10
+    bw, bh, gx, gy, pad = 124, 44, 26, 12, 10
     rows = max(len(v) for v in columns.values()) if columns else 1
     width = pad * 2 + len(columns) * bw + (len(columns) - 1) * gx
     height = pad * 2 + rows * bh + (rows - 1) * gy
@@ -126,8 +146,8 @@ def prerequisites_svg(chapters: list[tuple[str, str, str]], edges=PREREQUISITES)
             pos[n] = (pad + col * (bw + gx), top + k * (bh + gy))
     title = {c[0]: c[2] for c in chapters}
     stem = {c[0]: c[1] for c in chapters}
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="nrsfm-kit-prereq-graph" width="{width}" '
-           f'height="{height:.0f}" viewBox="0 0 {width} {height:.0f}" role="img" '
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="nrsfm-kit-prereq-graph" '
+           f'style="width:100%;max-width:{width}px;height:auto" viewBox="0 0 {width} {height:.0f}" role="img" '
            'aria-label="prerequisites between the notebooks">',
            '<defs><marker id="nrsfm-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
            'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#557"/></marker></defs>']
@@ -140,12 +160,14 @@ def prerequisites_svg(chapters: list[tuple[str, str, str]], edges=PREREQUISITES)
     for n in numbers:
         x, y = pos[n]
         label = html.escape(f"{n} {title[n]}")
-        short = label if len(label) <= 24 else label[:23] + "…"
+        lines = _wrap(f"{n} {title[n]}", 19, 2)
+        text = "".join(f'<tspan x="{x + bw / 2:.1f}" y="{y + bh / 2 + 4 + (k - (len(lines) - 1) / 2) * 14:.1f}">'
+                       f"{html.escape(t)}</tspan>" for k, t in enumerate(lines))
         out.append(f'<a href="{html.escape(stem[n])}.html"><g><title>{label}</title>'
                    f'<rect x="{x:.1f}" y="{y:.1f}" width="{bw}" height="{bh}" rx="6" fill="#eef3fb" '
                    'stroke="#35a" stroke-width="1.2"/>'
-                   f'<text x="{x + bw / 2:.1f}" y="{y + bh / 2 + 4:.1f}" text-anchor="middle" '
-                   f'font-family="sans-serif" font-size="12" fill="#123">{short}</text></g></a>')
+                   f'<text text-anchor="middle" font-family="sans-serif" font-size="12" fill="#123">{text}</text>'
+                   '</g></a>')
     out.append("</svg>")
     return "\n".join(out)
 

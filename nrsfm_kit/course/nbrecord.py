@@ -89,10 +89,11 @@ class NotebookRecorder:
                     cell.outputs.append(o)
             k += 1
         ran = len(entry["outputs"])
+        complete = complete and ran == entry["cells"]  # pytest -x stops after the failing cell: nextitem is None
         nb.metadata["nrsfm_kit"] = {
             "executed_by": "nbval (nrsfm_kit.course.nbrecord)",
             "smoke": os.environ.get("NRSFM_KIT_SMOKE", "").strip().lower() in ("1", "true", "yes", "on"),
-            "complete": complete and ran == entry["cells"],
+            "complete": complete,
             "cells_run": ran, "code_cells": entry["cells"],
             "failure": "" if complete else f"stopped early: {ran} of {entry['cells']} code cells ran",
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -46,6 +46,9 @@ from pathlib import Path
 
 import nbformat
 
+from nrsfm_kit.course.assets import mathjax_dir, plotly_js
+from nrsfm_kit.utils.io import _umask, atomic_write_text
+
 REVEAL_VERSION = "5.2.1"
 # what `npm view reveal.js@5.2.1 dist.integrity` reports; checked after `npm pack` as well as npm's own report
 REVEAL_INTEGRITY = "sha512-r7//6mIM5p34hFiDMvYfXgyjXqGRta+/psd9YtytsgRlrpRzFv4RbH76TXd2qD+7ZPZEbpBDhdRhJaFgfQ7zNQ=="
@@ -298,29 +301,6 @@ def _copy_file_once(src: Path, dest: Path) -> None:
             os.unlink(tmp)
 
 
-def mathjax_dir() -> Path:
-    """MathJax 2.7 shipped by the ``jupyter_server_mathjax`` package."""
-    try:
-        import jupyter_server_mathjax
-    except ImportError as err:
-        raise FileNotFoundError("MathJax: expected the jupyter_server_mathjax package (pip install "
-                                "'nrsfm-kit[book]'), found it not installed") from err
-    folder = Path(jupyter_server_mathjax.__file__).parent / "static"
-    if not (folder / "MathJax.js").is_file():
-        raise FileNotFoundError(f"MathJax: expected {folder / 'MathJax.js'}, found none")
-    return folder
-
-
-def plotly_js() -> Path:
-    """plotly.min.js shipped by the installed ``plotly`` package."""
-    import plotly
-
-    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    if not path.is_file():
-        raise FileNotFoundError(f"plotly.js: expected {path} in the installed plotly package, found none")
-    return path
-
-
 def install_assets(out: Path, reveal: Path) -> dict:
     """Copy reveal.js (the parts the decks use), MathJax and plotly.js into ``out``; relative URLs for the decks."""
     out.mkdir(parents=True, exist_ok=True)
@@ -394,25 +374,6 @@ def render(nb, name: str, urls: dict) -> str:
                  "nrsfm_slides": {"plotly_js": urls["plotly"] if uses_plotly(nb) else ""}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     return body
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _index(decks: list[tuple[str, str]]) -> str:
@@ -502,11 +463,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{path}: the slides would load from the network: {bad[:3]} (an output with an "
                                  f"external script/link); remove it from the cells tagged {TAG!r}")
             target = out / f"{path.stem}.slides.html"
-            _write_atomic(target, body)
+            atomic_write_text(target, body)
             decks.append((target.name, _title(nb, path.stem)))
             n = sum(c.metadata["slideshow"]["slide_type"] != "skip" for c in deck.cells)
             print(f"wrote {target} ({n} cells, outputs: {how})")
-        _write_atomic(out / "index.html", _index(decks))
+        atomic_write_text(out / "index.html", _index(decks))
         for path in untagged:
             print(f"note: {path}: no cell tagged {TAG!r}; no slides", file=sys.stderr)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:

@@ -285,6 +285,8 @@ MALFORMED = {
                                          "untagged code cell inside exercise 2"),
     "no Exercises section": (_no_exercises_heading, "nb90-ex1", "is not in an 'Exercises' section"),
     "schema version": (_set(SOL, schema_version=1), SOL, "expected nbgrader.schema_version = 3, found 1"),
+    "grade_id of another notebook": (_set("nb90-ex2-check", grade_id="nb91-ex2-check"), "nb91-ex2-check",
+                                     "names notebook 91, expected nb90"),
 }
 
 
