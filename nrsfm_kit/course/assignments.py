@@ -18,7 +18,10 @@ notebook NN is a run of cells in the notebook's final "Exercises" section,
    give the answer away go between ``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS`` and are removed from
    the student version.
 
-Only markdown cells without tags may sit between the cells of an exercise run; the run of exercise K ends where
+Markdown meant for the instructor only (answers to the notebook's open, ungraded questions) is tagged
+``instructor``: the student version drops it, the solution version keeps it (nbgrader itself keeps every
+untagged-for-it cell, so a course on nbgrader should release :func:`student_version`'s notebooks or delete those
+cells). Only markdown cells without role tags may sit between the cells of an exercise run; the run of exercise K ends where
 the prompt of exercise K+1 starts (or at the end of the notebook). An exercise may use the names defined by the
 cells tagged ``setup`` or ``imports`` and by the cells of its own and earlier exercises, so
 :func:`exercise_subset` (those cells alone) runs in a fresh kernel.
@@ -53,6 +56,7 @@ STUDENT_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 SCHEMA_VERSION = 3
 ROLE_TAGS = ("exercise", "solution", "check")
 SUBSET_TAGS = ("setup", "imports")
+INSTRUCTOR_TAG = "instructor"  # markdown for the instructor only (answers to the open questions): not in student versions
 
 _GRADE_ID = re.compile(r"^nb(?P<nb>\d{2})-ex(?P<k>[1-9]\d*)(?:-(?P<role>given|solution|check)(?P<n>[2-9]|[1-9]\d+)?)?$")
 _PROMPT_HEADING = re.compile(r"^###\s+Exercise\s+(?P<k>\d+)\s*:\s*(?P<title>\S.*?)\s*$")
@@ -201,6 +205,10 @@ def _parse(nb, path=None) -> list[Exercise]:
             if gid in seen:
                 raise ValueError(f"{here}: duplicate grade_id {gid!r} (first used by cell {seen[gid]})")
             seen[gid] = index
+        if INSTRUCTOR_TAG in tags and (roles or cell.get("cell_type") != "markdown" or meta is not None):
+            raise ValueError(f"{here}: a cell tagged {INSTRUCTOR_TAG!r} must be a markdown cell without exercise "
+                             f"tags or nbgrader metadata (it is dropped from the student version), found a "
+                             f"{cell.get('cell_type')} cell with tags {tags}")
         if len(roles) > 1:
             raise ValueError(f"{here}: expected one of the tags {list(ROLE_TAGS)}, found {roles}")
         if not roles:
@@ -376,7 +384,8 @@ def _as_notebook(nb):
 def student_version(nb):
     """The student version of ``nb`` (a copy): solution regions replaced by ``# YOUR CODE HERE`` +
     ``raise NotImplementedError()`` at the indentation of each region's BEGIN line, hidden-test regions removed
-    (markers included), outputs and execution counts cleared, nbgrader metadata kept.
+    (markers included), markdown cells tagged ``instructor`` (answers to the open questions) removed, outputs and
+    execution counts cleared, nbgrader metadata kept.
 
     Raises:
         ValueError: ``nb`` breaks the convention (see :func:`validate`).
@@ -402,6 +411,7 @@ def student_version(nb):
             regions, _ = _marker_regions(lines, BEGIN_HIDDEN, END_HIDDEN)
             if regions:
                 _set_source(cell, _strip_regions(lines, regions))
+    out.cells = [cell for cell in out.cells if INSTRUCTOR_TAG not in _tags(cell)]
     _clear_outputs(out)
     return out
 

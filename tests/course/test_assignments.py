@@ -147,6 +147,31 @@ def test_student_version_several_regions_keep_the_lines_between():
                      "    else:", "  # YOUR CODE HERE", "  raise NotImplementedError()", "    return y"]
 
 
+def test_instructor_cells_dropped_from_student_kept_in_solution():
+    nb = load()
+    note = nbformat.v4.new_markdown_cell("### Solutions to the open questions (for instructors)\n\nINSTRUCTOR_ONLY")
+    note.metadata["tags"] = ["instructor"]
+    nb.cells.append(note)
+    assert [ex.grade_id for ex in A.validate(nb, FIXTURE)] == ["nb90-ex1", "nb90-ex2"]
+    student, solution = A.student_version(nb), A.solution_version(nb)
+    assert not any("INSTRUCTOR_ONLY" in c.source for c in student.cells)
+    assert len(student.cells) == len(nb.cells) - 1
+    assert solution.cells[-1].source == note.source
+    code = nbformat.v4.new_code_cell("print('x')")
+    code.metadata["tags"] = ["instructor"]
+    nb.cells.append(code)
+    with pytest.raises(ValueError, match="tagged 'instructor' must be a markdown cell .* found a code cell"):
+        A.validate(nb, FIXTURE)
+
+
+def test_notebooks_student_versions_hold_no_instructor_answers():
+    for path in NOTEBOOKS:
+        student = A.student_version(nbformat.read(path, 4))
+        leaked = [c.source.splitlines()[0] for c in student.cells
+                  if c.source.startswith("#") and "for instructors" in c.source.splitlines()[0].lower()]
+        assert leaked == [], (path.name, leaked)
+
+
 def test_hidden_tests_removed_from_student_kept_in_solution():
     nb = load()
     student, solution = A.student_version(nb), A.solution_version(nb)
