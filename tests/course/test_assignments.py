@@ -454,3 +454,43 @@ def test_notebook_exercises_run(path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     found = problems(nb, *run_versions(nb, ROOT / "notebooks"))
     assert not found, f"{path.name}:\n  " + "\n  ".join(found)
+
+
+# a plausible wrong answer per exercise (not a stub): its check must fail, the right answer's must not
+WRONG_ANSWERS = {
+    "nb11-ex1-solution": ("def edm_readable(X):\n    G = X @ X.T\n    g = torch.diagonal(G)\n"
+                          "    return g[:, None] + g[None, :] - G\n", "nb11-ex1-check"),  # the factor 2 forgotten
+    "nb11-ex2-solution": ("def mds_points(E):\n    lam, V = torch.linalg.eigh(-0.5 * E)\n"
+                          "    return V[:, -3:] * lam[-3:].clamp_min(0).sqrt()\n", "nb11-ex2-check"),  # no centring
+}
+
+
+def _run_subset_in_process(path: Path, replace: dict[str, str]) -> list[str]:
+    """grade_ids of the exercise-subset cells that raised, run in this process (no kernel: fast)."""
+    nb = A.exercise_subset(nbformat.read(path, 4))
+    namespace: dict = {}
+    failed = []
+    cwd = os.getcwd()
+    os.chdir(path.parent)
+    try:
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            gid = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+            src = "\n".join(line for line in replace.get(gid, cell.source).splitlines()
+                            if not line.lstrip().startswith(("%", "!")))
+            try:
+                exec(compile(src, gid or "<cell>", "exec"), namespace)
+            except Exception:
+                failed.append(gid)
+    finally:
+        os.chdir(cwd)
+    return failed
+
+
+def test_wrong_answers_fail_their_checks(monkeypatch):
+    monkeypatch.setenv("NRSFM_KIT_SMOKE", "1")
+    path = ROOT / "notebooks" / "11_edm_priors.ipynb"
+    assert _run_subset_in_process(path, {}) == []
+    for gid, (wrong, check) in WRONG_ANSWERS.items():
+        assert _run_subset_in_process(path, {gid: wrong}) == [check], gid
