@@ -74,7 +74,7 @@ test: install
 # the course kit (nrsfm_kit.course): the static book (executes every notebook: teaching size, or smoke size with a
 # banner under NRSFM_KIT_SMOKE=1), student / instructor versions of the exercises, reveal.js slides; all offline
 book: install
-	$(PY) -m nrsfm_kit.course book --out build/book
+	$(PY) -m nrsfm_kit.course book --out build/book --browser
 
 student: install
 	$(PY) -m nrsfm_kit.course student --out build/student

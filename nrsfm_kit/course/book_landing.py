@@ -172,6 +172,25 @@ def prerequisites_svg(chapters: list[tuple[str, str, str]], edges=PREREQUISITES)
     return "\n".join(out)
 
 
+def read_first(number: str, edges=PREREQUISITES) -> list[str]:
+    """The notebooks to read before notebook ``number`` (direct prerequisites, in order)."""
+    return sorted(a for a, b in edges if b == number)
+
+
+def read_first_line(number: str, titles: dict[str, str], edges=PREREQUISITES) -> str:
+    """The "Read first" line that opens notebook ``number`` (its first markdown cell), from the same graph as the
+    landing page, with each prerequisite as ``NN · title`` (``titles``: number -> title of its heading)."""
+    before = read_first(number, edges)
+    missing = [n for n in before if n not in titles]
+    if missing:
+        raise ValueError(f"titles: expected a title for every prerequisite of {number}, found none for {missing}")
+    if not before:
+        return "**Read first:** nothing, start here."
+    names = [f"{n} · {titles[n]}" for n in before]
+    joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"**Read first:** {joined}."
+
+
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 

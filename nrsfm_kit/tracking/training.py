@@ -312,7 +312,8 @@ def save_tracker(path: str | Path, tracker: NeuralTracker, **meta) -> Path:
 
 def load_tracker(path: str | Path, config: TrackerConfig | None = None) -> NeuralTracker:
     """A tracker from :func:`save_tracker` or from a stage's ``checkpoint.pt`` (then ``config`` gives the
-    architecture). A checkpoint of another width or architecture raises ValueError naming what differs."""
+    architecture), in eval mode like the matcher's loader (the training loop switches to train mode itself). A
+    checkpoint of another width or architecture raises ValueError naming what differs."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint: no such file {path}")
@@ -338,7 +339,7 @@ def load_tracker(path: str | Path, config: TrackerConfig | None = None) -> Neura
                          f"{len(bad)} shape mismatches {bad[:3]}, {len(missing)} missing {missing[:3]}, "
                          f"{len(unexpected)} unexpected {unexpected[:3]} (another width or architecture?)")
     tracker.load_state_dict(sd)
-    return tracker
+    return tracker.eval()
 
 
 def train_tracker(recipe: TrainingPreset, train_samples, *, stages=STAGES, out_dir: str | Path | None = None,

@@ -310,3 +310,36 @@ def test_small_book_in_a_browser_typesets_every_formula_and_draws_every_figure(s
     assert chapter["math"] == chapter["math_rendered"] == 3  # inline, display, the align environment
     assert chapter["figures"] == chapter["figures_drawn"] == 3
     assert Path(chapter["screenshot"]).is_file()
+
+
+def _heading_titles(paths):
+    import re
+
+    titles = {}
+    for p in paths:
+        first = "".join(json.loads(p.read_text(encoding="utf-8"))["cells"][0]["source"]).splitlines()[0]
+        m = re.match(r"# (\d\d) · (.*)", first)
+        assert m, (p.name, first)
+        titles[m.group(1)] = m.group(2).split(" (")[0].split(":")[0].strip()
+    return titles
+
+
+def test_every_notebook_opens_with_its_read_first_line_from_the_prerequisites_graph():
+    """A learner in Jupyter sees the same prerequisites as the book's landing page: the first cell of every
+    notebook ends with the line read_first_line builds from PREREQUISITES (edit the graph, and this fails until
+    the notebooks say the same)."""
+    from nrsfm_kit.course import book_landing as L
+
+    paths = sorted((B.REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    titles = _heading_titles(paths)
+    assert len(paths) == 14 and set(titles) == {f"{k:02d}" for k in range(14)}
+    for p in paths:
+        first = "".join(json.loads(p.read_text(encoding="utf-8"))["cells"][0]["source"])
+        want = L.read_first_line(p.name[:2], titles)
+        lines = [ln for ln in first.splitlines() if ln.startswith("**Read first:**")]
+        assert lines == [want], (p.name, lines, want)
+    # the graph's own shape: 00 starts, everything else has a prerequisite, and the sentence joins them
+    assert L.read_first("00") == [] and all(L.read_first(f"{k:02d}") for k in range(1, 14))
+    assert L.read_first_line("13", titles).count(" and ") >= 1 and ", " in L.read_first_line("13", titles)
+    with pytest.raises(ValueError, match="titles: expected a title for every prerequisite of 07"):
+        L.read_first_line("07", {"03": "graph"})

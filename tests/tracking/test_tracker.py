@@ -140,6 +140,7 @@ def test_checkpoint_round_trip_and_wrong_width(tmp_path):
     path = save_tracker(tmp_path / "t.pt", t)
     u = load_tracker(path)
     assert u.config.width == SMALL.width
+    assert not any(m.training for m in u.modules())  # loaded for inference, like the matcher's loader
     for k, v in t.state_dict().items():
         assert torch.equal(u.state_dict()[k], v)
     with pytest.raises(ValueError, match="width"):
