@@ -243,7 +243,9 @@ def fetch_reveal(dest: Path, version: str = REVEAL_VERSION, npm: str | None = No
                               f"{', '.join(r for r in REVEAL_REQUIRED if not (dest / r).is_file())}); remove it "
                               f"to fetch reveal.js {version} again")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".reveal-", dir=dest.parent) as tmp:
+    # absolute: npm runs with the temporary folder as its working directory, so a relative --pack-destination
+    # (make slides' build/vendor/...) would be resolved inside itself
+    with tempfile.TemporaryDirectory(prefix=".reveal-", dir=dest.parent.resolve()) as tmp:
         try:
             proc = subprocess.run([npm, "pack", f"reveal.js@{version}", "--json", "--pack-destination", tmp],
                                   capture_output=True, text=True, timeout=600, cwd=tmp)

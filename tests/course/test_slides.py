@@ -184,10 +184,12 @@ def _npm_reachable() -> bool:
     return proc.returncode == 0 and S.REVEAL_VERSION in proc.stdout
 
 
-def test_fetch_reveal_with_npm(tmp_path):
+def test_fetch_reveal_with_npm(tmp_path, monkeypatch):
     if not _npm_reachable():
         pytest.skip("npm or the npm registry is unreachable (needed to fetch reveal.js)")
-    dest = S.fetch_reveal(tmp_path / "vendor" / "reveal.js")
+    monkeypatch.chdir(tmp_path)  # a relative destination, as `make slides` passes (build/vendor/reveal.js)
+    dest = S.fetch_reveal(Path("vendor") / "reveal.js")
+    assert dest.resolve() == (tmp_path / "vendor" / "reveal.js").resolve()
     assert S.check_reveal(dest) == dest
     assert S.REVEAL_INTEGRITY in (dest / ".nrsfm-kit-integrity").read_text()
     assert sorted(p.name for p in (tmp_path / "vendor").iterdir()) == ["reveal.js"]  # no temporary folder left
