@@ -8,9 +8,10 @@ copy in which
   ``notes``, ``skip``) or get the default: ``"slide"`` for a markdown cell starting with ``#``, else ``"-"`` (same
   slide as the cell before).
 
-The outputs come from an executed copy of the notebook (``--executed DIR``, by default ``build/executed`` when it
-exists; a copy whose cells differ from the notebook's is stale and not used) or, failing that, from running the
-notebook with nbclient first (at smoke or teaching size, as ``NRSFM_KIT_SMOKE`` says).
+The outputs come from an executed copy of the notebook (``--executed DIR``; by default the book's copies in
+``build/book/executed``, from ``make book``, then ``build/executed``, the notebooks ``make test`` ran; a copy whose
+cells differ from the notebook's is stale and not used) or, failing that, from running the notebook with nbclient
+first (at smoke or teaching size, as ``NRSFM_KIT_SMOKE`` says).
 
 Offline: nothing is loaded from the network. Next to the decks in ``--out`` (default ``build/slides``):
 
@@ -58,7 +59,9 @@ SLIDE_TYPES = ("slide", "subslide", "fragment", "-", "notes", "skip")
 TAG = "slides"
 DEFAULT_OUT = "build/slides"
 DEFAULT_REVEAL = "build/vendor/reveal.js"
-DEFAULT_EXECUTED = "build/executed"
+# executed copies tried in order: the book's (`make book`, teaching size unless NRSFM_KIT_SMOKE=1), then the
+# notebooks `make test` ran under nbval (smoke size)
+DEFAULT_EXECUTED = ("build/book/executed", "build/executed")
 MATHJAX_CONFIG = "TeX-AMS_CHTML-full,Safe"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -334,21 +337,23 @@ def _same_cells(a, b) -> bool:
         for x, y in zip(a.cells, b.cells))
 
 
-def executed_notebook(path: Path, executed: Path | None, timeout: int = 1800):
-    """The notebook at ``path`` with outputs: the copy in ``executed`` when it has the same cells, else run with
-    nbclient in the notebook's folder (the kernel inherits ``NRSFM_KIT_SMOKE``). Tags and metadata always come from
-    ``path``."""
+def executed_notebook(path: Path, executed, timeout: int = 1800):
+    """The notebook at ``path`` with outputs: the copy in ``executed`` (a folder, or a list of folders tried in
+    order) when it has the same cells, else run with nbclient in the notebook's folder (the kernel inherits
+    ``NRSFM_KIT_SMOKE``). Tags and metadata always come from ``path``."""
     nb = nbformat.read(path, as_version=4)
-    if executed is not None and (executed / path.name).is_file():
-        done = nbformat.read(executed / path.name, as_version=4)
+    folders = [] if executed is None else [executed] if isinstance(executed, (str, Path)) else list(executed)
+    for folder in map(Path, folders):
+        if not (folder / path.name).is_file():
+            continue
+        done = nbformat.read(folder / path.name, as_version=4)
         if _same_cells(nb, done):
             for cell, ran in zip(nb.cells, done.cells):
                 if cell.cell_type == "code":
                     cell["outputs"] = ran.get("outputs", [])
                     cell["execution_count"] = ran.get("execution_count")
-            return nb, "executed copy"
-        print(f"note: {executed / path.name} is stale (its cells differ from {path}); executing the notebook",
-              file=sys.stderr)
+            return nb, f"executed copy in {folder}"
+        print(f"note: {folder / path.name} is stale (its cells differ from {path})", file=sys.stderr)
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
@@ -406,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder of the notebooks (default notebooks/)")
     parser.add_argument("--executed", default=None, metavar="DIR",
                         help=f"folder of executed copies NN_name.ipynb to take outputs from (default "
-                             f"{DEFAULT_EXECUTED}/ when it exists; a notebook without an up-to-date copy is "
+                             f"{' then '.join(d + '/' for d in DEFAULT_EXECUTED)}, where they exist; a notebook "
+                             f"without an up-to-date copy is "
                              f"executed with nbclient, at the size NRSFM_KIT_SMOKE selects)")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT}/)")
     parser.add_argument("--reveal", default=None, metavar="DIR",
@@ -448,10 +454,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             reveal = Path(args.reveal)
         check_reveal(reveal)
-        executed = Path(args.executed) if args.executed is not None else Path(DEFAULT_EXECUTED)
-        if args.executed is not None and not executed.is_dir():
-            raise FileNotFoundError(f"--executed {executed}: expected a folder of executed notebooks, found none")
-        executed = executed if executed.is_dir() else None
+        if args.executed is not None and not Path(args.executed).is_dir():
+            raise FileNotFoundError(f"--executed {args.executed}: expected a folder of executed notebooks, found none")
+        executed = [Path(args.executed)] if args.executed is not None else [Path(d) for d in DEFAULT_EXECUTED]
         out = Path(args.out)
         urls = install_assets(out, reveal)
         decks = []

@@ -195,3 +195,23 @@ def test_fetch_reveal_with_npm(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "vendor").iterdir()) == ["reveal.js"]  # no temporary folder left
     with pytest.raises(FileExistsError):
         S.fetch_reveal(tmp_path / "vendor")  # exists, not a reveal.js package
+
+
+def test_executed_copies_tried_in_order_stale_ones_skipped(tmp_path, capsys):
+    """make slides takes the book's teaching-size copies first, then make test's; a stale copy is passed over."""
+    assert S.DEFAULT_EXECUTED == ("build/book/executed", "build/executed")
+    first, second = tmp_path / "book", tmp_path / "tests"
+    for folder, marker, edit in ((first, "FROM_FIRST", True), (second, "FROM_SECOND", False)):
+        folder.mkdir()
+        nb = nbformat.read(FIXTURE, as_version=4)
+        nb.cells[6].outputs = [nbformat.v4.new_output("stream", name="stdout", text=marker)]
+        if edit:
+            nb.cells[6].source += "\n# edited since"  # stale: its cells differ from the notebook's
+        nbformat.write(nb, folder / FIXTURE.name)
+    nb, how = S.executed_notebook(FIXTURE, [first, second])
+    assert how == f"executed copy in {second}" and nb.cells[6].outputs[0]["text"] == "FROM_SECOND"
+    assert "is stale" in capsys.readouterr().err
+    (first / FIXTURE.name).unlink()
+    nbformat.write(nbformat.read(second / FIXTURE.name, as_version=4), first / FIXTURE.name)
+    assert S.executed_notebook(FIXTURE, [first, second])[1] == f"executed copy in {first}"
+    assert S.executed_notebook(FIXTURE, second)[1] == f"executed copy in {second}"  # one folder works too
