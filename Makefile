@@ -8,7 +8,7 @@ SYSTEM_LIBS := libgl1 libgomp1 libusb-1.0-0
 # pytest workers (2 cores here); notebooks stay whole on one worker (--dist loadfile)
 WORKERS ?= 2
 
-.PHONY: install demo test unit unit-threads notebooks lint lab bench gpu-check clean system-libs book student solutions slides
+.PHONY: install demo test unit unit-threads notebooks lint lab bench gpu-check clean system-libs browser book student solutions slides
 
 install: $(STAMP)
 
@@ -73,7 +73,18 @@ test: install
 
 # the course kit (nrsfm_kit.course): the static book (executes every notebook: teaching size, or smoke size with a
 # banner under NRSFM_KIT_SMOKE=1), student / instructor versions of the exercises, reveal.js slides; all offline
-book: install
+# headless Chromium for the book's browser check: installed with apt-get as root, else the command to run is printed
+browser:
+	@if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && [ -z "$$NRSFM_KIT_CHROMIUM" ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium for the book's browser check"; \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "the book's browser check needs headless Chromium: run sudo apt-get install -y chromium (or set NRSFM_KIT_CHROMIUM)"; exit 1; \
+	  fi; \
+	fi
+
+book: install browser
 	$(PY) -m nrsfm_kit.course book --out build/book --browser
 
 student: install

@@ -56,6 +56,9 @@ class DeepNRSfMConfig:
     init_std: float | None = None  # None: 1/sqrt(fan_in) (TF's glorot-like default scale)
     # optimiser steps at 300 frames of the data-scaled budget (LearnedFitConfig(epochs=None)): base * sqrt(F / 300)
     base_steps: int = 2400
+    # the budget's power of F: steps = base_steps * (F / 300) ** budget_power (0.5: sqrt; 1: the same epochs at
+    # every F); see nrsfm_kit.nrsfm.learned.budget_steps
+    budget_power: float = 0.5
 
     def sizes(self) -> list[int]:
         """Dictionary sizes K_1 .. K_n, linear from num_atoms to num_atoms_bottleneck (reference code)."""

@@ -62,13 +62,16 @@ SETTINGS = "settings.json"  # what a checkpoint folder was written with (see che
 REF_FRAMES = 300  # the frame count at which a run gets base_steps steps (the classic benchmark sequences' size)
 
 
-def budget_steps(base_steps: int, num_frames: int, ref_frames: int = REF_FRAMES) -> int:
-    """Optimiser steps of the data-scaled budget: ceil(base_steps * sqrt(F / ref_frames)), at least 1."""
+def budget_steps(base_steps: int, num_frames: int, ref_frames: int = REF_FRAMES, power: float = 0.5) -> int:
+    """Optimiser steps of the data-scaled budget: ceil(base_steps * (F / ref_frames) ** power), at least 1
+    (power 1/2 by default: a sqrt in F; 1: the same number of epochs at every F; 0: a fixed number of steps)."""
     if int(base_steps) < 1:
         raise ValueError(f"base_steps: expected >= 1, found {base_steps}")
     if int(num_frames) < 1:
         raise ValueError(f"num_frames: expected >= 1, found {num_frames}")
-    return max(1, math.ceil(int(base_steps) * math.sqrt(int(num_frames) / int(ref_frames))))
+    if not 0.0 <= float(power) <= 1.0:
+        raise ValueError(f"budget_power: expected a power in [0, 1], found {power}")
+    return max(1, math.ceil(int(base_steps) * (int(num_frames) / int(ref_frames)) ** float(power)))
 
 
 @dataclass
@@ -203,7 +206,7 @@ class LearnedMethod(NRSfMMethod):
     def budget(self, num_frames: int, num_points: int, config) -> int:
         """Optimiser steps of a run with the data-scaled budget (``epochs=None``): :func:`budget_steps` of the
         config's ``base_steps`` and F. P does not enter (see the module docstring)."""
-        return budget_steps(int(config.base_steps), num_frames)
+        return budget_steps(int(config.base_steps), num_frames, power=float(getattr(config, "budget_power", 0.5)))
 
     def earliest_stop(self, config) -> float:
         """Fraction of the budget before which convergence stopping never ends a run (a loss that changes phase,

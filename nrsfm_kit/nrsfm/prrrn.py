@@ -106,6 +106,9 @@ class PRRRNConfig:
     consist_warmup: float = 0.5  # fraction of the run before the consistency term starts (0 = from the start)
     # optimiser steps at 300 frames of the data-scaled budget (LearnedFitConfig(epochs=None)): base * sqrt(F / 300)
     base_steps: int = 2400
+    # the budget's power of F: steps = base_steps * (F / 300) ** budget_power (0.5: sqrt; 1: the same epochs at
+    # every F); see nrsfm_kit.nrsfm.learned.budget_steps
+    budget_power: float = 0.5
     # None, or a fraction: the contrastive term is left out on a sequence whose fraction of positive pairs
     # (contrastive_split) is above it. Ours: with 72-93 % positives it collapses h (waving 0.096 -> 0.009 and cars
     # 0.227 -> 0.106 without it, face 0.027 -> 0.031); 0.7 won every leave-one-out fold (benchmarks/RESULTS.md)
@@ -130,6 +133,8 @@ class PRRRNConfig:
             raise ValueError(f"batch_size: expected >= 1, found {self.batch_size}")
         if int(self.base_steps) < 1:
             raise ValueError(f"base_steps: expected >= 1, found {self.base_steps}")
+        if not 0.0 <= float(self.budget_power) <= 1.0:
+            raise ValueError(f"budget_power: expected a power in [0, 1], found {self.budget_power}")
         if self.contrast_max_positive is not None and not 0.0 <= float(self.contrast_max_positive) <= 1.0:
             raise ValueError(f"contrast_max_positive: expected None or a fraction in [0, 1], found "
                              f"{self.contrast_max_positive}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from nrsfm_kit.nrsfm import DeepNRSfMConfig, LearnedFitConfig, PRRRNConfig, fit_
 from nrsfm_kit.nrsfm.common import normalize_observations
 from nrsfm_kit.nrsfm.learned import REF_FRAMES, budget_steps, converged, select_restart, sequence_reprojection
 from nrsfm_kit.nrsfm.prrrn import PRRRN, consistency_error, contrastive_split, representation_stats
+from nrsfm_kit.nrsfm.registry import get_method
 
 SMALL_P = PRRRNConfig(channels=(16, 8, 4), recursions=2, rot_hidden=(16, 8), n_mem=64, batch_size=16, base_steps=60)
 SMALL_D = DeepNRSfMConfig(num_atoms=16, num_atoms_bottleneck=4, num_dictionaries=3, batch_size=16, base_steps=60)
@@ -24,9 +26,24 @@ def test_budget_grows_with_sqrt_of_frames():
     epochs = lambda F, bs=64: budget_steps(2400, F) / math.ceil(F / bs)  # noqa: E731
     assert epochs(1100) < epochs(240)  # a long sequence does not get the same number of epochs
     assert budget_steps(1, 1) == 1
-    for bad, match in (((0, 10), "base_steps"), ((10, 0), "num_frames")):
+    for bad, match in (((0, 10), "base_steps"), ((10, 0), "num_frames"), ((10, 10, 300, 1.5), "budget_power"),
+                       ((10, 10, 300, -0.1), "budget_power")):
         with pytest.raises(ValueError, match=match):
             budget_steps(*bad)
+
+
+def test_budget_power_sets_how_steps_grow_with_frames():
+    """power 1: the same number of epochs at every F; 0: a fixed number of steps; the configs carry it."""
+    assert budget_steps(2400, 4 * REF_FRAMES, power=1.0) == 4 * 2400
+    assert budget_steps(2400, 4 * REF_FRAMES, power=0.0) == 2400
+    assert budget_steps(2400, 1100, power=0.75) == math.ceil(2400 * (1100 / 300) ** 0.75)
+    assert budget_steps(2400, 1100) == budget_steps(2400, 1100, power=0.5)
+    method = get_method("prrrn")
+    assert method.budget(1200, 31, replace(SMALL_P, budget_power=1.0)) == 4 * SMALL_P.base_steps
+    assert method.budget(1200, 31, SMALL_P) == 2 * SMALL_P.base_steps  # default power 1/2
+    assert get_method("dnrsfm").budget(1200, 31, replace(SMALL_D, budget_power=1.0)) == 4 * SMALL_D.base_steps
+    with pytest.raises(ValueError, match="budget_power: expected a power in"):
+        PRRRNConfig(budget_power=2.0)
 
 
 def _hist(values, every=10):
