@@ -70,8 +70,9 @@ def read_flow_binary(path: str | Path, channels: int | None = None) -> tuple[tor
 def write_flow_binary(path: str | Path, flow: torch.Tensor, valid: torch.Tensor | None = None) -> Path:
     """Write (H, W, C) flow as a DeepDeform binary image (-inf where not ``valid``), atomically."""
     f = flow.detach().cpu().float().numpy()
-    if f.ndim != 3:
-        raise ValueError(f"flow: expected shape (H, W, C), found {tuple(f.shape)}")
+    if f.ndim != 3 or 0 in f.shape:
+        raise ValueError(f"flow: expected shape (H, W, C) with H, W, C >= 1 (the reader refuses an empty image), "
+                         f"found {tuple(f.shape)}")
     v = np.ones(f.shape[:2], bool) if valid is None else valid.cpu().numpy().astype(bool)
     if v.shape != f.shape[:2]:
         raise ValueError(f"valid: expected shape {f.shape[:2]} to match flow, found {v.shape}")
@@ -84,14 +85,28 @@ def write_flow_binary(path: str | Path, flow: torch.Tensor, valid: torch.Tensor 
     return atomic_write_bytes(path, header + np.ascontiguousarray(f.transpose(2, 0, 1)).astype("<f4").tobytes())
 
 
-def _frame_id(x) -> str:
+def _is_frame_id(x) -> bool:
+    """An integer >= 0, an integral float (JSON 12.0) or a string of digits ("000012"); not a bool, 1.5 or "1.5"."""
+    if isinstance(x, bool):
+        return False
+    if isinstance(x, str):
+        return x.isascii() and x.isdigit()
+    try:
+        return float(x) == int(x) >= 0
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _frame_id(x, name: str = "frame id") -> str:
+    if not _is_frame_id(x):
+        raise ValueError(f"{name}: expected an integer frame id >= 0, found {x!r}")
     return f"{int(x):06d}"
 
 
 def find_object_ids(seq_dir: str | Path, source_id, target_id) -> list[str]:
     """Object ids with an optical-flow image for the pair in ``<seq>/optical_flow``."""
     d = Path(seq_dir) / "optical_flow"
-    s, t = _frame_id(source_id), _frame_id(target_id)
+    s, t = _frame_id(source_id, "source_id"), _frame_id(target_id, "target_id")
     return sorted(m["object"] for f in d.glob(f"*_{s}_{t}.oflow") if (m := _FLOW_NAME.match(f.name)))
 
 
@@ -120,7 +135,7 @@ def load_deepdeform_pair(
     seq = Path(seq_dir)
     if not seq.is_dir():
         raise FileNotFoundError(f"{seq}: DeepDeform sequence folder not found")
-    s, t = _frame_id(source_id), _frame_id(target_id)
+    s, t = _frame_id(source_id, "source_id"), _frame_id(target_id, "target_id")
     if object_id is None:
         objs = find_object_ids(seq, s, t)
         if len(objs) > 1:
@@ -201,10 +216,9 @@ def _check_record_types(path: Path, i: int, r: dict, kind: str) -> None:
     if isinstance(r["seq_id"], bool) or not isinstance(r["seq_id"], (str, int)):
         raise ValueError(f"{path}: record {i}: expected a sequence name for 'seq_id', found {r['seq_id']!r}")
     for key in ("frame_id",) if kind == "masks" else ("source_id", "target_id"):
-        try:
-            int(r[key])
-        except (TypeError, ValueError):
-            raise ValueError(f"{path}: record {i}: expected an integer frame id for {key!r}, found {r[key]!r}") from None
+        if not _is_frame_id(r[key]):  # 1.5 or True must not be read as frame 1
+            raise ValueError(f"{path}: record {i}: expected an integer frame id for {key!r} (>= 0, not a fraction "
+                             f"or a bool), found {r[key]!r}")
     if kind in ("matches", "occlusions") and not isinstance(r[kind], list):
         raise ValueError(f"{path}: record {i}: expected {kind!r} to be a list, found {type(r[kind]).__name__}")
     if kind in ("dense", "selfsupervised") and not isinstance(r["optical_flow"], str):
@@ -297,7 +311,7 @@ def save_deepdeform_pair(
     from nrsfm_kit.utils.io import atomic_write_text
 
     seq = Path(seq_dir)
-    s, t = _frame_id(source_id), _frame_id(target_id)
+    s, t = _frame_id(source_id, "source_id"), _frame_id(target_id, "target_id")
     write_color(seq / "color" / f"{s}.jpg", pair.source_color)
     write_color(seq / "color" / f"{t}.jpg", pair.target_color)
     write_depth_png(seq / "depth" / f"{s}.png", pair.source_depth)

@@ -76,8 +76,9 @@ def read_flo(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
 def write_flo(path: str | Path, flow: torch.Tensor) -> Path:
     """(H, W, 2) flow -> ``.flo`` (atomic)."""
     f = flow.detach().cpu().float().numpy()
-    if f.ndim != 3 or f.shape[2] != 2:
-        raise ValueError(f"flow: expected shape (H, W, 2), found {tuple(f.shape)}")
+    if f.ndim != 3 or f.shape[2] != 2 or 0 in f.shape[:2]:
+        raise ValueError(f"flow: expected shape (H, W, 2) with H, W >= 1 (read_flo refuses an empty image), found "
+                         f"{tuple(f.shape)}")
     if np.isnan(f).any():
         raise ValueError(f"flow: expected no NaN (use > 1e9 for unknown) writing {path}, found {int(np.isnan(f).sum())}")
     head = np.array([TAG_FLOAT], "<f4").tobytes() + np.array([f.shape[1], f.shape[0]], "<i4").tobytes()
@@ -100,8 +101,9 @@ def read_dpt(path: str | Path) -> torch.Tensor:
 def write_dpt(path: str | Path, depth: torch.Tensor) -> Path:
     """(H, W) depth -> ``.dpt`` (atomic)."""
     d = depth.detach().cpu().float().numpy()
-    if d.ndim != 2:
-        raise ValueError(f"depth: expected shape (H, W), found {tuple(d.shape)}")
+    if d.ndim != 2 or 0 in d.shape:
+        raise ValueError(f"depth: expected shape (H, W) with H, W >= 1 (read_dpt refuses an empty image), found "
+                         f"{tuple(d.shape)}")
     if not np.isfinite(d).all() or (d < 0).any():
         raise ValueError(f"depth: expected finite values >= 0 writing {path}")
     head = np.array([TAG_FLOAT], "<f4").tobytes() + np.array([d.shape[1], d.shape[0]], "<i4").tobytes()

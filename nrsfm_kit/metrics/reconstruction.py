@@ -522,6 +522,10 @@ def write_mesh_ply(path: str | os.PathLike, vertices, faces, colors=None) -> Pat
     v = _as_array("vertices", vertices, np.float64)
     check_shape("vertices", v, ("V", 3))
     check_finite("vertices", v)
+    big = np.abs(v) > np.finfo(np.float32).max
+    if big.any():  # stored as float32: these would be written as inf, which read_mesh_ply refuses
+        raise ValueError(f"vertices: expected values within float32 range (|x| <= {np.finfo(np.float32).max:.3g}), "
+                         f"found {int(big.any(axis=1).sum())} vertices beyond it (max |x| {np.abs(v).max():.3g})")
     f = _as_array("faces", faces)
     if f.size == 0:
         f = f.reshape(0, 3).astype(np.int64)

@@ -94,7 +94,13 @@ def test_pair_missing_and_bad_files(tmp_path, synth):
     (seq / "intrinsics.txt").write_text("1 0 0 0\n0 nan 0 0\n0 0 1 0\n0 0 0 1\n")
     with pytest.raises(ValueError, match=r"intrinsics\.txt: expected finite"):
         load_deepdeform_pair(seq, 0, 1)
+    for bad, name in ((1.5, "source_id"), (True, "source_id"), (-2, "source_id"), ("1.5", "source_id")):
+        with pytest.raises(ValueError, match=rf"{name}: expected an integer frame id >= 0, found"):
+            load_deepdeform_pair(seq, bad, 1)  # 1.5 was read as frame 1 before
+    with pytest.raises(ValueError, match=r"target_id: expected an integer frame id >= 0, found 2\.5"):
+        load_deepdeform_pair(seq, 0, 2.5)
     seq = save_deepdeform_pair(synth, tmp_path / "s3", 0, 1, "obj")
+    assert load_deepdeform_pair(seq, 0.0, "000001") is not None  # an integral float and a zero-padded id are fine
     write_flow_binary(seq / "optical_flow" / "obj_000000_000001.oflow", torch.zeros(8, 8, 2))
     with pytest.raises(ValueError, match=r"obj_000000_000001\.oflow: flow size \(8, 8\) differs"):
         load_deepdeform_pair(seq, 0, 1)
