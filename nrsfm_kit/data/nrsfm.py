@@ -323,6 +323,7 @@ def load_nrsfm_mat(path: str | Path, dtype: torch.dtype = torch.float32) -> NRSf
         S = X.transpose(2, 1, 0)  # (F, P, 3)
         _no_inf(path, "X", S)
         vis = np.isfinite(S).all(axis=-1)
+        _some_visible(path, "X", vis)
         W = np.where(vis[..., None], S[..., :2], 0.0)
         S_out = np.where(vis[..., None], S, 0.0)  # missing points zeroed, visibility says where
     elif "W" in keys:
@@ -333,6 +334,7 @@ def load_nrsfm_mat(path: str | Path, dtype: torch.dtype = torch.float32) -> NRSf
         W = Wm.reshape(F, 2, P).transpose(0, 2, 1)
         _no_inf(path, "W", W)
         vis = np.isfinite(W).all(axis=-1)
+        _some_visible(path, "W", vis)  # before S: with no visible point, W = S[:2] would hold vacuously
         W = np.where(vis[..., None], W, 0.0)
         S_out = None
         if "S" in keys:
@@ -360,6 +362,14 @@ def _numeric(path: Path, name: str, a) -> np.ndarray:
     if a.dtype.kind not in "biuf":
         raise ValueError(f"{path}: {name}: expected a real numeric array, found dtype {a.dtype}")
     return a.astype(np.float64)
+
+
+def _some_visible(path: Path, name: str, vis: np.ndarray) -> None:
+    """A sequence with no visible point has nothing to reconstruct (and no way to tell camera-frame S from world-frame
+    S): ValueError naming the file and the variable."""
+    if vis.size and not vis.any():
+        raise ValueError(f"{path}: {name}: expected at least one visible (non-NaN) point, found every one of the "
+                         f"{vis.shape[0]} frames x {vis.shape[1]} points missing")
 
 
 def _no_inf(path: Path, name: str, a: np.ndarray) -> None:
