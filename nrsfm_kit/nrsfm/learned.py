@@ -98,6 +98,7 @@ class LearnedFitConfig:
     stop_tol: float = 0.002
     stop_window: float = 0.1
     stop_after: float = 0.5
+    amp: str | None = None  # mixed precision of the training loop (nrsfm_kit.train.TrainConfig.amp): None, "fp16", "bf16"
 
     def __post_init__(self):
         if self.epochs is not None and int(self.epochs) < 0:
@@ -427,6 +428,7 @@ def _fit_learned(seq, learner: LearnedMethod, model_config, cfg: LearnedFitConfi
         checkpoint_every=cfg.checkpoint_every,
         progress=cfg.progress,
         desc=learner.name,
+        amp=cfg.amp,
     )
     res = fit(model, step_fn, opt, tcfg, scheduler=sched, out_dir=out_dir, resume=resume, eval_fn=eval_fn,
               stop_fn=stop_fn if auto else None, state=state)

@@ -14,6 +14,12 @@ CPU. The last two checkpoints are kept; a truncated, corrupted or foreign one is
 
 Non-finite losses never flow on silently: the step that produced one raises FloatingPointError.
 
+Mixed precision (``TrainConfig(amp=...)``, off by default): ``"fp16"`` runs ``step_fn`` under
+``torch.autocast("cuda", torch.float16)`` with a :class:`torch.amp.GradScaler` (CUDA only; the scaler is part of the
+run's state, so it is checkpointed and resumed like the rest; a step whose scaled gradients overflow is skipped by
+the scaler, as usual), ``"bf16"`` under ``torch.autocast(device, torch.bfloat16)`` without a scaler (CUDA, or
+CPU). The parameters and the optimiser stay float32; with ``amp=None`` the loop is the float32 loop, unchanged.
+
 Data-parallel training (:mod:`nrsfm_kit.train.distributed`, launched with ``torchrun``): when torch.distributed is
 initialised with more than one process, every process runs this loop on the same model (not wrapped in
 DistributedDataParallel: the same maths, explicitly). The parameters are broadcast from rank 0 at the start (after
@@ -68,6 +74,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # atomic checkpoint every N steps (and at the end) when out_dir is set
     progress: bool = True  # tqdm bar
     desc: str = "train"
+    amp: str | None = None  # mixed precision: None (float32), "fp16" (CUDA, with a gradient scaler) or "bf16"
 
     def __post_init__(self):
         if int(self.steps) < 0:
@@ -78,6 +85,30 @@ class TrainConfig:
             raise ValueError(f"checkpoint_every: expected >= 1, found {self.checkpoint_every}")
         if self.grad_clip is not None and not (self.grad_clip > 0):
             raise ValueError(f"grad_clip: expected None or > 0, found {self.grad_clip}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp: expected one of {AMP_MODES}, found {self.amp!r}")
+
+
+AMP_MODES = (None, "fp16", "bf16")
+AMP_SCALER = "amp_grad_scaler"  # the TrainState name of the fp16 gradient scaler
+
+
+def _amp_setup(model: torch.nn.Module, cfg: TrainConfig, reg: TrainState):
+    """(autocast context factory, GradScaler or None) for ``cfg.amp`` on the model's device."""
+    if cfg.amp is None:
+        return contextlib.nullcontext, None
+    param = next(iter(model.parameters()), None)
+    device = param.device.type if param is not None else "cpu"
+    if cfg.amp == "fp16" and device != "cuda":
+        raise ValueError(f"amp: 'fp16' needs a CUDA model (gradient scaling), found the model on {device!r}; use "
+                         "amp='bf16' on CPU or amp=None")
+    if device not in ("cuda", "cpu"):
+        raise ValueError(f"amp: expected a model on 'cuda' or 'cpu', found {device!r}")
+    dtype = torch.float16 if cfg.amp == "fp16" else torch.bfloat16
+    scaler = None
+    if cfg.amp == "fp16":  # checkpointed with the run (TrainState): a resumed run keeps its loss scale
+        scaler = reg.register(AMP_SCALER, torch.amp.GradScaler("cuda"))
+    return (lambda: torch.autocast(device_type=device, dtype=dtype)), scaler
 
 
 @dataclass
@@ -324,6 +355,7 @@ def _fit(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | Non
     start, history, resumed_from, stopped, notes = 0, [], None, False, []
     ckpt = None
     main = dd.is_main()
+    autocast, scaler = _amp_setup(model, cfg, reg)  # (before the resume: the fp16 scaler is part of the state)
     if out is not None and resume:
         ckpt, notes = _load_resumable(out, model, optimizer, scheduler, reg, parallel)
     if ckpt is not None:
@@ -400,7 +432,8 @@ def _fit(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | Non
     for step in bar:
         fault_point("step")
         optimizer.zero_grad(set_to_none=True)
-        logs = step_fn(model, step)
+        with autocast():
+            logs = step_fn(model, step)
         if "loss" not in logs:
             raise ValueError(f"step_fn: expected a dict with key 'loss', found keys {sorted(logs)}")
         loss = logs["loss"]
@@ -411,12 +444,22 @@ def _fit(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | Non
                 raise FloatingPointError(f"loss is not finite at step {step}{where}: {float(loss.detach())}")
         elif not finite:
             raise FloatingPointError(f"loss is not finite at step {step}: {float(loss.detach())}")
-        loss.backward()
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss.float()).backward()
         if parallel:
             dd.all_reduce_gradients(stepped)  # the mean over the ranks: the global batch's gradient
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
-        optimizer.step()
+        if scaler is None:
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
+            optimizer.step()
+        else:
+            if cfg.grad_clip is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients
+                torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
+            scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+            scaler.update()
         if scheduler is not None:
             scheduler.step()
         done = step + 1
