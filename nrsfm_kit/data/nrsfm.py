@@ -13,6 +13,7 @@ Conventions (used by every NRSfM method of the suite; points are rows):
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -323,7 +324,6 @@ def load_nrsfm_mat(path: str | Path, dtype: torch.dtype = torch.float32) -> NRSf
         S = X.transpose(2, 1, 0)  # (F, P, 3)
         _no_inf(path, "X", S)
         vis = np.isfinite(S).all(axis=-1)
-        _some_visible(path, "X", vis)
         W = np.where(vis[..., None], S[..., :2], 0.0)
         S_out = np.where(vis[..., None], S, 0.0)  # missing points zeroed, visibility says where
     elif "W" in keys:
@@ -334,7 +334,6 @@ def load_nrsfm_mat(path: str | Path, dtype: torch.dtype = torch.float32) -> NRSf
         W = Wm.reshape(F, 2, P).transpose(0, 2, 1)
         _no_inf(path, "W", W)
         vis = np.isfinite(W).all(axis=-1)
-        _some_visible(path, "W", vis)  # before S: with no visible point, W = S[:2] would hold vacuously
         W = np.where(vis[..., None], W, 0.0)
         S_out = None
         if "S" in keys:
@@ -364,14 +363,6 @@ def _numeric(path: Path, name: str, a) -> np.ndarray:
     return a.astype(np.float64)
 
 
-def _some_visible(path: Path, name: str, vis: np.ndarray) -> None:
-    """A sequence with no visible point has nothing to reconstruct (and no way to tell camera-frame S from world-frame
-    S): ValueError naming the file and the variable."""
-    if vis.size and not vis.any():
-        raise ValueError(f"{path}: {name}: expected at least one visible (non-NaN) point, found every one of the "
-                         f"{vis.shape[0]} frames x {vis.shape[1]} points missing")
-
-
 def _no_inf(path: Path, name: str, a: np.ndarray) -> None:
     """NaN marks a missing point; +-inf is a corrupt value: ValueError naming the file and the variable."""
     n = int(np.isinf(a).sum())
@@ -383,7 +374,12 @@ def _to_camera_frame(path: Path, W: np.ndarray, vis: np.ndarray, S: np.ndarray, 
     """(S_cam, cameras, S_world) from W (F,P,2), S (F,P,3); identity cameras when S is already camera-frame."""
     F = W.shape[0]
     scale = max(np.abs(W[vis]).max(initial=0.0), 1e-12)
-    if np.allclose(S[..., :2][vis], W[vis], atol=1e-6 * scale):
+    if not vis.any():  # W = S[:2] would hold vacuously: only stored cameras can tell the frames apart
+        if Rs is None:
+            warnings.warn(f"{path}: no visible point in W, so whether S is in the camera frame cannot be checked; "
+                          "S is taken as camera frame (store Rs with a world-frame S)", UserWarning, stacklevel=3)
+            return S, None, None
+    elif np.allclose(S[..., :2][vis], W[vis], atol=1e-6 * scale):
         return S, None, None
     if Rs is not None:
         Rs = _numeric(path, "Rs", Rs)

@@ -238,3 +238,28 @@ def test_misc_bad_inputs(tmp_path):
     (tmp_path / "K3.txt").write_text("a b\n")
     with pytest.raises(ValueError, match=r"K3\.txt: expected a whitespace-separated numeric"):
         read_intrinsics_txt(tmp_path / "K3.txt")
+
+
+def test_nrsfm_mat_with_no_visible_point_uses_the_stored_cameras(tmp_path):
+    """W + S layout with every point missing: W = S[:2] holds vacuously, so the frame of S cannot be checked. With Rs
+    stored the cameras decide (S is kept as S_world, as when points are visible); without Rs S is taken as camera
+    frame, with a warning naming the file."""
+    import scipy.io
+
+    from nrsfm_kit.data.nrsfm import load_nrsfm_mat, save_nrsfm_mat
+
+    seq = synthetic_nrsfm("skeleton", num_frames=5, seed=3, dtype=torch.float64)
+    seq.visibility = torch.zeros_like(seq.visibility)
+    seq.W = torch.zeros_like(seq.W)
+    path = save_nrsfm_mat(tmp_path / "world.mat", seq, layout="WS")
+    got = load_nrsfm_mat(path, dtype=torch.float64)  # was: S_world taken as the camera-frame S, cameras dropped
+    assert got.cameras is not None and not got.visibility.any()
+    assert torch.allclose(got.cameras, seq.cameras, atol=1e-12)
+    assert torch.allclose(got.S_world, seq.S_world, atol=1e-9)
+    assert torch.allclose(got.S, seq.S, atol=1e-9)
+    mats = {k: v for k, v in scipy.io.loadmat(str(path)).items() if not k.startswith("__")}
+    mats.pop("Rs")
+    scipy.io.savemat(str(tmp_path / "no_rs.mat"), mats)
+    with pytest.warns(UserWarning, match=r"no_rs\.mat: no visible point in W.*taken as camera frame"):
+        plain = load_nrsfm_mat(tmp_path / "no_rs.mat", dtype=torch.float64)
+    assert plain.cameras is None

@@ -957,10 +957,6 @@ CASES: list[Case] = [
               ("expected a variable 'x' (3, p, f) or 'w' (2f, p)", "found ['w2d']")),
     _mat_case("x-no-points", "X", lambda m: _set(m, "X", m["X"][:, :0]),
               ("expected at least one frame and one point", "found w of shape (6, 0, 2)")),
-    _mat_case("ws-nothing-visible", "WS", lambda m: _set(m, "W", np.full_like(m["W"], np.nan)),  # S was then
-              ("w: expected at least one visible (non-nan) point", "frames x 8 points missing")),  # taken as camera frame
-    _mat_case("x-nothing-visible", "X", lambda m: _set(m, "X", np.full_like(m["X"], np.nan)),
-              ("x: expected at least one visible (non-nan) point", "points missing")),
     _mat_case("one-frame", "WS", lambda m: {"W": m["W"][:2]}, ("seq.w: expected at least 2 frames", "found f = 1"),
               then_fit=True),
     _mat_case("three-points", "WS", lambda m: {"W": m["W"][:, :3]},
