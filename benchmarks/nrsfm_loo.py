@@ -167,11 +167,14 @@ def jobs(part: str, quick: bool, diag_seqs: list[str] | None = None) -> list[tup
         return [("prrrn", name, s, 0) for s in (diag_seqs or seqs)]
     if part in ("prrrn", "dnrsfm"):
         return [(part, c, s, 0) for c in CANDIDATES[part] for s in seqs]
+    if part == "seeds45":  # the budget question of P4 vs P5: their seeds 1 and 2 on every sequence (or --diag-seq)
+        return [("prrrn", c, s, k) for s in (diag_seqs or [*seqs, *LONG]) for c in ("P4-contrast-off-above-70pct",
+                                                                                   "P5-linear-budget") for k in SEEDS[1:]]
     if part == "seeds":
         return [(m, DEFAULT[m], s, k) for m in ("dnrsfm", "prrrn") for k in SEEDS[1:] for s in seqs]
     if part == "cmu":
         return [(m, DEFAULT.get(m, m), "cmu-scale", 0) for m in ("tk", "em-ppca", "dnrsfm", "prrrn")]
-    raise ValueError(f"--part: expected classic, prrrn, dnrsfm, p3, p4, p5, seeds, cmu, long[:NAME] or diag, found "
+    raise ValueError(f"--part: expected classic, prrrn, dnrsfm, p3, p4, p5, seeds, seeds45, cmu, long[:NAME] or diag, found "
                      f"{part!r}")
 
 
