@@ -62,6 +62,12 @@ SETTINGS = "settings.json"  # what a checkpoint folder was written with (see che
 REF_FRAMES = 300  # the frame count at which a run gets base_steps steps (the classic benchmark sequences' size)
 
 
+def check_budget_power(power: float) -> None:
+    """ValueError unless ``power`` (the budget's power of F, ``budget_power`` of the method configs) is in [0, 1]."""
+    if not 0.0 <= float(power) <= 1.0:
+        raise ValueError(f"budget_power: expected a power in [0, 1], found {power}")
+
+
 def budget_steps(base_steps: int, num_frames: int, ref_frames: int = REF_FRAMES, power: float = 0.5) -> int:
     """Optimiser steps of the data-scaled budget: ceil(base_steps * (F / ref_frames) ** power), at least 1
     (power 1/2 by default: a sqrt in F; 1: the same number of epochs at every F; 0: a fixed number of steps)."""
@@ -69,8 +75,7 @@ def budget_steps(base_steps: int, num_frames: int, ref_frames: int = REF_FRAMES,
         raise ValueError(f"base_steps: expected >= 1, found {base_steps}")
     if int(num_frames) < 1:
         raise ValueError(f"num_frames: expected >= 1, found {num_frames}")
-    if not 0.0 <= float(power) <= 1.0:
-        raise ValueError(f"budget_power: expected a power in [0, 1], found {power}")
+    check_budget_power(power)
     return max(1, math.ceil(int(base_steps) * (int(num_frames) / int(ref_frames)) ** float(power)))
 
 

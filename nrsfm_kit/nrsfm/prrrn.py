@@ -71,7 +71,7 @@ import torch
 from torch import nn
 
 from nrsfm_kit.geometry import orthonormalize
-from nrsfm_kit.nrsfm.learned import LearnedBatch, LearnedMethod
+from nrsfm_kit.nrsfm.learned import LearnedBatch, LearnedMethod, check_budget_power
 from nrsfm_kit.nrsfm.msr import msr_pairwise_masked
 from nrsfm_kit.train import distributed as dd
 from nrsfm_kit.utils.checks import check_tensor
@@ -133,8 +133,7 @@ class PRRRNConfig:
             raise ValueError(f"batch_size: expected >= 1, found {self.batch_size}")
         if int(self.base_steps) < 1:
             raise ValueError(f"base_steps: expected >= 1, found {self.base_steps}")
-        if not 0.0 <= float(self.budget_power) <= 1.0:
-            raise ValueError(f"budget_power: expected a power in [0, 1], found {self.budget_power}")
+        check_budget_power(self.budget_power)
         if self.contrast_max_positive is not None and not 0.0 <= float(self.contrast_max_positive) <= 1.0:
             raise ValueError(f"contrast_max_positive: expected None or a fraction in [0, 1], found "
                              f"{self.contrast_max_positive}")

@@ -444,20 +444,16 @@ def _fit(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | Non
                 raise FloatingPointError(f"loss is not finite at step {step}{where}: {float(loss.detach())}")
         elif not finite:
             raise FloatingPointError(f"loss is not finite at step {step}: {float(loss.detach())}")
-        if scaler is None:
-            loss.backward()
-        else:
-            scaler.scale(loss.float()).backward()
+        (loss if scaler is None else scaler.scale(loss.float())).backward()
         if parallel:
             dd.all_reduce_gradients(stepped)  # the mean over the ranks: the global batch's gradient
+        if cfg.grad_clip is not None:
+            if scaler is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients
+            torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
         if scaler is None:
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
             optimizer.step()
         else:
-            if cfg.grad_clip is not None:
-                scaler.unscale_(optimizer)  # clip the true gradients
-                torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
             scaler.step(optimizer)  # skipped when the scaled gradients overflowed
             scaler.update()
         if scheduler is not None:
