@@ -135,7 +135,7 @@ def register(subparsers) -> None:
 
 _PRETRAIN_EPILOG = """\
 sizes (--smoke / NRSFM_KIT_SMOKE=1 in brackets): --frames 4 [3], --height 48 [32], --width 64 [48], --steps 200 [6],
---net-width 16 [8], --pairs 20000 [2000], 2 view pairs per step.
+--net-width 16 [8], --pairs 20000 [2000], --view-pairs 2 (view pairs per step).
 
 The corpus: video i of the 'pretrain' split is the synthetic non-rigid video (nrsfm_kit.data.synthetic_monocular_video,
 2 fps) with generator seed 100000 + i (textures, object phases, camera path), a scene (cluttered / room), a
@@ -151,6 +151,10 @@ camera-path scale in [0.6, 1.4] and a set of movers drawn from that seed; the 'h
 --eval-videos M: held-out AbsRel (median scaling per frame, one forward pass per frame) of the pretrained net and of
 an untrained net of the same architecture, on the first M videos of the 'heldout' split.
 Use the result with: nrsfm-kit depth fit --init DIR/pretrained_depth.pt ...
+
+Data-parallel (one process per GPU, or several on CPU; each process trains on its share of the view pairs of a
+step, rank 0 writes DIR and the report):
+  torchrun --nproc_per_node 2 -m nrsfm_kit.cli depth pretrain --corpus synthetic --videos 64 --view-pairs 4 --out DIR
 """
 
 
@@ -170,6 +174,9 @@ def _register_pretrain(sub) -> None:
     pre.add_argument("--net-width", type=int, default=None, metavar="C", help="ResNet-18 base width (default 16)")
     pre.add_argument("--pairs", type=int, default=None, metavar="S", help="pixel pairs per view pair (default 20000)")
     pre.add_argument("--joint", action="store_true", help="the joint stage-1 loss with the motion net (default off)")
+    pre.add_argument("--view-pairs", type=int, default=None, metavar="K",
+                     help="view pairs per optimiser step, the global batch (default 2; >= 1; under torchrun a "
+                     "multiple of the number of processes)")
     pre.add_argument("--eval-videos", type=int, default=None, metavar="M",
                      help="evaluate on M held-out videos, pretrained vs untrained (default: no evaluation; >= 1)")
     pre.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
@@ -178,7 +185,7 @@ def _register_pretrain(sub) -> None:
     pre.add_argument("--smoke", action="store_true", help="tiny sizes (also NRSFM_KIT_SMOKE=1; default: off)")
     pre.add_argument("--quiet", action="store_true", help="no progress bars (default: shown)")
     pre.set_defaults(func=_pretrain, param_flags={"num_videos": "--videos", "net_width": "--net-width",
-                                                  "num_pairs": "--pairs"})
+                                                  "num_pairs": "--pairs", "pairs_per_step": "--view-pairs"})
 
 
 def pretrain_preset(tiny: bool):
@@ -193,15 +200,24 @@ def pretrain_preset(tiny: bool):
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    from nrsfm_kit.train import distributed as dd
+
+    return dd.joined(_pretrain_run, args)  # under torchrun: in the process group (data-parallel training)
+
+
+def _pretrain_run(args: argparse.Namespace) -> int:
     from nrsfm_kit.edm.pretrain import check_num_videos, evaluate_corpus, pretrain_corpus, untrained_depth_net
+    from nrsfm_kit.train import distributed as dd
     from nrsfm_kit.utils.io import atomic_write_json
 
     check_num_videos(args.videos, "--videos")  # before any work
     for flag, v, lo in (("--steps", args.steps, 0), ("--frames", args.frames, 2), ("--height", args.height, 16),
                         ("--width", args.width, 16), ("--net-width", args.net_width, 1), ("--pairs", args.pairs, 1),
                         ("--seed", args.seed, 0), ("--eval-videos", args.eval_videos, 1),
-                        ("--checkpoint-every", args.checkpoint_every, 1)):
+                        ("--checkpoint-every", args.checkpoint_every, 1), ("--view-pairs", args.view_pairs, 1)):
         check_int_arg(flag, v, lo)
+    if args.view_pairs is not None:
+        dd.shard(args.view_pairs, "--view-pairs")  # torchrun: the view pairs of a step must split evenly
     if args.eval_videos is not None:
         check_num_videos(args.eval_videos, "--eval-videos")
     if args.json:
@@ -209,7 +225,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     check_output_dir("--out", args.out)
     cfg = pretrain_preset(args.smoke or smoke())
     for name, v in (("frames", args.frames), ("height", args.height), ("width", args.width),
-                    ("net_width", args.net_width), ("checkpoint_every", args.checkpoint_every)):
+                    ("net_width", args.net_width), ("checkpoint_every", args.checkpoint_every),
+                    ("pairs_per_step", args.view_pairs)):
         if v is not None:
             setattr(cfg, name, v)
     if args.pairs is not None:
@@ -222,7 +239,10 @@ def _pretrain(args: argparse.Namespace) -> int:
               "checkpoint": str(res.checkpoint), "steps": cfg.steps if args.steps is None else args.steps,
               "resumed_from": res.resumed_from,
               "first_loss": res.history[0]["loss"] if res.history else None,
-              "final_loss": res.history[-1]["loss"] if res.history else None}
+              "final_loss": res.history[-1]["loss"] if res.history else None,
+              "processes": dd.world()[1]}
+    if not dd.is_main():  # (data-parallel: rank 0 evaluates and reports, every rank holds the same model)
+        return 0
     if args.eval_videos is not None:
         from nrsfm_kit.edm.pretrain import load_pretrained
 

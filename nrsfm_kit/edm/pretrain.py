@@ -34,11 +34,13 @@ from nrsfm_kit.edm.training import (
 )
 from nrsfm_kit.models import DepthNet, DepthNetConfig, MotionNet
 from nrsfm_kit.train import TrainConfig, fit
-from nrsfm_kit.utils.io import atomic_save_torch, atomic_write_json, check_writable, folder_lock
+from nrsfm_kit.train import distributed as dd
+from nrsfm_kit.utils.io import atomic_save_torch, atomic_write_json
 
-#: generator-seed bases of the corpus splits: video i of split s is rendered with seed CORPUS_SPLITS[s] + i
-CORPUS_SPLITS = {"pretrain": 100_000, "heldout": 900_000}
-#: videos per split (the bases are 800 000 apart: no seed is in two splits)
+#: generator-seed bases of the corpus splits: video i of split s is rendered with seed CORPUS_SPLITS[s] + i;
+#: "tune" is for choosing rules and settings (e.g. the segmentation threshold rule), never for reporting
+CORPUS_SPLITS = {"pretrain": 100_000, "tune": 500_000, "heldout": 900_000}
+#: videos per split (the bases are >= 400 000 apart: no seed is in two splits)
 MAX_VIDEOS = 100_000
 CHECKPOINT_KIND = "nrsfm_kit.edm.pretrained_depth"
 CHECKPOINT_VERSION = 1
@@ -182,9 +184,8 @@ def pretrain_corpus(num_videos: int, config: PretrainConfig | None = None, out_d
     cfg.__post_init__()
     if out_dir is None:
         return _pretrain(n, cfg, None)
-    out = Path(out_dir)
-    check_writable(out, "out_dir")
-    with folder_lock(out, "out_dir"):
+    # one run per folder, checked before any work (rank 0's folder on several processes)
+    with dd.output_folder(out_dir, "out_dir") as out:
         return _pretrain(n, cfg, out)
 
 
@@ -196,9 +197,10 @@ def _check_settings(out: Path, n: int, cfg: PretrainConfig) -> None:
 
 
 def _pretrain(n: int, cfg: PretrainConfig, out: Path | None) -> PretrainResult:
+    dd.shard(cfg.pairs_per_step, "pairs_per_step")  # several processes: the samples of a step must split evenly
     if out is not None:
-        _check_settings(out, n, cfg)
-    corpus = make_corpus(n, cfg.frames, cfg.height, cfg.width, "pretrain", progress=cfg.progress)
+        dd.main_only(_check_settings, out, n, cfg)
+    corpus = make_corpus(n, cfg.frames, cfg.height, cfg.width, "pretrain", progress=cfg.progress and dd.is_main())
     data = [(network_input(v.frames), v.flow.float(), v.intrinsics.float(), _valid_masks(v)) for _, v in corpus]
     T = cfg.frames
     torch.manual_seed(cfg.seed)
@@ -211,17 +213,21 @@ def _pretrain(n: int, cfg: PretrainConfig, out: Path | None) -> PretrainResult:
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def step(m, step_idx):
+        # the step's global draw, the same on every rank: (video, pair, pixel-pair seed) per sample; each sample
+        # samples its pixel pairs from its own generator, so a sample's loss does not depend on which process
+        # computes it, and several processes (each its shard of the samples) follow the one-process run
+        draws = [(int(torch.randint(n, (1,), generator=gen)), int(torch.randint(T - 1, (1,), generator=gen)),
+                  int(torch.randint(2 ** 62, (1,), generator=gen))) for _ in range(cfg.pairs_per_step)]
         losses = []
-        for _ in range(cfg.pairs_per_step):
-            v = int(torch.randint(n, (1,), generator=gen))
-            k = int(torch.randint(T - 1, (1,), generator=gen))
+        for v, k, pair_seed in dd.shard(draws, "pairs_per_step"):
             frames, flow, intr, valid = data[v]
             clip = frames[k:k + 2]
             d = m["depth"](clip)[:, 0]
             e = m["motion"](clip[:1], clip[1:]) if cfg.joint else None
             losses.append(_edm_loss_over_video(d, flow[k:k + 1], intr, e, lcfg,
-                                               None if valid is None else valid[k:k + 1], gen, cfg.backend))
-        return {"loss": torch.stack(losses).mean()}
+                                               None if valid is None else valid[k:k + 1],
+                                               torch.Generator().manual_seed(pair_seed), cfg.backend))
+        return {"loss": torch.stack(losses).mean()}  # (equal shards: the mean over ranks is the global mean)
 
     tc = TrainConfig(steps=cfg.steps, seed=cfg.seed, grad_clip=10.0, log_every=cfg.log_every,
                      checkpoint_every=cfg.checkpoint_every, progress=cfg.progress,
@@ -232,11 +238,16 @@ def _pretrain(n: int, cfg: PretrainConfig, out: Path | None) -> PretrainResult:
     model.eval()
     specs = [s for s, _ in corpus]
     path = None
-    if out is not None:
-        path = save_pretrained(out / "pretrained_depth.pt", model, cfg, specs, res.history)
-        atomic_write_json(out / "pretrain.json", {"config": asdict(cfg), "corpus": specs, "splits": CORPUS_SPLITS,
-                                                  "history": res.history, "step": res.step})
+    if out is not None:  # (rank 0 writes; every rank holds the same model)
+        path = dd.main_only(_write_outputs, out, model, cfg, specs, res)
     return PretrainResult(path, model, res.history, specs, res.resumed_from)
+
+
+def _write_outputs(out: Path, model: nn.ModuleDict, cfg: PretrainConfig, specs: list, res) -> Path:
+    path = save_pretrained(out / "pretrained_depth.pt", model, cfg, specs, res.history)
+    atomic_write_json(out / "pretrain.json", {"config": asdict(cfg), "corpus": specs, "splits": CORPUS_SPLITS,
+                                              "history": res.history, "step": res.step})
+    return path
 
 
 def save_pretrained(path: str | Path, model: nn.ModuleDict, cfg: PretrainConfig, corpus: list, history: list) -> Path:

@@ -79,6 +79,14 @@ def _deepdeform_pairs(root: str, split: str | None):
 
 
 def _train(args) -> int:
+    from nrsfm_kit.train import distributed as dd
+
+    return dd.joined(_train_run, args)  # under torchrun: in the process group (data-parallel training)
+
+
+def _train_run(args) -> int:
+    from nrsfm_kit.train import distributed as dd
+
     from .data import synthetic_matching_pairs
     from .training import matcher_preset, save_matcher, train_matcher
 
@@ -90,26 +98,34 @@ def _train(args) -> int:
         raise ValueError(f"--steps: expected >= 0, found {args.steps}")
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every: expected an integer >= 1, found {args.checkpoint_every}")
-    if args.data == "synthetic":
-        train = synthetic_matching_pairs("train", p.train_pairs, p.height, p.width, seed=args.seed,
-                                         cache_dir=out / "cache")
-        val = synthetic_matching_pairs("val", p.val_pairs, p.height, p.width, seed=args.seed, cache_dir=out / "cache")
-    else:
+    def data():
+        if args.data == "synthetic":
+            return (synthetic_matching_pairs("train", p.train_pairs, p.height, p.width, seed=args.seed,
+                                             cache_dir=out / "cache"),
+                    synthetic_matching_pairs("val", p.val_pairs, p.height, p.width, seed=args.seed,
+                                             cache_dir=out / "cache"))
         from .data import deepdeform_training_pairs
 
         root = Path(args.data)
         if (root / "train_matches.json").is_file():  # the dataset's sparse match labels (what the paper trains on)
-            train = deepdeform_training_pairs(root, "train", config=p.sampling)
-            val = deepdeform_training_pairs(root, "val", config=p.sampling) if (root / "val_matches.json").is_file() \
-                else None
-        else:  # pairs with dense flows only
-            train, val = _deepdeform_pairs(args.data, "train"), None
+            return (deepdeform_training_pairs(root, "train", config=p.sampling),
+                    deepdeform_training_pairs(root, "val", config=p.sampling)
+                    if (root / "val_matches.json").is_file() else None)
+        return _deepdeform_pairs(args.data, "train"), None  # pairs with dense flows only
+
+    # several processes: rank 0 builds (and caches) the pairs first, its errors stop every rank; the others then
+    # read the cache
+    built: dict = {}
+    dd.main_only(lambda: built.update(pairs=data()))
+    train, val = built["pairs"] if "pairs" in built else data()
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     m, res = train_matcher(p, train, val_pairs=val, out_dir=out, seed=args.seed, steps=args.steps, device=device,
                            checkpoint_every=args.checkpoint_every)
     m = m.cpu()
+    if not dd.is_main():  # (data-parallel: rank 0 writes and reports, every rank holds the same matcher)
+        return 0
     save_matcher(out / "matcher.pt", m, preset=args.preset, seed=args.seed, data=args.data)
     for stage, r in res.items():
         if r.resumed_from is not None and r.resumed_from >= r.step:

@@ -33,10 +33,11 @@ import torch
 
 from nrsfm_kit.models.matcher import MatcherConfig, SiameseMatcher
 from nrsfm_kit.train import TrainConfig, TrainResult, fit, seeded
+from nrsfm_kit.train import distributed as dd
 from nrsfm_kit.utils.faults import fault_point
-from nrsfm_kit.utils.io import atomic_save_torch, check_writable, folder_lock
+from nrsfm_kit.utils.io import atomic_save_torch
 
-from .data import PatchSampler, SamplingConfig
+from .data import PatchBatch, PatchSampler, SamplingConfig
 from .losses import MatcherLossConfig, matcher_loss
 
 __all__ = ["MATCHER_STAGES", "MatcherStage", "MatcherTrainingPreset", "TRAINING_PRESETS", "matcher_preset",
@@ -153,6 +154,23 @@ def _stage_generator(seed: int, stage: str, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + MATCHER_STAGES.index(stage) * 10_000_019 + step)
 
 
+def _global_mean(logs: dict, mine: torch.Tensor, everyone: torch.Tensor, stage: str, cfg: MatcherLossConfig
+                 ) -> dict:
+    """Several processes: L_H and L_D are means over a shard's *visible* samples, whose number differs between
+    shards; rescaled by (visible in the shard x ranks / visible in the global batch), the mean over the ranks (what
+    the loop's gradient average takes) is the mean over the global batch's visible samples, as on one process.
+    L_V is a mean over all samples (equal shards): unchanged. One process: ``logs`` as they are."""
+    n = dd.world()[1]
+    if n == 1:
+        return logs
+    f = float(mine.sum()) * n / max(float(everyone.sum()), 1.0)
+    out = {**logs, "heatmap": logs["heatmap"] * f, "depth": logs["depth"] * f}
+    if stage != "visibility":  # (the visibility term of stage "all" is a mean over all samples: not rescaled)
+        vis = cfg.lambda_visibility * logs["visibility"] if stage == "all" else 0.0
+        out["loss"] = (logs["loss"] - vis) * f + vis
+    return out
+
+
 def train_matcher(preset: MatcherTrainingPreset, train_pairs, *, val_pairs=None, out_dir=None, seed: int = 0,
                   matcher: SiameseMatcher | None = None, stages=MATCHER_STAGES, progress: bool = True,
                   steps: int | None = None, device=None,
@@ -165,13 +183,9 @@ def train_matcher(preset: MatcherTrainingPreset, train_pairs, *, val_pairs=None,
     for s in stages:
         if s not in MATCHER_STAGES:
             raise ValueError(f"stages: expected names among {MATCHER_STAGES}, found {s!r}")
-    if out_dir is not None:
-        check_writable(out_dir, "out_dir")
-        with folder_lock(out_dir, "out_dir"):
-            return _train_matcher(preset, train_pairs, val_pairs, out_dir, seed, matcher, stages, progress, steps,
-                                  device, checkpoint_every)
-    return _train_matcher(preset, train_pairs, val_pairs, out_dir, seed, matcher, stages, progress, steps, device,
-                          checkpoint_every)
+    with dd.output_folder(out_dir, "out_dir"):  # (rank 0's folder on several processes)
+        return _train_matcher(preset, train_pairs, val_pairs, out_dir, seed, matcher, stages, progress, steps,
+                              device, checkpoint_every)
 
 
 def _train_matcher(preset, train_pairs, val_pairs, out_dir, seed, matcher, stages, progress, steps, device,
@@ -212,10 +226,14 @@ def _train_matcher(preset, train_pairs, val_pairs, out_dir, seed, matcher, stage
             opt = torch.optim.Adam(params, lr=st.lr)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(st.lr_step), gamma=0.1)
 
+        dd.shard(st.batch_size, "batch_size")  # several processes: the global batch must split evenly
+
         def step_fn(m, step, _stage=stage, _st=st, _ls=loss_stage):
-            b = _to(sampler.sample(_st.batch_size, _stage_generator(seed, _stage, step)), dev)
+            full = sampler.sample(_st.batch_size, _stage_generator(seed, _stage, step))  # the same on every rank
+            b = _to(PatchBatch(*[dd.shard(x, "batch_size") for x in full]), dev)  # this rank's part
             out = m(b.source, b.target)
-            return matcher_loss(out, b.target_px, b.target_depth, b.visible, preset.loss, stage=_ls)
+            logs = matcher_loss(out, b.target_px, b.target_depth, b.visible, preset.loss, stage=_ls)
+            return _global_mean(logs, b.visible, full.visible, _ls, preset.loss)
 
         def eval_fn(m, step):
             return validation_metrics(m, val) if val is not None else {}

@@ -174,12 +174,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def _fit(args: argparse.Namespace) -> int:
     from nrsfm_kit.train import distributed as dd
 
-    joined = dd.init_from_env()  # under torchrun: join the process group (data-parallel training)
-    try:
-        return _fit_run(args)
-    finally:
-        if joined:
-            dd.destroy()
+    return dd.joined(_fit_run, args)  # under torchrun: in the process group (data-parallel training)
 
 
 def _fit_run(args: argparse.Namespace) -> int:

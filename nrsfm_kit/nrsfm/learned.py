@@ -36,7 +36,6 @@ pairwise terms are made global explicitly (:class:`~nrsfm_kit.nrsfm.prrrn.PRRRNM
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -54,7 +53,7 @@ from nrsfm_kit.train import TrainConfig, fit
 from nrsfm_kit.train import distributed as dd
 from nrsfm_kit.train.state import CHECKPOINT, PREVIOUS, TrainState
 from nrsfm_kit.utils.faults import fault_point
-from nrsfm_kit.utils.io import atomic_write_json, check_writable, folder_lock
+from nrsfm_kit.utils.io import atomic_write_json
 
 SETTINGS = "settings.json"  # what a checkpoint folder was written with (see check_run_folder)
 
@@ -361,19 +360,9 @@ def fit_learned(
     if not isinstance(cfg, LearnedFitConfig):
         raise ValueError(f"config: expected a LearnedFitConfig, found {type(cfg).__name__}")
     cfg.__post_init__()  # fields may have been changed after construction
-    if out_dir is not None and dd.world()[1] > 1:  # rank 0 alone checks and locks out_dir; its refusal stops all
-        with contextlib.ExitStack() as held:
-            def prepare() -> None:
-                check_writable(out_dir, "out_dir")
-                held.enter_context(folder_lock(out_dir, "out_dir"))
-
-            dd.main_only(prepare)
-            return _fit_learned(seq, learner, model_config, cfg, out_dir, resume)
-    if out_dir is not None:  # fails before any work when out_dir cannot be written; one run per folder
-        check_writable(out_dir, "out_dir")
-        with folder_lock(out_dir, "out_dir"):
-            return _fit_learned(seq, learner, model_config, cfg, out_dir, resume)
-    return _fit_learned(seq, learner, model_config, cfg, out_dir, resume)
+    # fails before any work when out_dir cannot be written; one run per folder (rank 0's, on several processes)
+    with dd.output_folder(out_dir, "out_dir"):
+        return _fit_learned(seq, learner, model_config, cfg, out_dir, resume)
 
 
 def _fit_learned(seq, learner: LearnedMethod, model_config, cfg: LearnedFitConfig, out_dir, resume: bool):

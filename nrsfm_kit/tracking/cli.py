@@ -100,6 +100,13 @@ def _deepdeform(root: str, split: str | None):
 
 
 def _train(args) -> int:
+    from nrsfm_kit.train import distributed as dd
+
+    return dd.joined(_train_run, args)  # under torchrun: in the process group (data-parallel training)
+
+
+def _train_run(args) -> int:
+    from nrsfm_kit.train import distributed as dd
     from nrsfm_kit.train import seeded
 
     from .training import STAGES, load_tracker, save_tracker, train_tracker
@@ -117,15 +124,21 @@ def _train(args) -> int:
                   "random weights (the paper starts from a PWC-Net trained on FlyingChairs + Things)")
     else:
         stages = (args.stage,)
-    if args.data == "synthetic":
+    def data():
+        if args.data != "synthetic":
+            return _deepdeform(args.data, "train"), None
         from .data import flow_pretraining_pairs, synthetic_tracking_pairs
 
-        train = synthetic_tracking_pairs("train", p.train_pairs, p.height, p.width, seed=args.seed,
-                                         cache_dir=out / "cache")
-        flow = flow_pretraining_pairs(p.flow_pairs, p.height, p.width, seed=args.seed, cache_dir=out / "cache") \
-            if "pretrain" in stages else None
-    else:
-        train, flow = _deepdeform(args.data, "train"), None
+        return (synthetic_tracking_pairs("train", p.train_pairs, p.height, p.width, seed=args.seed,
+                                         cache_dir=out / "cache"),
+                flow_pretraining_pairs(p.flow_pairs, p.height, p.width, seed=args.seed, cache_dir=out / "cache")
+                if "pretrain" in stages else None)
+
+    # several processes: rank 0 builds (and caches) the pairs first, its errors stop every rank; the others then
+    # read the cache
+    built: dict = {}
+    dd.main_only(lambda: built.update(pairs=data()))
+    train, flow = built["pairs"] if "pairs" in built else data()
     tracker = None
     order = ("pretrain", "flow", "solver", "mask", "refine")
     if args.stage == "flow" or (args.stage == "all" and stages[0] == "flow"):
@@ -157,6 +170,8 @@ def _train(args) -> int:
         load_pwcnet_state_dict(tracker.phi, args.pwcnet)
     tracker, results = train_tracker(p, train, stages=stages, out_dir=out, seed=args.seed, flow_samples=flow,
                                      tracker=tracker, checkpoint_every=args.checkpoint_every)
+    if not dd.is_main():  # (data-parallel: rank 0 writes and reports, every rank holds the same tracker)
+        return 0
     save_tracker(out / "tracker.pt", tracker, stages=list(stages), preset=args.preset)
     for stage, r in results.items():
         last = "already trained" if r is None else {k: v for k, v in r.history[-1].items()} if r.history else {}

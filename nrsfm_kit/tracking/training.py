@@ -41,10 +41,11 @@ from pathlib import Path
 import torch
 
 from nrsfm_kit.train import TrainConfig, TrainResult, fit, seeded
+from nrsfm_kit.train import distributed as dd
 from nrsfm_kit.train.state import FORMAT as CHECKPOINT_FORMAT
 from nrsfm_kit.train.state import read_checkpoint
 from nrsfm_kit.utils.faults import fault_point
-from nrsfm_kit.utils.io import atomic_write_json, check_writable, folder_lock
+from nrsfm_kit.utils.io import atomic_write_json
 
 from .losses import (
     PRESETS,
@@ -287,12 +288,16 @@ def train_stage(tracker: NeuralTracker, stage: str, train_samples, config: Stage
     opt = _optimizer(params, config)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(config.lr_decay_every), gamma=config.lr_decay)
     bs = min(int(config.batch_size), len(train_samples))
+    dd.shard(bs, "batch_size")  # several processes: the global batch must split evenly
 
     def step_fn(model, step):
-        batch = [train_samples[i] for i in random.sample(range(len(train_samples)), bs)]  # seeded by fit
+        # the global batch and its flips, the same on every rank (fit seeds `random` alike), then this rank's part;
+        # the loss terms are means over the shard's valid pixels / nodes, so with several processes the gradient is
+        # the mean of the shards' means (the global mean when the shards have as many valid elements)
+        batch = [train_samples[i] for i in random.sample(range(len(train_samples)), bs)]
         if stage == "pretrain":
             batch = [flip_sample(s, random.random() < 0.5, random.random() < 0.5) for s in batch]
-        return _batch_losses(model, batch, stage, weights, thresholds)
+        return _batch_losses(model, dd.shard(batch, "batch_size"), stage, weights, thresholds)
 
     tc = TrainConfig(steps=int(config.steps), seed=int(seed), grad_clip=config.grad_clip, log_every=log_every,
                      checkpoint_every=checkpoint_every, progress=progress, desc=f"track {stage}")
@@ -355,13 +360,16 @@ def train_tracker(recipe: TrainingPreset, train_samples, *, stages=STAGES, out_d
     for s in stages:
         if s not in ALL_STAGES:
             raise ValueError(f"stages: expected names from {list(ALL_STAGES)}, found {s!r}")
-    if out_dir is not None:
-        check_writable(out_dir, "out_dir")
-        with folder_lock(out_dir, "out_dir"):
-            return _train_tracker(recipe, train_samples, stages, Path(out_dir), seed, flow_samples, tracker,
-                                  progress, val_fn, checkpoint_every)
-    return _train_tracker(recipe, train_samples, stages, None, seed, flow_samples, tracker, progress, val_fn,
-                          checkpoint_every)
+    with dd.output_folder(out_dir, "out_dir") as out:  # (rank 0's folder on several processes)
+        return _train_tracker(recipe, train_samples, stages, out, seed, flow_samples, tracker, progress, val_fn,
+                              checkpoint_every)
+
+
+def _write_stage(final: Path, tracker: NeuralTracker, stage: str, steps: int, seed: int, recipe) -> None:
+    save_tracker(final, tracker, stage=stage, steps=steps)
+    atomic_write_json(final.parent / "stage.json", {"stage": stage, "steps": steps, "seed": seed,
+                                                    "config": asdict(recipe.stages[stage]),
+                                                    "weights": asdict(recipe.weights(stage))})
 
 
 def _train_tracker(recipe, train_samples, stages, out, seed, flow_samples, tracker, progress, val_fn,
@@ -373,8 +381,8 @@ def _train_tracker(recipe, train_samples, stages, out, seed, flow_samples, track
     for k, stage in enumerate(stages):
         sdir = out / stage if out is not None else None
         final = sdir / "tracker.pt" if sdir is not None else None
-        if final is not None and final.is_file():
-            tracker.load_state_dict(load_tracker(final).state_dict())
+        if final is not None and dd.main_only(final.is_file):  # (rank 0's folder decides; its weights for all)
+            tracker.load_state_dict(dd.main_only(lambda f=final: load_tracker(f).state_dict()))
             results[stage] = None
             continue
         data = list(train_samples) + (list(flow_samples or []) if stage == "pretrain" else [])
@@ -382,10 +390,7 @@ def _train_tracker(recipe, train_samples, stages, out, seed, flow_samples, track
                           seed=seed + 1000 * k, val_fn=val_fn, thresholds=recipe.supervised_thresholds,
                           progress=progress, checkpoint_every=checkpoint_every)
         results[stage] = res
-        if final is not None:
-            save_tracker(final, tracker, stage=stage, steps=res.step)
-            atomic_write_json(sdir / "stage.json", {"stage": stage, "steps": res.step, "seed": seed,
-                                                    "config": asdict(recipe.stages[stage]),
-                                                    "weights": asdict(recipe.weights(stage))})
+        if final is not None:  # (rank 0 writes; every rank holds the same weights)
+            dd.main_only(_write_stage, final, tracker, stage, res.step, seed, recipe)
         fault_point("stage")
     return tracker, results

@@ -35,9 +35,10 @@ A training script of one's own::
 What differs from one process. (1) Float round-off: the shards' sums are summed in another order, so the runs
 agree to ~1e-7 relative per step in float32 (1e-16 in float64); a long float32 run of a chaotic training (Adam
 normalises tiny gradient components to full-size steps) drifts apart like any two runs perturbed by 1e-7 would.
-(2) Anything coupling the items of a batch is computed over the shard: batch statistics (BatchNorm over B / n
-items), in-batch negatives, permutations within the batch, unless the method gathers them (PR-RRN does,
-:mod:`nrsfm_kit.nrsfm.prrrn`). (3) Randomness drawn per item inside the step on the shard (dropout masks, noise of
+(2) Anything coupling the items of a batch is computed over the shard: batch statistics (BatchNorm normalises
+over B / n items; its running statistics are averaged over the ranks after every step, :func:`average_buffers`,
+so every rank evaluates with the same ones), in-batch negatives, permutations within the batch, unless the
+method gathers them (PR-RRN does, :mod:`nrsfm_kit.nrsfm.prrrn`). (3) Randomness drawn per item inside the step on the shard (dropout masks, noise of
 shape (B / n, ...)) comes from every rank's identical stream: draw it for the global batch and :func:`shard` it to
 keep the single-process numbers. A step function that does not shard at all is still correct (every rank computes
 the whole batch, the mean of equal gradients is that gradient), only not faster.
@@ -47,9 +48,11 @@ Every collective here must be called by every rank, in the same order (as with t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -58,6 +61,7 @@ __all__ = [
     "all_gather_tensor",
     "all_reduce_gradients",
     "all_reduce_sum",
+    "average_buffers",
     "any_rank",
     "barrier",
     "broadcast_object",
@@ -66,7 +70,9 @@ __all__ = [
     "gather_objects",
     "init_from_env",
     "is_main",
+    "joined",
     "main_only",
+    "output_folder",
     "shard",
     "shard_slice",
     "world",
@@ -292,6 +298,30 @@ def all_reduce_gradients(params: Iterable[torch.nn.Parameter]) -> None:
             offset += k
 
 
+def average_buffers(module: torch.nn.Module) -> None:
+    """Replace each floating-point buffer of ``module`` by its mean over the ranks (in place; no-op on one
+    process): BatchNorm's running mean and variance, updated by each rank from its own shard, stay one set on
+    every rank (what a checkpoint saves and an evaluation uses), the average of the shards' statistics. Integer
+    buffers (``num_batches_tracked``) advance alike on every rank and are left as they are."""
+    n = world()[1]
+    if n == 1:
+        return
+    buckets: dict = {}
+    for b in module.buffers():
+        if b.is_floating_point():
+            buckets.setdefault((b.device, b.dtype), []).append(b)
+    with torch.no_grad():
+        for group in buckets.values():
+            flat = torch.cat([b.reshape(-1) for b in group])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat.div_(n)
+            offset = 0
+            for b in group:
+                k = b.numel()
+                b.copy_(flat[offset : offset + k].view_as(b))
+                offset += k
+
+
 def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:
     """Overwrite every parameter and buffer of ``module`` with rank ``src``'s (in place), so all ranks start
     identical; no-op in a single-process run."""
@@ -348,3 +378,35 @@ def main_only(fn: Callable, *args, **kwargs):
     if not ok:
         raise value
     return value
+
+
+@contextlib.contextmanager
+def output_folder(path: str | os.PathLike | None, name: str = "out_dir"):
+    """Check that ``path`` can be written and hold its lock (:func:`nrsfm_kit.utils.io.folder_lock`) for the
+    ``with`` block: on several processes rank 0 alone checks and locks (the folder is rank 0's; a refusal is
+    raised on every rank, :func:`main_only`); on one process the plain check and lock. ``None``: nothing.
+    Errors name ``name``."""
+    if path is None:
+        yield None
+        return
+    from nrsfm_kit.utils.io import check_writable, folder_lock
+
+    with contextlib.ExitStack() as held:
+        def prepare() -> None:
+            check_writable(path, name)
+            held.enter_context(folder_lock(path, name))
+
+        main_only(prepare)
+        yield Path(path)
+
+
+def joined(fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)`` inside the process group of torchrun's environment (:func:`init_from_env`; left
+    again afterwards, :func:`destroy`); outside torchrun simply ``fn(...)``. The body of a command-line entry point
+    that trains."""
+    was_joined = init_from_env()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        if was_joined:
+            destroy()

@@ -458,6 +458,8 @@ def _fit(model, step_fn, optimizer, cfg: TrainConfig, scheduler, out: Path | Non
             scaler.update()
         if scheduler is not None:
             scheduler.step()
+        if parallel:
+            dd.average_buffers(model)  # (BatchNorm running statistics: one set on every rank)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             scalars = {k: _scalar(v) for k, v in logs.items()}

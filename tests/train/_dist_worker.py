@@ -80,6 +80,75 @@ def diverged_state(folder: Path, rank: int) -> list[str]:
     return [str(w.message) for w in seen if "differ across" in str(w.message)]
 
 
+def _params(model) -> list:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def _buffers(model) -> list:
+    return [b.detach().clone() for b in model.buffers() if b.is_floating_point()]
+
+
+def pretrain_run(out_dir=None, pairs_per_step: int = 2):
+    """Corpus pre-training of the depth net (2 videos, 4 steps, smoke sizes, torch EDM backend)."""
+    from nrsfm_kit.edm.loss import EDMLossConfig
+    from nrsfm_kit.edm.pretrain import PretrainConfig, pretrain_corpus
+
+    cfg = PretrainConfig(frames=3, height=32, width=48, steps=4, net_width=8, pairs_per_step=pairs_per_step,
+                         backend="torch", log_every=1, checkpoint_every=2, progress=False,
+                         loss=EDMLossConfig(num_pairs=2000, beta=0.3, beta_scale="residual", lookup="edge"))
+    res = pretrain_corpus(2, cfg, out_dir=out_dir)
+    return {"history": res.history, "params": _params(res.model), "buffers": _buffers(res.model),
+            "checkpoint": res.checkpoint}
+
+
+def matcher_run(cache: Path, out_dir=None):
+    """The matcher's heatmap stage, smoke preset (batch 8, GroupNorm), 3 steps on 2 synthetic pairs."""
+    from nrsfm_kit.matching.data import synthetic_matching_pairs
+    from nrsfm_kit.matching.training import matcher_preset, train_matcher
+
+    p = matcher_preset("smoke")
+    pairs = synthetic_matching_pairs("train", 2, p.height, p.width, seed=0, cache_dir=cache, progress=False)
+    m, res = train_matcher(p, pairs, out_dir=out_dir, steps=3, stages=("heatmap",), progress=False,
+                           checkpoint_every=2)
+    return {"history": res["heatmap"].history, "params": _params(m)}
+
+
+def tracker_run(cache: Path, out_dir=None):
+    """The tracker's flow stage (Phi, L_corr), smoke preset, 3 steps of a global batch of 2 synthetic pairs."""
+    from dataclasses import replace
+
+    from nrsfm_kit.tracking.data import synthetic_tracking_pairs
+    from nrsfm_kit.tracking.model import NeuralTracker
+    from nrsfm_kit.tracking.training import preset, train_stage
+    from nrsfm_kit.train import seeded
+
+    p = preset("smoke")
+    pairs = synthetic_tracking_pairs("train", 4, p.height, p.width, seed=0, cache_dir=cache, progress=False)
+    with seeded(0):
+        tracker = NeuralTracker(p.tracker)
+    res = train_stage(tracker, "flow", pairs, replace(p.stages["flow"], steps=3, batch_size=2), out_dir=out_dir,
+                      progress=False, log_every=1, checkpoint_every=2)
+    return {"history": res.history, "params": _params(tracker)}
+
+
+def methods(folder: Path) -> dict:
+    """The scenario "methods": the depth pre-training, matcher and tracker trainings on this process group."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = {"pretrain": pretrain_run(folder / "pretrain"),
+               "matcher": matcher_run(folder / "cache", folder / "matcher"),
+               "tracker": tracker_run(folder / "cache", folder / "tracker")}
+    out["diverged"] = [str(w.message) for w in seen if "differ across" in str(w.message)]
+    for name, fn in (("pretrain_odd", lambda: pretrain_run(None, pairs_per_step=3)),):
+        try:
+            fn()
+        except ValueError as e:
+            out[name] = str(e)
+    return out
+
+
 def worker(rank: int, world_size: int, port: int, scenario: str, folder: str) -> None:
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
@@ -118,6 +187,9 @@ def worker(rank: int, world_size: int, port: int, scenario: str, folder: str) ->
             except ValueError as e:
                 out["out_dir_error"] = str(e)
             out["diverged"] = diverged_state(folder / "diverged", rank)
+        elif scenario == "methods":
+            out.update(methods(folder))
+            out["writes"] = len(writes)
         torch.save(out, folder / f"{scenario}_{rank}.pt")
     finally:
         dd.destroy()
