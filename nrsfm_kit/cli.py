@@ -112,6 +112,13 @@ def check_output_dir(flag: str, path) -> Path:
     return p
 
 
+def add_amp_arg(parser: argparse.ArgumentParser, what: str = "the networks") -> None:
+    """The ``--amp {bf16,fp16}`` flag of the commands that train (:class:`nrsfm_kit.train.TrainConfig` ``amp``)."""
+    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None,
+                        help=f"mixed precision of {what} (torch.autocast): bf16 (CPU or CUDA) or fp16 (CUDA only, "
+                        "with a gradient scaler) (default: off, float32)")
+
+
 def check_int_arg(flag: str, value: int | None, minimum: int) -> int | None:
     """``value`` (None passes) when >= ``minimum``; ValueError naming ``flag`` otherwise."""
     if value is not None and value < minimum:

@@ -10,7 +10,7 @@ import math
 import sys
 from pathlib import Path
 
-from nrsfm_kit.cli import HelpFormatter, check_int_arg, check_output_dir, check_output_file
+from nrsfm_kit.cli import HelpFormatter, add_amp_arg, check_int_arg, check_output_dir, check_output_file
 from nrsfm_kit.config import smoke
 
 _EPILOG = """\
@@ -123,6 +123,7 @@ def register(subparsers) -> None:
     fit.add_argument("--seed", type=int, default=0, help="random seed of the networks and pair sampling (default 0)")
     fit.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                      help="with --out: optimiser steps between checkpoints of each stage (default 50; >= 1)")
+    add_amp_arg(fit, "the depth and motion nets")
     fit.add_argument("--smoke", action="store_true", help="tiny sizes (also NRSFM_KIT_SMOKE=1; default off)")
     fit.add_argument("--quiet", action="store_true", help="no progress bars (default: tqdm bars on stderr)")
     fit.set_defaults(func=_fit, param_flags={"num_pairs": "--pairs", "steps_stage1": "--steps",
@@ -182,6 +183,7 @@ def _register_pretrain(sub) -> None:
     pre.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                      help="optimiser steps between checkpoints (default 50; >= 1)")
     pre.add_argument("--json", default=None, metavar="FILE", help="write the report here too, atomically (default: only DIR/report.json)")
+    add_amp_arg(pre, "the depth (and motion) net")
     pre.add_argument("--smoke", action="store_true", help="tiny sizes (also NRSFM_KIT_SMOKE=1; default: off)")
     pre.add_argument("--quiet", action="store_true", help="no progress bars (default: shown)")
     pre.set_defaults(func=_pretrain, param_flags={"num_videos": "--videos", "net_width": "--net-width",
@@ -233,6 +235,8 @@ def _pretrain_run(args: argparse.Namespace) -> int:
         cfg.loss.num_pairs = args.pairs
         cfg.loss.__post_init__()
     cfg.joint = bool(args.joint)
+    cfg.amp = args.amp
+    cfg.__post_init__()
     res = pretrain_corpus(args.videos, cfg, Path(args.out), seed=args.seed, steps=args.steps,
                           progress=not args.quiet)
     report = {"corpus": "synthetic", "videos": args.videos, "corpus_seeds": [s["seed"] for s in res.corpus],
@@ -407,6 +411,8 @@ def _prepare(args: argparse.Namespace) -> dict:
 
     tiny = args.smoke or smoke()
     cfg, size = preset_config(tiny)
+    cfg.amp = args.amp
+    cfg.__post_init__()
     T, H, W = _check_args(args, size)
     prep = {"tiny": tiny, "cfg": cfg, "T": T, "protocol": None, "max_depth": None}
     if args.sequence == "synthetic" and args.sintel_seq is None:

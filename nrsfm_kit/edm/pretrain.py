@@ -60,6 +60,8 @@ class PretrainConfig:
         alone, all weights 1, beta 0); True = the joint stage-1 loss (depth + motion net, weights 1 - tanh of
         the embedding distance, with the beta regulariser): the motion net is trained and saved too.
     backend: EDM loss backend ("warp" or "torch").
+    amp: mixed precision of the nets (:class:`nrsfm_kit.train.TrainConfig` ``amp``): None (float32, default),
+        "bf16" (CPU or CUDA) or "fp16" (CUDA, with a gradient scaler); the EDM loss itself runs in float32.
     """
 
     frames: int = 4
@@ -79,8 +81,13 @@ class PretrainConfig:
     progress: bool = True
     log_every: int = 10
     checkpoint_every: int = 50
+    amp: str | None = None
 
     def __post_init__(self):
+        from nrsfm_kit.train.loop import AMP_MODES
+
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp: expected one of {AMP_MODES}, found {self.amp!r}")
         for name, lo in (("frames", 2), ("height", 16), ("width", 16), ("steps", 0), ("pairs_per_step", 1),
                          ("net_width", 1), ("log_every", 1), ("checkpoint_every", 1)):
             v = getattr(self, name)
@@ -192,6 +199,8 @@ def pretrain_corpus(num_videos: int, config: PretrainConfig | None = None, out_d
 def _check_settings(out: Path, n: int, cfg: PretrainConfig) -> None:
     """Resuming is by folder: refuse a folder written with other settings instead of resuming its checkpoints."""
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "log_every", "checkpoint_every")}
+    if settings.get("amp") is None:  # (added after folders were written: absent when unset, old folders resume)
+        settings.pop("amp", None)
     settings = json.loads(json.dumps({**settings, "num_videos": n}, default=str))
     check_settings_file(out / "settings.json", settings)
 
@@ -222,15 +231,15 @@ def _pretrain(n: int, cfg: PretrainConfig, out: Path | None) -> PretrainResult:
         for v, k, pair_seed in dd.shard(draws, "pairs_per_step"):
             frames, flow, intr, valid = data[v]
             clip = frames[k:k + 2]
-            d = m["depth"](clip)[:, 0]
-            e = m["motion"](clip[:1], clip[1:]) if cfg.joint else None
+            d = m["depth"](clip)[:, 0].float()  # (the EDM loss in float32, also under amp)
+            e = m["motion"](clip[:1], clip[1:]).float() if cfg.joint else None
             losses.append(_edm_loss_over_video(d, flow[k:k + 1], intr, e, lcfg,
                                                None if valid is None else valid[k:k + 1],
                                                torch.Generator().manual_seed(pair_seed), cfg.backend))
         return {"loss": torch.stack(losses).mean()}  # (equal shards: the mean over ranks is the global mean)
 
     tc = TrainConfig(steps=cfg.steps, seed=cfg.seed, grad_clip=10.0, log_every=cfg.log_every,
-                     checkpoint_every=cfg.checkpoint_every, progress=cfg.progress,
+                     checkpoint_every=cfg.checkpoint_every, progress=cfg.progress, amp=cfg.amp,
                      desc=f"pretrain ({n} videos, {'joint' if cfg.joint else 'rigid'} stage-1 loss)")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     res = fit(model, step, opt, tc, out_dir=None if out is None else out / "checkpoints",

@@ -67,6 +67,8 @@ class TwoStageConfig:
         pretrain``): its depth weights are loaded into every depth net built here (stage 1 and the re-initialised
         depth net of stage 2 / rigid) before test-time training; ``width`` must be the checkpoint's. None
         (default): from scratch (or ``encoder_weights``, exclusive with it).
+    amp: mixed precision of the nets (:class:`nrsfm_kit.train.TrainConfig` ``amp``): None (float32, default),
+        "bf16" (CPU or CUDA) or "fp16" (CUDA, with a gradient scaler); the EDM loss itself runs in float32.
     """
 
     steps_stage1: int = 300
@@ -86,8 +88,13 @@ class TwoStageConfig:
     log_every: int = 10
     checkpoint_every: int = 50  # steps between checkpoints of a stage with out_dir (and at its end)
     init_from: str | None = None
+    amp: str | None = None
 
     def __post_init__(self):
+        from nrsfm_kit.train.loop import AMP_MODES
+
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp: expected one of {AMP_MODES}, found {self.amp!r}")
         if int(self.checkpoint_every) < 1:
             raise ValueError(f"checkpoint_every: expected >= 1, found {self.checkpoint_every}")
         for name in ("steps_stage1", "steps_stage2", "warmup_stage1"):
@@ -225,7 +232,7 @@ def _train(model, step_fn, params, steps, cfg: TwoStageConfig, desc, out_dir, ge
     checkpoints, so a resumed stage, and every stage after it, draws the same pairs as an uninterrupted run."""
     opt = torch.optim.Adam(params, lr=cfg.lr) if opt is None else opt
     tc = TrainConfig(steps=int(steps), seed=cfg.seed, grad_clip=10.0, log_every=cfg.log_every,
-                     checkpoint_every=int(cfg.checkpoint_every), progress=cfg.progress, desc=desc)
+                     checkpoint_every=int(cfg.checkpoint_every), progress=cfg.progress, desc=desc, amp=cfg.amp)
     res = fit(model, step_fn, opt, tc, out_dir=out_dir, resume=out_dir is not None, state={"pairs": gen})
     fault_point("stage")
     return res
@@ -242,6 +249,8 @@ def _check_run_settings(out: Path, cfg: TwoStageConfig, variant: str, backend: s
         settings.pop("encoder_weights", None)
     if settings.get("init_from") is None:
         settings.pop("init_from", None)
+    if settings.get("amp") is None:
+        settings.pop("amp", None)
     if settings.get("depth", {}).get("encoder_weights") is None:
         settings.get("depth", {}).pop("encoder_weights", None)
     check_settings_file(out / "settings.json", settings)
@@ -360,7 +369,7 @@ def _fit_sequence(
                 warm = nn.ModuleDict({"depth": model["depth"]})
 
                 def step0(m, step):
-                    d = m["depth"](frames)[:, 0]
+                    d = m["depth"](frames)[:, 0].float()  # (the EDM loss in float32, also under amp)
                     return {"loss": _edm_loss_over_video(d, flow, intr, None, lcfg0, valid, gen, backend)}
 
                 opt0 = torch.optim.Adam(warm.parameters(), lr=cfg.lr)
@@ -374,8 +383,8 @@ def _fit_sequence(
                         opt1.state[prm] = opt0.state[prm]
 
             def step1(m, step):
-                d = m["depth"](frames)[:, 0] if fixed is None else fixed
-                e = m["motion"](frames[:-1], frames[1:])
+                d = m["depth"](frames)[:, 0].float() if fixed is None else fixed
+                e = m["motion"](frames[:-1], frames[1:]).float()
                 return {"loss": _edm_loss_over_video(d, flow, intr, e, lcfg1, valid, gen, backend)}
 
             desc, sub = ("stage 1 (joint)", "stage1") if fixed is None else ("stage 1 (given depth)",
@@ -398,7 +407,7 @@ def _fit_sequence(
                              "beta": 0.0})
 
     def step2(m, step):
-        d = m["depth"](frames)[:, 0]
+        d = m["depth"](frames)[:, 0].float()
         return {"loss": _edm_loss_over_video(d, flow, intr, emb, lcfg2, valid, gen, backend)}
 
     desc = "stage 2 (frozen embeddings)" if emb is not None else "rigid (no embeddings)"

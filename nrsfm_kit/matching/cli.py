@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     t.add_argument("--device", default=None, help="torch device to train on (default: cuda when available, else cpu)")
     t.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="optimiser steps between checkpoints of each stage (default: max(100, the preset's log interval))")
+    from nrsfm_kit.cli import add_amp_arg
+
+    add_amp_arg(t, "the matcher")
     t.set_defaults(func=_train)
     e = sub.add_parser("eval", help="the matching table (Table 1) against SIFT / ORB / AKAZE / FPFH / DIS")
     e.add_argument("--data", default="synthetic", help="'synthetic' (test split) or a DeepDeform root (default synthetic)")
@@ -122,7 +125,7 @@ def _train_run(args) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     m, res = train_matcher(p, train, val_pairs=val, out_dir=out, seed=args.seed, steps=args.steps, device=device,
-                           checkpoint_every=args.checkpoint_every)
+                           checkpoint_every=args.checkpoint_every, amp=args.amp)
     m = m.cpu()
     if not dd.is_main():  # (data-parallel: rank 0 writes and reports, every rank holds the same matcher)
         return 0

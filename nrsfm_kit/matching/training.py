@@ -173,23 +173,33 @@ def _global_mean(logs: dict, mine: torch.Tensor, everyone: torch.Tensor, stage: 
 
 def train_matcher(preset: MatcherTrainingPreset, train_pairs, *, val_pairs=None, out_dir=None, seed: int = 0,
                   matcher: SiameseMatcher | None = None, stages=MATCHER_STAGES, progress: bool = True,
-                  steps: int | None = None, device=None,
-                  checkpoint_every: int | None = None) -> tuple[SiameseMatcher, dict[str, TrainResult]]:
+                  steps: int | None = None, device=None, checkpoint_every: int | None = None,
+                  amp: str | None = None) -> tuple[SiameseMatcher, dict[str, TrainResult]]:
     """Train the matcher's stages in order (App. A.2); ``out_dir/<stage>`` holds each stage's checkpoint (resumed
     when present). ``steps`` overrides every stage's step count. ``device``: where the network trains (default:
     where its parameters are; patches are drawn on the CPU and moved per batch). Returns the matcher and each
     stage's result. ``checkpoint_every``: steps between checkpoints (default max(log_every, 100)); ``out_dir`` is
-    locked while the run uses it."""
+    locked while the run uses it. ``amp``: mixed precision (:class:`nrsfm_kit.train.TrainConfig` ``amp``: None =
+    float32, "bf16", or "fp16" on CUDA).
+
+    Several processes (torchrun, :mod:`nrsfm_kit.train.distributed`): every rank draws the same global batch and
+    trains on its part (``batch_size`` a multiple of the process count); L_H and L_D are rescaled to the global
+    batch's visible samples, so the run follows the one-process run (with BatchNorm, ``norm="batch"``, the batch
+    statistics are the part's). Rank 0 writes ``out_dir``."""
+    from nrsfm_kit.train.loop import AMP_MODES
+
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp: expected one of {AMP_MODES}, found {amp!r}")
     for s in stages:
         if s not in MATCHER_STAGES:
             raise ValueError(f"stages: expected names among {MATCHER_STAGES}, found {s!r}")
     with dd.output_folder(out_dir, "out_dir"):  # (rank 0's folder on several processes)
         return _train_matcher(preset, train_pairs, val_pairs, out_dir, seed, matcher, stages, progress, steps,
-                              device, checkpoint_every)
+                              device, checkpoint_every, amp)
 
 
 def _train_matcher(preset, train_pairs, val_pairs, out_dir, seed, matcher, stages, progress, steps, device,
-                   checkpoint_every) -> tuple[SiameseMatcher, dict[str, TrainResult]]:
+                   checkpoint_every, amp) -> tuple[SiameseMatcher, dict[str, TrainResult]]:
     if matcher is None:
         with seeded(seed):
             matcher = SiameseMatcher(preset.matcher)
@@ -240,7 +250,7 @@ def _train_matcher(preset, train_pairs, val_pairs, out_dir, seed, matcher, stage
 
         cfg = TrainConfig(steps=int(st.steps), seed=seed, grad_clip=st.grad_clip, log_every=preset.log_every,
                           checkpoint_every=int(checkpoint_every or max(preset.log_every, 100)), progress=progress,
-                          desc=f"matcher {stage}")
+                          desc=f"matcher {stage}", amp=amp)
         sub = None if out_dir is None else Path(out_dir) / stage
         results[stage] = fit(model, step_fn, opt, cfg, scheduler=sched, out_dir=sub, eval_fn=eval_fn)
         fault_point("stage")

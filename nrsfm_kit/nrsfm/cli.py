@@ -160,7 +160,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--seed: expected an integer >= 0, found {args.seed}")
     if method in _METHODS and method not in _LEARNED:
         for flag, given in (("--out", args.out is not None), ("--restarts", args.restarts != 1),
-                            ("--checkpoint-every", args.checkpoint_every is not None)):
+                            ("--checkpoint-every", args.checkpoint_every is not None), ("--amp", args.amp is not None)):
             if given:
                 raise ValueError(f"{flag}: expected only with the learned methods {_LEARNED}, found it with {method}")
     if args.json is not None:
@@ -188,7 +188,7 @@ def _fit_run(args: argparse.Namespace) -> int:
     from nrsfm_kit.utils.io import atomic_write_json
 
     seq = load_sequence(args.data)
-    cfg = LearnedFitConfig(seed=args.seed, progress=not args.quiet, restarts=args.restarts)
+    cfg = LearnedFitConfig(seed=args.seed, progress=not args.quiet, restarts=args.restarts, amp=args.amp)
     if args.checkpoint_every is not None:
         cfg = replace(cfg, checkpoint_every=args.checkpoint_every)
     if args.out is not None and isinstance(get_method(args.method), LearnedMethod):
@@ -236,6 +236,9 @@ def register(subparsers) -> None:
                         "reprojection error, no 3D used (default 1)")
     f.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="learned methods with --out: optimiser steps between checkpoints (default 500; >= 1)")
+    from nrsfm_kit.cli import add_amp_arg
+
+    add_amp_arg(f, "the learned methods' network")
     f.add_argument("--quiet", action="store_true", help="no progress bar (default: a tqdm bar on stderr)")
     f.set_defaults(func=_fit, param_flags={"out_dir": "--out", "epochs": "--epochs", "restarts": "--restarts",
                                            "checkpoint_every": "--checkpoint-every"})
