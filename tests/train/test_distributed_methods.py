@@ -104,3 +104,27 @@ def test_depth_pretrain_cli_under_torchrun_matches_one_process(tmp_path):
                          timeout=240)
     assert bad.returncode != 0
     assert "--view-pairs: expected a multiple of the world size 2, found 3" in bad.stderr
+
+
+def _torchrun(args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+                           str(free_port()), "-m", "nrsfm_kit.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_match_and_track_train_under_torchrun(tmp_path):
+    import torch as _torch
+
+    from nrsfm_kit.matching.training import load_matcher
+    from nrsfm_kit.tracking.training import load_tracker
+
+    done = _torchrun(["match", "train", "--preset", "smoke", "--steps", "2", "--out", str(tmp_path / "match")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote ") == 1  # rank 0 alone writes and reports
+    assert all(_torch.isfinite(p).all() for p in load_matcher(tmp_path / "match" / "matcher.pt").parameters())
+    done = _torchrun(["track", "train", "--preset", "smoke", "--stage", "flow", "--steps", "2",
+                      "--out", str(tmp_path / "track")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote ") == 1
+    load_tracker(tmp_path / "track" / "tracker.pt")
