@@ -119,7 +119,7 @@ def _train_run(args) -> int:
         raise ValueError(f"--checkpoint-every: expected an integer >= 1, found {args.checkpoint_every}")
     if args.stage == "all":
         stages = STAGES if (p.pretrained_phi is not None or args.pwcnet is not None) else ("pretrain", *STAGES)
-        if "pretrain" in stages and p.stages["pretrain"].steps == 0:
+        if "pretrain" in stages and p.stages["pretrain"].steps == 0 and dd.is_main():
             print("note: no pre-trained PWC-Net (--pwcnet) and this preset has no pretrain steps: Phi starts from "
                   "random weights (the paper starts from a PWC-Net trained on FlyingChairs + Things)")
     else:
