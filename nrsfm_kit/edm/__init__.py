@@ -14,6 +14,6 @@ Names load lazily (PEP 562): ``import nrsfm_kit.edm.cli`` does not import torch.
 from nrsfm_kit.utils.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "loss": ["EDMLossConfig", "edm_view_pair_loss"],
+    "loss": ["EDMLossConfig", "edm_view_pair_loss", "scale_anchor_loss"],
     "priors": ["PRIORS", "edm_from_depth", "sampled_edm"],
 })

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from nrsfm_kit.data.types import MonocularVideo
-from nrsfm_kit.edm.loss import EDMLossConfig
+from nrsfm_kit.edm.loss import EDMLossConfig, scale_anchor_loss
 from nrsfm_kit.edm.training import (
     _edm_loss_over_video,
     _valid_masks,
@@ -62,6 +62,11 @@ class PretrainConfig:
     backend: EDM loss backend ("warp" or "torch").
     amp: mixed precision of the nets (:class:`nrsfm_kit.train.TrainConfig` ``amp``): None (float32, default),
         "bf16" (CPU or CUDA) or "fp16" (CUDA, with a gradient scaler); the EDM loss itself runs in float32.
+    scale_anchor: weight of :func:`nrsfm_kit.edm.loss.scale_anchor_loss` (ours), added to each sample's loss:
+        it holds the depth net's overall scale, which the scale-invariant EDM loss leaves free (0 = off). 0.1:
+        any weight > 0 fixes the gauge; measured on 4 held-out videos at the default size (16 videos, 200
+        steps, seed 0): held-out AbsRel 0.183 with it, 0.229 without (the net drifted to the 10 m bound:
+        a constant map, exactly the constant baseline); benchmarks/RESULTS.md.
     """
 
     frames: int = 4
@@ -82,10 +87,13 @@ class PretrainConfig:
     log_every: int = 10
     checkpoint_every: int = 50
     amp: str | None = None
+    scale_anchor: float = 0.1
 
     def __post_init__(self):
         from nrsfm_kit.train.loop import AMP_MODES
 
+        if not float(self.scale_anchor) >= 0:
+            raise ValueError(f"scale_anchor: expected a weight >= 0, found {self.scale_anchor!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp: expected one of {AMP_MODES}, found {self.amp!r}")
         for name, lo in (("frames", 2), ("height", 16), ("width", 16), ("steps", 0), ("pairs_per_step", 1),
@@ -233,9 +241,11 @@ def _pretrain(n: int, cfg: PretrainConfig, out: Path | None) -> PretrainResult:
             clip = frames[k:k + 2]
             d = m["depth"](clip)[:, 0].float()  # (the EDM loss in float32, also under amp)
             e = m["motion"](clip[:1], clip[1:]).float() if cfg.joint else None
-            losses.append(_edm_loss_over_video(d, flow[k:k + 1], intr, e, lcfg,
-                                               None if valid is None else valid[k:k + 1],
-                                               torch.Generator().manual_seed(pair_seed), cfg.backend))
+            loss = _edm_loss_over_video(d, flow[k:k + 1], intr, e, lcfg, None if valid is None else valid[k:k + 1],
+                                        torch.Generator().manual_seed(pair_seed), cfg.backend)
+            if cfg.scale_anchor > 0:
+                loss = loss + cfg.scale_anchor * scale_anchor_loss(d, cfg.depth.min_depth, cfg.depth.max_depth)
+            losses.append(loss)
         return {"loss": torch.stack(losses).mean()}  # (equal shards: the mean over ranks is the global mean)
 
     tc = TrainConfig(steps=cfg.steps, seed=cfg.seed, grad_clip=10.0, log_every=cfg.log_every,
