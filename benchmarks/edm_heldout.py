@@ -12,7 +12,8 @@ Protocol (nothing is chosen on a reported video):
   CORPUS_SPLITS`: other seeds, scenes, camera paths and movers than the teaching video and the pre-training corpus);
 - training: the teaching preset (:func:`nrsfm_kit.edm.training.preset_config`), seeds 0, 1, 2 (network
   initialisation and pair sampling), from scratch ("scratch") or from a depth net pre-trained on ``--corpus``
-  videos of the "pretrain" split ("corpus", :func:`nrsfm_kit.edm.pretrain.pretrain_corpus`, seed 0);
+  videos of the "pretrain" split ("corpus", :func:`nrsfm_kit.edm.pretrain.pretrain_corpus`, seed 0, its default
+  scale anchor; the rows "corpus-noanchor" were run with a net pre-trained before the anchor existed);
 - segmentation threshold rules (:data:`RULES`): each rule's one parameter is chosen on the "tune" videos (mean IoU
   over tune videos and seeds), then applied unchanged to the "heldout" videos; AUC (threshold-free) beside it.
 
@@ -41,7 +42,7 @@ OUT = Path(__file__).resolve().parent / "results" / "edm_heldout"
 def _pretrained(out: Path, n: int, steps: int) -> Path:
     from nrsfm_kit.edm.pretrain import PretrainConfig, pretrain_corpus
 
-    d = out / f"pretrain_{n}_{steps}"
+    d = out / f"pretrain_{n}_{steps}_anchor{PretrainConfig().scale_anchor:g}"
     ck = d / "pretrained_depth.pt"
     if not ck.exists():
         t0 = time.perf_counter()

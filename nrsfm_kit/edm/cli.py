@@ -10,7 +10,14 @@ import math
 import sys
 from pathlib import Path
 
-from nrsfm_kit.cli import HelpFormatter, add_amp_arg, check_int_arg, check_output_dir, check_output_file
+from nrsfm_kit.cli import (
+    HelpFormatter,
+    add_amp_arg,
+    check_float_arg,
+    check_int_arg,
+    check_output_dir,
+    check_output_file,
+)
 from nrsfm_kit.config import smoke
 
 _EPILOG = """\
@@ -124,6 +131,9 @@ def register(subparsers) -> None:
     fit.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                      help="with --out: optimiser steps between checkpoints of each stage (default 50; >= 1)")
     add_amp_arg(fit, "the depth and motion nets")
+    fit.add_argument("--scale-anchor", type=float, default=None, metavar="W",
+                     help="weight of the scale anchor (mean log-depth held at the centre of the depth range; the EDM "
+                     "loss leaves the scale free) in every stage (default 0: off; >= 0)")
     fit.add_argument("--smoke", action="store_true", help="tiny sizes (also NRSFM_KIT_SMOKE=1; default off)")
     fit.add_argument("--quiet", action="store_true", help="no progress bars (default: tqdm bars on stderr)")
     fit.set_defaults(func=_fit, param_flags={"num_pairs": "--pairs", "steps_stage1": "--steps",
@@ -184,6 +194,9 @@ def _register_pretrain(sub) -> None:
                      help="optimiser steps between checkpoints (default 50; >= 1)")
     pre.add_argument("--json", default=None, metavar="FILE", help="write the report here too, atomically (default: only DIR/report.json)")
     add_amp_arg(pre, "the depth (and motion) net")
+    pre.add_argument("--scale-anchor", type=float, default=None, metavar="W",
+                     help="weight of the scale anchor (mean log-depth held at the centre of the depth range; without "
+                     "it the scale drifts to a depth bound) (default 0.1; 0 = off)")
     pre.add_argument("--smoke", action="store_true", help="tiny sizes (also NRSFM_KIT_SMOKE=1; default: off)")
     pre.add_argument("--quiet", action="store_true", help="no progress bars (default: shown)")
     pre.set_defaults(func=_pretrain, param_flags={"num_videos": "--videos", "net_width": "--net-width",
@@ -236,6 +249,8 @@ def _pretrain_run(args: argparse.Namespace) -> int:
         cfg.loss.__post_init__()
     cfg.joint = bool(args.joint)
     cfg.amp = args.amp
+    if args.scale_anchor is not None:
+        cfg.scale_anchor = check_float_arg("--scale-anchor", args.scale_anchor, 0.0, strict=False)
     cfg.__post_init__()
     res = pretrain_corpus(args.videos, cfg, Path(args.out), seed=args.seed, steps=args.steps,
                           progress=not args.quiet)
@@ -412,6 +427,8 @@ def _prepare(args: argparse.Namespace) -> dict:
     tiny = args.smoke or smoke()
     cfg, size = preset_config(tiny)
     cfg.amp = args.amp
+    if args.scale_anchor is not None:
+        cfg.scale_anchor = check_float_arg("--scale-anchor", args.scale_anchor, 0.0, strict=False)
     cfg.__post_init__()
     T, H, W = _check_args(args, size)
     prep = {"tiny": tiny, "cfg": cfg, "T": T, "protocol": None, "max_depth": None}

@@ -89,3 +89,18 @@ def test_test_time_training_with_the_anchor():
     b = fit_sequence(video, "rigid", cfg, backend="torch")
     assert a.history[0]["loss"] > b.history[0]["loss"]  # the anchor is in the loss of every stage
     assert bool(torch.isfinite(a.depth).all())
+
+
+def test_scale_anchor_flags(tmp_path, capsys):
+    import json
+
+    from nrsfm_kit.cli import main
+
+    pre = ["depth", "pretrain", "--corpus", "synthetic", "--videos", "1", "--smoke", "--steps", "1", "--quiet"]
+    assert main([*pre, "--scale-anchor", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert "--scale-anchor: expected a finite value >= 0, found -1.0" in capsys.readouterr().err
+    assert main([*pre, "--scale-anchor", "0", "--out", str(tmp_path / "off")]) == 0
+    assert json.loads((tmp_path / "off" / "settings.json").read_text())["scale_anchor"] == 0.0
+    fit = ["depth", "fit", "--sequence", "synthetic", "--smoke", "--variant", "rigid", "--quiet"]
+    assert main([*fit, "--scale-anchor", "nan"]) == 2
+    assert "--scale-anchor: expected a finite value >= 0, found nan" in capsys.readouterr().err
