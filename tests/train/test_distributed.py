@@ -88,6 +88,26 @@ def test_one_process_collectives_are_identities(monkeypatch):
     assert dd.broadcast_object({"a": 1}) == {"a": 1} and dd.gather_objects(5) == [5] and dd.any_rank(True)
     assert dd.main_only(lambda a: a + 1, 1) == 2
     dd.barrier()
+    bn = torch.nn.BatchNorm1d(3)
+    bn.running_mean.fill_(2.0)
+    dd.average_buffers(bn)  # one process: the buffers as they are
+    assert torch.equal(bn.running_mean, torch.full((3,), 2.0))
+    assert dd.joined(lambda a: a * 3, 2) == 6  # no torchrun environment: just the call
+
+
+def test_output_folder_checks_and_locks(tmp_path):
+    with dd.output_folder(None) as none:
+        assert none is None
+    from nrsfm_kit.utils.io import _held
+
+    with dd.output_folder(tmp_path / "run", "--out") as out:
+        assert out == tmp_path / "run" and (out / ".nrsfm-kit.lock").is_file()
+        assert str(out.resolve()) in _held  # held while the block runs (another process is refused)
+    assert str((tmp_path / "run").resolve()) not in _held  # released
+    (tmp_path / "a_file").touch()
+    with pytest.raises(ValueError, match=r"^--out: expected a folder"):
+        with dd.output_folder(tmp_path / "a_file", "--out"):
+            pass
 
 
 def test_init_from_env_names_a_missing_variable(monkeypatch):
