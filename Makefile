@@ -57,7 +57,7 @@ unit: install
 # about threading), the multi-process tests (their workers run single-threaded) and the course-kit tests (they
 # drive notebook kernels, book and slide builds: no native threading of ours) are left out here
 unit-threads: install
-	env -u OMP_NUM_THREADS -u MKL_NUM_THREADS NRSFM_KIT_THREADS=auto NRSFM_KIT_SMOKE=1 $(PY) -m pytest -p no:xdist -q tests --ignore=tests/reliability --ignore=tests/train/test_distributed.py --ignore=tests/book --ignore=tests/course --ignore=tests/test_notebook_setup.py
+	env -u OMP_NUM_THREADS -u MKL_NUM_THREADS NRSFM_KIT_THREADS=auto NRSFM_KIT_SMOKE=1 $(PY) -m pytest -p no:xdist -q tests --ignore=tests/reliability --ignore=tests/train/test_distributed.py --ignore=tests/train/test_distributed_methods.py --ignore=tests/book --ignore=tests/course --ignore=tests/test_notebook_setup.py
 
 notebooks: install
 	NRSFM_KIT_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(WORKERS) --dist loadfile --nbval-lax --nbval-current-env notebooks

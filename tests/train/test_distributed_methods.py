@@ -45,7 +45,9 @@ def _same_run(got: dict, want: dict, rtol: float, atol: float = 1e-6) -> None:
 @pytest.mark.parametrize("method", ["pretrain", "matcher"])
 def test_two_processes_follow_one_process(runs, method):
     r0, r1 = runs["two"]
-    _same_run(r0[method], runs["single"][method], F32_RTOL)
+    # parameters: Adam turns the shards' float32 round-off in near-zero gradient components into steps of up to lr
+    # (1e-3) each; measured 0 / 6.8e-8 with 1 torch thread, 7.8e-5 with 2 (multithreaded convolutions)
+    _same_run(r0[method], runs["single"][method], F32_RTOL, atol=1e-3)
     assert r0[method]["history"] == r1[method]["history"]  # one history on every rank
     assert all(torch.equal(a, b) for a, b in zip(r0[method]["params"], r1[method]["params"]))
 
