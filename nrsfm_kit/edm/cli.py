@@ -214,6 +214,14 @@ def pretrain_preset(tiny: bool):
     return PretrainConfig()
 
 
+def _training_flags(cfg, args: argparse.Namespace) -> None:
+    """``--amp`` and ``--scale-anchor`` (both commands) into ``cfg``, checked."""
+    cfg.amp = args.amp
+    if args.scale_anchor is not None:
+        cfg.scale_anchor = check_float_arg("--scale-anchor", args.scale_anchor, 0.0, strict=False)
+    cfg.__post_init__()
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from nrsfm_kit.train import distributed as dd
 
@@ -248,10 +256,7 @@ def _pretrain_run(args: argparse.Namespace) -> int:
         cfg.loss.num_pairs = args.pairs
         cfg.loss.__post_init__()
     cfg.joint = bool(args.joint)
-    cfg.amp = args.amp
-    if args.scale_anchor is not None:
-        cfg.scale_anchor = check_float_arg("--scale-anchor", args.scale_anchor, 0.0, strict=False)
-    cfg.__post_init__()
+    _training_flags(cfg, args)
     res = pretrain_corpus(args.videos, cfg, Path(args.out), seed=args.seed, steps=args.steps,
                           progress=not args.quiet)
     report = {"corpus": "synthetic", "videos": args.videos, "corpus_seeds": [s["seed"] for s in res.corpus],
@@ -426,10 +431,7 @@ def _prepare(args: argparse.Namespace) -> dict:
 
     tiny = args.smoke or smoke()
     cfg, size = preset_config(tiny)
-    cfg.amp = args.amp
-    if args.scale_anchor is not None:
-        cfg.scale_anchor = check_float_arg("--scale-anchor", args.scale_anchor, 0.0, strict=False)
-    cfg.__post_init__()
+    _training_flags(cfg, args)
     T, H, W = _check_args(args, size)
     prep = {"tiny": tiny, "cfg": cfg, "T": T, "protocol": None, "max_depth": None}
     if args.sequence == "synthetic" and args.sintel_seq is None:

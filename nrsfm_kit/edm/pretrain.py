@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from nrsfm_kit.data.types import MonocularVideo
-from nrsfm_kit.edm.loss import EDMLossConfig, scale_anchor_loss
+from nrsfm_kit.edm.loss import EDMLossConfig
 from nrsfm_kit.edm.training import (
+    _anchored,
     _edm_loss_over_video,
     _valid_masks,
     check_settings_file,
@@ -90,12 +91,11 @@ class PretrainConfig:
     scale_anchor: float = 0.1
 
     def __post_init__(self):
-        from nrsfm_kit.train.loop import AMP_MODES
+        from nrsfm_kit.train.loop import check_amp
 
         if not float(self.scale_anchor) >= 0:
             raise ValueError(f"scale_anchor: expected a weight >= 0, found {self.scale_anchor!r}")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp: expected one of {AMP_MODES}, found {self.amp!r}")
+        check_amp(self.amp)
         for name, lo in (("frames", 2), ("height", 16), ("width", 16), ("steps", 0), ("pairs_per_step", 1),
                          ("net_width", 1), ("log_every", 1), ("checkpoint_every", 1)):
             v = getattr(self, name)
@@ -243,9 +243,7 @@ def _pretrain(n: int, cfg: PretrainConfig, out: Path | None) -> PretrainResult:
             e = m["motion"](clip[:1], clip[1:]).float() if cfg.joint else None
             loss = _edm_loss_over_video(d, flow[k:k + 1], intr, e, lcfg, None if valid is None else valid[k:k + 1],
                                         torch.Generator().manual_seed(pair_seed), cfg.backend)
-            if cfg.scale_anchor > 0:
-                loss = loss + cfg.scale_anchor * scale_anchor_loss(d, cfg.depth.min_depth, cfg.depth.max_depth)
-            losses.append(loss)
+            losses.append(_anchored(loss, d, cfg))
         return {"loss": torch.stack(losses).mean()}  # (equal shards: the mean over ranks is the global mean)
 
     tc = TrainConfig(steps=cfg.steps, seed=cfg.seed, grad_clip=10.0, log_every=cfg.log_every,

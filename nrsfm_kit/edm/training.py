@@ -96,12 +96,11 @@ class TwoStageConfig:
     scale_anchor: float = 0.0
 
     def __post_init__(self):
-        from nrsfm_kit.train.loop import AMP_MODES
+        from nrsfm_kit.train.loop import check_amp
 
         if not float(self.scale_anchor) >= 0:
             raise ValueError(f"scale_anchor: expected a weight >= 0, found {self.scale_anchor!r}")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp: expected one of {AMP_MODES}, found {self.amp!r}")
+        check_amp(self.amp)
         if int(self.checkpoint_every) < 1:
             raise ValueError(f"checkpoint_every: expected >= 1, found {self.checkpoint_every}")
         for name in ("steps_stage1", "steps_stage2", "warmup_stage1"):
@@ -224,8 +223,9 @@ def _valid_masks(video: MonocularVideo):
     return None if vis is None else vis.bool()
 
 
-def _anchored(loss: torch.Tensor, depth: torch.Tensor, cfg: TwoStageConfig) -> torch.Tensor:
-    """``loss`` plus the scale anchor of ``cfg`` on the predicted ``depth`` (unchanged when it is off)."""
+def _anchored(loss: torch.Tensor, depth: torch.Tensor, cfg) -> torch.Tensor:
+    """``loss`` plus the scale anchor of ``cfg`` (a :class:`TwoStageConfig` or a corpus ``PretrainConfig``: its
+    ``scale_anchor`` weight and ``depth`` range) on the predicted ``depth`` (unchanged when it is off)."""
     if not cfg.scale_anchor > 0:
         return loss
     return loss + cfg.scale_anchor * scale_anchor_loss(depth, cfg.depth.min_depth, cfg.depth.max_depth)

@@ -116,11 +116,7 @@ def _train_run(args) -> int:
                     if (root / "val_matches.json").is_file() else None)
         return _deepdeform_pairs(args.data, "train"), None  # pairs with dense flows only
 
-    # several processes: rank 0 builds (and caches) the pairs first, its errors stop every rank; the others then
-    # read the cache
-    built: dict = {}
-    dd.main_only(lambda: built.update(pairs=data()))
-    train, val = built["pairs"] if "pairs" in built else data()
+    train, val = dd.main_first(data)  # several processes: rank 0 builds (and caches) the pairs, the others read them
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

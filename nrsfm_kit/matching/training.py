@@ -186,10 +186,9 @@ def train_matcher(preset: MatcherTrainingPreset, train_pairs, *, val_pairs=None,
     trains on its part (``batch_size`` a multiple of the process count); L_H and L_D are rescaled to the global
     batch's visible samples, so the run follows the one-process run (with BatchNorm, ``norm="batch"``, the batch
     statistics are the part's). Rank 0 writes ``out_dir``."""
-    from nrsfm_kit.train.loop import AMP_MODES
+    from nrsfm_kit.train.loop import check_amp
 
-    if amp not in AMP_MODES:
-        raise ValueError(f"amp: expected one of {AMP_MODES}, found {amp!r}")
+    check_amp(amp)
     for s in stages:
         if s not in MATCHER_STAGES:
             raise ValueError(f"stages: expected names among {MATCHER_STAGES}, found {s!r}")

@@ -134,11 +134,7 @@ def _train_run(args) -> int:
                 flow_pretraining_pairs(p.flow_pairs, p.height, p.width, seed=args.seed, cache_dir=out / "cache")
                 if "pretrain" in stages else None)
 
-    # several processes: rank 0 builds (and caches) the pairs first, its errors stop every rank; the others then
-    # read the cache
-    built: dict = {}
-    dd.main_only(lambda: built.update(pairs=data()))
-    train, flow = built["pairs"] if "pairs" in built else data()
+    train, flow = dd.main_first(data)  # several processes: rank 0 builds (and caches) the pairs, the others read them
     tracker = None
     order = ("pretrain", "flow", "solver", "mask", "refine")
     if args.stage == "flow" or (args.stage == "all" and stages[0] == "flow"):

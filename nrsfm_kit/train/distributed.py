@@ -71,6 +71,7 @@ __all__ = [
     "init_from_env",
     "is_main",
     "joined",
+    "main_first",
     "main_only",
     "output_folder",
     "shard",
@@ -398,6 +399,15 @@ def output_folder(path: str | os.PathLike | None, name: str = "out_dir"):
 
         main_only(prepare)
         yield Path(path)
+
+
+def main_first(fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on every rank, rank 0 first (its error is raised on every rank, :func:`main_only`),
+    then the others: for work that rank 0 should do alone before the rest reuse it, e.g. building a data cache the
+    other ranks then read. One process: simply ``fn(...)``."""
+    held: dict = {}
+    main_only(lambda: held.update(result=fn(*args, **kwargs)))
+    return held["result"] if "result" in held else fn(*args, **kwargs)
 
 
 def joined(fn: Callable, *args, **kwargs):

@@ -85,11 +85,18 @@ class TrainConfig:
             raise ValueError(f"checkpoint_every: expected >= 1, found {self.checkpoint_every}")
         if self.grad_clip is not None and not (self.grad_clip > 0):
             raise ValueError(f"grad_clip: expected None or > 0, found {self.grad_clip}")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp: expected one of {AMP_MODES}, found {self.amp!r}")
+        check_amp(self.amp)
 
 
 AMP_MODES = (None, "fp16", "bf16")
+
+
+def check_amp(amp) -> str | None:
+    """``amp`` when it is a mixed-precision mode of the loop (:data:`AMP_MODES`); ValueError naming it otherwise
+    (the check of every config that passes ``amp`` on to :class:`TrainConfig`)."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp: expected one of {AMP_MODES}, found {amp!r}")
+    return amp
 AMP_SCALER = "amp_grad_scaler"  # the TrainState name of the fp16 gradient scaler
 
 

@@ -93,6 +93,7 @@ def test_one_process_collectives_are_identities(monkeypatch):
     dd.average_buffers(bn)  # one process: the buffers as they are
     assert torch.equal(bn.running_mean, torch.full((3,), 2.0))
     assert dd.joined(lambda a: a * 3, 2) == 6  # no torchrun environment: just the call
+    assert dd.main_first(lambda a: a + 4, 1) == 5
 
 
 def test_output_folder_checks_and_locks(tmp_path):
