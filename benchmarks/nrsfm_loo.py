@@ -77,6 +77,9 @@ CANDIDATES = {
         # added after 2000-frame runs underfit (reprojection 0.045 vs 0.009 with 4x the steps): P4 with the same
         # number of epochs at every F (steps = 2400 F / 300) instead of sqrt(F)
         "P5-linear-budget": PRRRNConfig(contrast_max_positive=0.7, budget_power=1.0),
+        # added after the 2000-frame ablation (no contrastive term: reprojection 0.026 vs 0.057-0.073 at any weight,
+        # bank size or budget): P4 without the term on sequences longer than the memory bank (F > N_mem = 1024)
+        "P6-contrast-off-beyond-bank": PRRRNConfig(contrast_max_positive=0.7, contrast_max_frames=1024),
     },
     "dnrsfm": {  # D0 was the default before this study (the reference code's lr 1e-3); D2 won every fold
         "D0-lr1e-3": DeepNRSfMConfig(learning_rate=1e-3),
@@ -127,7 +130,8 @@ def _runs(out: Path) -> list[dict]:
     return read_runs(out / "runs.jsonl") if (out / "runs.jsonl").exists() else []
 
 
-def one_run(seq: NRSfMSequence, method: str, candidate: str, seed: int, quick: bool) -> dict:
+def one_run(seq: NRSfMSequence, method: str, candidate: str, seed: int, quick: bool,
+            keep: Path | None = None) -> dict:
     mcfg = None
     if method in CANDIDATES:
         mcfg = {**CANDIDATES[method], **DIAG.get(method, {})}[candidate]
@@ -144,6 +148,11 @@ def one_run(seq: NRSfMSequence, method: str, candidate: str, seed: int, quick: b
     row.update(flip_fraction=fl["flip_fraction"], e3d_frame_rotation=fl["e3d_frame_rotation"])
     if "selection_measure" in res.extra:
         row["measure"] = res.extra["selection_measure"]
+    if keep is not None:  # the predictions, for 3D-free measures computed after the runs (not committed)
+        keep.mkdir(parents=True, exist_ok=True)
+        torch.save({"S": res.S.float(), "shapes": None if res.shapes is None else res.shapes.float(),
+                    "cameras": None if res.cameras is None else res.cameras.float()},
+                   keep / f"{method}_{candidate}_{seq.name}_{seed}.pt")
     if method == "prrrn":
         W, vis = validate_sequence(seq)
         Wn, _ = normalize_observations(W.float(), vis)
@@ -165,16 +174,25 @@ def jobs(part: str, quick: bool, diag_seqs: list[str] | None = None) -> list[tup
     if part in ("p3", "p4", "p5"):
         name = {"p3": "P3-quantile-thresholds", "p4": "P4-contrast-off-above-70pct", "p5": "P5-linear-budget"}[part]
         return [("prrrn", name, s, 0) for s in (diag_seqs or seqs)]
+    if part == "p6":  # P6 differs from P4 only on sequences of more than 1024 frames: seeds 0-2 of the long ones
+        return [("prrrn", "P6-contrast-off-beyond-bank", s, k) for s in (diag_seqs or LONG) for k in SEEDS]
     if part in ("prrrn", "dnrsfm"):
         return [(part, c, s, 0) for c in CANDIDATES[part] for s in seqs]
     if part == "seeds45":  # the budget question of P4 vs P5: their seeds 1 and 2 on every sequence (or --diag-seq)
         return [("prrrn", c, s, k) for s in (diag_seqs or [*seqs, *LONG]) for c in ("P4-contrast-off-above-70pct",
                                                                                    "P5-linear-budget") for k in SEEDS[1:]]
+    if part.startswith("sel-"):  # 3D-free selection study: seeds 0-2 of the default, the predictions kept (OUT/shapes)
+        m = part[4:]
+        cand = {"prrrn": "P4-contrast-off-above-70pct", "dnrsfm": "D2-lr3e-3"}[m]
+        return [(m, cand, s, k) for s in (diag_seqs or [*seqs, *LONG]) for k in SEEDS]
     if part == "seeds":
         return [(m, DEFAULT[m], s, k) for m in ("dnrsfm", "prrrn") for k in SEEDS[1:] for s in seqs]
+    if part == "cmu-p6":  # the held-out check of P6 at the papers' scale (10k frames, ~30 min on one core)
+        return [("prrrn", "P6-contrast-off-beyond-bank", "cmu-scale", 0)]
     if part == "cmu":
         return [(m, DEFAULT.get(m, m), "cmu-scale", 0) for m in ("tk", "em-ppca", "dnrsfm", "prrrn")]
-    raise ValueError(f"--part: expected classic, prrrn, dnrsfm, p3, p4, p5, seeds, seeds45, cmu, long[:NAME] or diag, found "
+    raise ValueError(f"--part: expected classic, prrrn, dnrsfm, p3, p4, p5, p6, seeds, seeds45, sel-prrrn, sel-dnrsfm, cmu, "
+                     f"cmu-p6, long[:NAME] or diag, found "
                      f"{part!r}")
 
 
@@ -187,7 +205,7 @@ def run(parts: list[str], out: Path, quick: bool, diag_seqs: list[str] | None = 
             seq = cache.get(sname) or cache.setdefault(sname, load(sname, quick))
             if (method, cand, seq.name, seed) in done:
                 continue
-            row = one_run(seq, method, cand, seed, quick)
+            row = one_run(seq, method, cand, seed, quick, keep=out / "shapes" if part.startswith("sel-") else None)
             with open(out / "runs.jsonl", "a") as fh:  # one line per finished run: an interrupted study resumes
                 fh.write(json.dumps(row) + "\n")
             print(f"{method:8s} {cand:20s} {seq.name:34s} seed {seed}: e3d {row['e3d']:.4f} "
@@ -259,9 +277,78 @@ def report(out: Path) -> str:
     return text
 
 
+SEL_MEASURES = ("reproj", "measure", "rank1", "rank2", "rank3", "rank5", "consensus")
+SEL_SLACKS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 1e9)
+
+
+def selection_report(folders: list[Path], out: Path) -> str:
+    """The restart-selection rule chosen leave-one-sequence-out from the ``sel-*`` parts' runs and kept shapes.
+
+    Measures per run (no 3D): ``reproj``; ``measure`` (the method's own: Deep NRSfM's dictionary coherence,
+    PR-RRN's consistency error); ``rankK`` = :func:`nrsfm_kit.nrsfm.common.shape_space_residual` with K directions;
+    ``consensus`` = the mean e3D of the run's shapes against the other restarts' shapes (agreement between runs).
+    Rules = measure x reprojection slack; :func:`nrsfm_kit.nrsfm.tuning.selection_rule_loo` pooled over both methods
+    and per method. Writes OUT/report.md and OUT/report.json.
+    """
+    from nrsfm_kit.metrics.nrsfm import e3d
+    from nrsfm_kit.nrsfm.common import shape_space_residual
+    from nrsfm_kit.nrsfm.tuning import pick_run, selection_rule_loo
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for folder in folders:
+        for r in _runs(folder):
+            if r["seed"] not in SEEDS:
+                continue
+            d = torch.load(folder / "shapes" / f"{r['method']}_{r['candidate']}_{r['sequence']}_{r['seed']}.pt")
+            r = {**r, "_S": d["S"].double()}
+            for k in (1, 2, 3, 5):
+                r[f"rank{k}"] = shape_space_residual(r["_S"], k)
+            groups.setdefault((r["method"], r["sequence"]), []).append(r)
+    groups = {k: sorted(v, key=lambda r: r["seed"]) for k, v in groups.items() if len(v) == len(SEEDS)}
+    for runs in groups.values():
+        for r in runs:
+            r["consensus"] = statistics.mean(float(e3d(r["_S"], o["_S"])) for o in runs if o is not r)
+    rules = [(m, sl) for m in SEL_MEASURES for sl in (SEL_SLACKS if m != "reproj" else (0.0,))]
+    study = {"pooled": selection_rule_loo(groups, rules)}
+    for m in ("dnrsfm", "prrrn"):
+        study[m] = selection_rule_loo({k: v for k, v in groups.items() if k[0] == m}, rules)
+    fixed = {}
+    for rule in (("reproj", 0.0), ("measure", 0.1), ("rank3", 1.0), ("rank1", 1.0), ("consensus", 1.0)):
+        for m in ("dnrsfm", "prrrn"):
+            gs = [v for k, v in groups.items() if k[0] == m]
+            kept = [g[pick_run(g, *rule)]["e3d"] for g in gs]
+            ok = sum(e <= 1.1 * min(x["e3d"] for x in g) for e, g in zip(kept, gs))
+            fixed[f"{m} {rule[0]}@{rule[1]:g}"] = {"ok": ok, "total": len(gs), "mean": statistics.mean(kept)}
+    lines = ["# Restart selection without 3D: the rule chosen leave-one-sequence-out", "",
+             f"{len(groups)} cases (method x sequence), seeds {list(SEEDS)}; a case is kept well when the kept run's "
+             "e3D is within 10 % of the best of the three.", "",
+             "| chosen on | held-out cases kept well | mean e3D kept | best | first seed | rules chosen |",
+             "|---|---|---|---|---|---|"]
+    for name, st in study.items():
+        lines.append(f"| {name} | {st['ok']} / {st['total']} | {st['mean_kept']:.4f} | {st['mean_best']:.4f} | "
+                     f"{st['mean_first']:.4f} | {', '.join(f'{k} x{v}' for k, v in st['chosen'].items())} |")
+    lines += ["", "Fixed rules on all cases (in-sample):", "", "| rule | kept well | mean e3D kept |", "|---|---|---|"]
+    lines += [f"| {k} | {v['ok']} / {v['total']} | {v['mean']:.4f} |" for k, v in fixed.items()]
+    lines += ["", "Per case (pooled folds):", "", "| sequence | rule | method | seeds 0/1/2 e3D | reproj | rank3 | kept | ok |",
+              "|---|---|---|---|---|---|---|---|"]
+    for seq, fold in study["pooled"]["folds"].items():
+        for m, c in fold["cases"].items():
+            g = groups[(m, seq)]
+            col = {k: " / ".join(f"{r[k]:{f}}" for r in g) for k, f in (("e3d", ".4f"), ("reproj", ".4f"),
+                                                                         ("rank3", ".3f"))}
+            lines.append(f"| {seq} | {fold['rule']} | {m} | {col['e3d']} | {col['reproj']} | {col['rank3']} | "
+                         f"{c['kept']:.4f} | {'yes' if c['ok'] else 'no'} |")
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(text)
+    runs_out = {f"{m}|{s}": [{k: v for k, v in r.items() if k != "_S"} for r in g] for (m, s), g in groups.items()}
+    (out / "report.json").write_text(json.dumps({"study": study, "fixed": fixed, "runs": runs_out}, indent=1))
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("command", choices=("run", "report"))
+    ap.add_argument("command", choices=("run", "report", "selection"))
     ap.add_argument("--part", action="append", default=[])
     ap.add_argument("--out", default="benchmarks/results/nrsfm_loo")
     ap.add_argument("--quick", action="store_true")
@@ -269,6 +356,10 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(a.out)
+    if a.command == "selection":  # after: run --part sel-prrrn --out DIR_P; run --part sel-dnrsfm --out DIR_D
+        base = Path("benchmarks/results")
+        print(selection_report([base / "nrsfm_sel_prrrn", base / "nrsfm_sel_dnrsfm"], base / "nrsfm_sel"))
+        return
     if a.command == "run":
         run(a.part or ["classic", "dnrsfm", "prrrn", "seeds"], out, a.quick, a.diag_seq)
     print(report(out))

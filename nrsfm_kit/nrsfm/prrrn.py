@@ -113,6 +113,10 @@ class PRRRNConfig:
     # (contrastive_split) is above it. Ours: with 72-93 % positives it collapses h (waving 0.096 -> 0.009 and cars
     # 0.227 -> 0.106 without it, face 0.027 -> 0.031); 0.7 won every leave-one-out fold (benchmarks/RESULTS.md)
     contrast_max_positive: float | None = 0.7
+    # None, or a frame count: the contrastive term is left out on a sequence of more frames than this (e.g. n_mem,
+    # the frames the memory bank holds). Measured at 2 000 frames (benchmarks/RESULTS.md): with the term the
+    # reprojection error stays 2-3x higher at any weight, bank size or budget tried
+    contrast_max_frames: int | None = None
 
     def __post_init__(self):
         if not 0.0 < float(self.lr_final) <= 1.0:
@@ -137,6 +141,9 @@ class PRRRNConfig:
         if self.contrast_max_positive is not None and not 0.0 <= float(self.contrast_max_positive) <= 1.0:
             raise ValueError(f"contrast_max_positive: expected None or a fraction in [0, 1], found "
                              f"{self.contrast_max_positive}")
+        if self.contrast_max_frames is not None and not int(self.contrast_max_frames) >= 1:
+            raise ValueError(f"contrast_max_frames: expected None or a frame count >= 1, found "
+                             f"{self.contrast_max_frames}")
 
 
 class RRModule(nn.Module):
@@ -521,6 +528,8 @@ class PRRRNMethod(LearnedMethod):
     def training_loss(self, model, config, W, vis, *, optimizer, generator, steps, fit_config, state=None):
         mcfg = config
         tau, xi, on = mcfg.tau, mcfg.xi, "sqrt_msr"
+        if mcfg.use_contrast and mcfg.contrast_max_frames is not None and W.shape[0] > int(mcfg.contrast_max_frames):
+            mcfg = replace(mcfg, use_contrast=False)  # a long sequence: measured to fit worse with the term
         if mcfg.use_contrast and steps > 0:  # the thresholds and the split, from one pass over the frame pairs
             split = contrastive_split(W, vis, mcfg)
             tau, xi, on = split["tau"], split["xi"], "msr" if mcfg.threshold_on == "msr" else "sqrt_msr"

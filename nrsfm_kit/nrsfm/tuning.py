@@ -10,6 +10,8 @@ A *score table* maps candidate settings to their score (e3D, lower is better) on
   on the sequences it is scored on (optimistic; the gap to the held-out scores is the overfitting).
 - :func:`selection_study`: for the runs of one setting with several seeds, which run a 3D-free rule keeps
   (:func:`nrsfm_kit.nrsfm.learned.select_restart`) against the best run by e3D.
+- :func:`selection_rule_loo`: the restart-selection *rule* (a 3D-free measure and a reprojection slack) chosen
+  leave-one-sequence-out, scored on the held-out sequence: how ``LearnedFitConfig.selection`` was chosen.
 
 ``benchmarks/nrsfm_loo.py`` produces the runs (one JSON object per line, :func:`read_runs`) these functions read;
 notebook 10 shows the tables.
@@ -126,3 +128,63 @@ def selection_study(runs: list[dict], method: str, candidate: str, seeds=(0, 1, 
                   "reproj_ok": e[k_rep] <= (1 + tolerance) * best,
                   "reproj+measure_ok": e[k_mix] <= (1 + tolerance) * best}
     return out
+
+
+def pick_run(runs: list[dict], measure: str, slack: float) -> int:
+    """Index of the run the rule (``measure``, ``slack``) keeps among ``runs`` (dicts with ``reproj`` and, unless
+    ``measure`` is "reproj", that key): :func:`~nrsfm_kit.nrsfm.learned.select_restart`."""
+    reps = [r["reproj"] for r in runs]
+    if measure == "reproj":
+        return select_restart(reps)
+    missing = [k for k, r in enumerate(runs) if r.get(measure) is None]
+    if missing:
+        raise ValueError(f"runs: expected a value of {measure!r} in every run, found none in run {missing[0]}")
+    return select_restart(reps, [r[measure] for r in runs], slack)
+
+
+def selection_rule_loo(groups: dict[tuple[str, str], list[dict]], rules: list[tuple[str, float]],
+                       tolerance: float = 0.1) -> dict:
+    """Leave-one-sequence-out choice of a restart-selection rule, scored on the held-out sequence.
+
+    ``groups`` maps (method, sequence) to the restarts of one setting (dicts with ``e3d``, ``reproj`` and every
+    rule's measure); ``rules`` are (measure key, slack) pairs (:func:`pick_run`). A case is *kept well* when the
+    kept run's e3D is within ``tolerance`` of the best run's. For each sequence s the rule that keeps the most cases
+    of the other sequences well (ties: the lower mean kept / best e3D ratio, then the earlier rule) is applied to
+    s's cases. Returns ``folds`` (per sequence: the rule, and per method the kept, best and first run's e3D and
+    ``ok``), ``ok`` / ``total`` over the held-out cases, ``chosen`` (how often each rule was chosen, "measure@slack")
+    and the mean e3D of the kept, the best and the first (seed) runs.
+    """
+    if not groups or not rules:
+        raise ValueError(f"groups, rules: expected at least one of each, found {len(groups)} and {len(rules)}")
+    for key, runs in groups.items():
+        if not runs:
+            raise ValueError(f"groups[{key!r}]: expected at least one run, found none")
+
+    def kept(runs, rule):
+        r = runs[pick_run(runs, *rule)]
+        best = min(x["e3d"] for x in runs)
+        return r["e3d"], best, r["e3d"] <= (1 + float(tolerance)) * best
+
+    def score(keys, rule):
+        res = [kept(groups[k], rule) for k in keys]
+        return sum(ok for _, _, ok in res), -sum(e / max(b, 1e-12) for e, b, _ in res) / max(len(res), 1)
+
+    seqs = sorted({s for _, s in groups})
+    folds, chosen, n_ok, total, e_kept, e_best, e_first = {}, {}, 0, 0, [], [], []
+    for held in seqs:
+        train = [k for k in groups if k[1] != held] or list(groups)
+        rule = max(rules, key=lambda ru: (*score(train, ru), -rules.index(ru)))
+        name = f"{rule[0]}@{rule[1]:g}"
+        chosen[name] = chosen.get(name, 0) + 1
+        cases = {}
+        for (m, s), runs in sorted(groups.items()):
+            if s != held:
+                continue
+            e, b, ok = kept(runs, rule)
+            cases[m] = {"kept": e, "best": b, "first": runs[0]["e3d"], "ok": ok}
+            n_ok, total = n_ok + ok, total + 1
+            e_kept.append(e), e_best.append(b), e_first.append(runs[0]["e3d"])
+        folds[held] = {"rule": name, "cases": cases}
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    return {"folds": folds, "ok": n_ok, "total": total, "chosen": chosen,
+            "mean_kept": mean(e_kept), "mean_best": mean(e_best), "mean_first": mean(e_first)}

@@ -83,7 +83,9 @@ def test_select_restart_rules():
 
 def test_fit_config_bad_values():
     for kw, match in ((dict(epochs=-1), "epochs"), (dict(restarts=0), "restarts"),
-                      (dict(selection_slack=-0.1), "selection_slack"), (dict(stop_tol=-1), "stop_tol"),
+                      (dict(selection_slack=-0.1), "selection_slack"),
+                      (dict(selection="best"), "selection: expected one of shape_rank, method, reprojection"),
+                      (dict(selection_rank=0), "selection_rank: expected an integer >= 1"), (dict(stop_tol=-1), "stop_tol"),
                       (dict(stop_window=0), "stop_window"), (dict(stop_after=1.5), "stop_after")):
         with pytest.raises(ValueError, match=match):
             LearnedFitConfig(**kw)
@@ -184,3 +186,17 @@ def test_contrast_left_out_when_most_pairs_are_positives(make_lowrank):
     assert any("contrast" in h for h in res2.history)
     with pytest.raises(ValueError, match="contrast_max_positive: expected None or a fraction"):
         PRRRNConfig(contrast_max_positive=1.5)
+
+
+def test_contrast_left_out_on_sequences_longer_than_contrast_max_frames(make_lowrank):
+    seq = make_lowrank(F=24, P=10, seed=4)
+    base = replace_cfg(SMALL_P, contrast_max_positive=None)
+    assert PRRRNConfig().contrast_max_frames is None  # off by default
+    cfg = LearnedFitConfig(progress=False, log_every=1)
+    short, _ = fit_nrsfm(seq, "prrrn", epochs=2, model_config=replace_cfg(base, contrast_max_frames=24), config=cfg)
+    assert any("contrast" in h for h in short.history)  # 24 frames is not more than 24: the term runs
+    long, _ = fit_nrsfm(seq, "prrrn", epochs=2, model_config=replace_cfg(base, contrast_max_frames=23), config=cfg)
+    assert not any("contrast" in h for h in long.history)
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="contrast_max_frames: expected None or a frame count >= 1"):
+            PRRRNConfig(contrast_max_frames=bad)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -72,3 +74,40 @@ def test_resolve_handedness_undoes_mirrored_runs_of_frames(make_lowrank):
         resolve_handedness(S[0])
     with pytest.raises(ValueError, match="iters: expected >= 1"):
         resolve_handedness(S, iters=0)
+
+
+def test_shape_space_residual_scores_the_low_rank_prior():
+    from nrsfm_kit.geometry.so3 import random_rotation
+    from nrsfm_kit.nrsfm.common import shape_space_residual
+
+    g = torch.Generator().manual_seed(0)
+    F, P = 40, 15
+    mean = torch.randn(P, 3, generator=g, dtype=torch.float64)
+    bases = torch.randn(2, P, 3, generator=g, dtype=torch.float64) * 0.1
+    t = torch.linspace(0, 2 * math.pi, F, dtype=torch.float64)
+    S = mean + torch.sin(t)[:, None, None] * bases[0] + 0.5 * torch.cos(2 * t)[:, None, None] * bases[1]  # rank 2
+    # a rank-2 deformation (the small rotations Procrustes finds between deformed frames leave ~1e-4)
+    assert shape_space_residual(S, rank=2) < 1e-3
+    r1 = shape_space_residual(S, rank=1)
+    assert 0.01 < r1 < 1
+    # invariant to a rotation of every frame, to a translation and to the global scale
+    R = random_rotation(F, generator=g, dtype=torch.float64)
+    moved = 3.0 * S @ R.transpose(-1, -2) + torch.randn(F, 1, 3, generator=g, dtype=torch.float64)
+    assert shape_space_residual(moved, rank=1) == pytest.approx(r1, rel=1e-6)
+    assert shape_space_residual(moved, rank=2) < 1e-3
+    # the same deformation energy spread over independent per-frame directions scores high
+    noise = torch.randn(F, P, 3, generator=g, dtype=torch.float64)
+    noise *= (S - S.mean(0)).norm() / noise.norm()
+    assert shape_space_residual(mean + noise, rank=2) > 0.8
+    assert shape_space_residual(mean + noise, rank=3) > 0.6 > 2 * r1
+    assert shape_space_residual(S.float(), rank=2) == pytest.approx(shape_space_residual(S, rank=2), abs=1e-5)
+    for bad, kw, match in ((S[0], {}, "S: expected"), (S[:1], {}, "S: expected at least 2 frames"),
+                           (S, dict(rank=0), r"rank: expected an integer in \[1, 39\], found 0"),
+                           (S, dict(rank=40), "rank: expected an integer"), (S, dict(iters=0), "iters: expected >= 1"),
+                           (torch.zeros(F, P, 3, dtype=torch.float64), {}, "every frame collapsed to a point")):
+        with pytest.raises(ValueError, match=match):
+            shape_space_residual(bad, **kw)
+    nan = S.clone()
+    nan[3, 2, 1] = float("nan")
+    with pytest.raises(ValueError, match="S: expected finite values"):
+        shape_space_residual(nan)

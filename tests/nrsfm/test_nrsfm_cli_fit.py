@@ -110,6 +110,13 @@ def test_cli_restarts(tmp_path, capsys):
     assert main(["nrsfm", "fit", "--method", "prrrn", "--data", "synthetic:lowrank,frames=16,points=8",
                  "--restarts", "0"]) == 2
     assert "--restarts: expected >= 1, found 0" in capsys.readouterr().err
+    js = tmp_path / "m.json"
+    assert main(["nrsfm", "fit", "--method", "dnrsfm", "--data", "synthetic:lowrank,frames=16,points=8", "--epochs",
+                 "1", "--restarts", "2", "--selection", "reprojection", "--json", str(js), "--quiet"]) == 0
+    assert json.loads(js.read_text())["restart_seed"] in (0, 1)
+    with pytest.raises(SystemExit):  # argparse: exit 2, naming the flag and the choices
+        main(["nrsfm", "fit", "--method", "dnrsfm", "--data", "synthetic:lowrank", "--selection", "best"])
+    assert "--selection: invalid choice: 'best'" in capsys.readouterr().err
 
 
 SPEC = "synthetic:lowrank,frames=16,points=8"
@@ -143,6 +150,7 @@ def test_cli_em_ppca_zero_epochs_is_a_clean_error(monkeypatch, capsys, make_lowr
     (["--method", "tk", "--epochs", "3"], "--epochs: expected no value for tk"),
     (["--method", "tk", "--out", "run"], "--out: expected only with the learned methods"),
     (["--method", "em-ppca", "--restarts", "2"], "--restarts: expected only with the learned methods"),
+    (["--method", "tk", "--selection", "method"], "--selection: expected only with the learned methods"),
     (["--method", "prrrn", "--epochs", "-1"], "--epochs: expected >= 0 (training epochs of prrrn), found -1"),
     (["--method", "prrrn", "--seed", "-2"], "--seed: expected an integer >= 0, found -2"),
 ])

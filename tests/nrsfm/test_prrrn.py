@@ -252,10 +252,11 @@ def test_restarts_keep_the_lowest_reprojection(make_lowrank, tmp_path):
 
     seq = make_lowrank(F=32, P=8, seed=6)
     cfg = PRRRNConfig(**{**SMALL.__dict__, "use_contrast": False, "use_consist": False})
-    singles = []
+    singles, shapes = [], []
     for seed in (3, 4, 5):
         r, _ = fit_nrsfm(seq, "prrrn", epochs=4, model_config=cfg, config=LearnedFitConfig(progress=False, seed=seed))
         singles.append(float(reprojection_error(seq.W, r.S, None, seq.visibility)))
+        shapes.append(r.S)
     # selection_slack 0: only the lowest reprojection error competes, so the measure cannot change the choice
     res, met = fit_nrsfm(seq, "prrrn", epochs=4, model_config=cfg, out_dir=tmp_path,
                          config=LearnedFitConfig(progress=False, seed=3, restarts=3, selection_slack=0.0))
@@ -266,9 +267,24 @@ def test_restarts_keep_the_lowest_reprojection(make_lowrank, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["restart_0", "restart_1", "restart_2"]
     # a large slack: every run competes, the lowest consistency error (the PR-RRN measure) wins
     res2, met2 = fit_nrsfm(seq, "prrrn", epochs=4, model_config=cfg,
-                           config=LearnedFitConfig(progress=False, seed=3, restarts=3, selection_slack=10.0))
+                           config=LearnedFitConfig(progress=False, seed=3, restarts=3, selection="method",
+                                                   selection_slack=10.0))
     measures = [r["measure"] for r in res2.extra["restarts"]]
     assert all(m is not None and m > 0 for m in measures)
     assert met2["restart_seed"] == 3 + min(range(3), key=lambda k: measures[k])
+    # the default rule: the low-rank shape prior of each run's shapes, rank 3, among the runs within 2x
+    from nrsfm_kit.nrsfm.common import shape_space_residual
+
+    assert (LearnedFitConfig().selection, LearnedFitConfig().selection_rank) == ("shape_rank", 3)
+    res3, met3 = fit_nrsfm(seq, "prrrn", epochs=4, model_config=cfg,
+                           config=LearnedFitConfig(progress=False, seed=3, restarts=3, selection_slack=10.0))
+    ranks = [r["measure"] for r in res3.extra["restarts"]]
+    assert ranks == pytest.approx([shape_space_residual(S, 3) for S in shapes], rel=1e-4)
+    assert met3["restart_seed"] == 3 + min(range(3), key=lambda k: ranks[k])
+    res4, met4 = fit_nrsfm(seq, "prrrn", epochs=4, model_config=cfg,
+                           config=LearnedFitConfig(progress=False, seed=3, restarts=3, selection="reprojection",
+                                                   selection_slack=10.0))
+    assert all(r["measure"] is None for r in res4.extra["restarts"])
+    assert met4["restart_seed"] == met["restart_seed"]  # no measure: the lowest reprojection error, any slack
     with pytest.raises(ValueError, match="restarts: expected >= 1"):
         fit_nrsfm(seq, "prrrn", epochs=1, model_config=cfg, config=LearnedFitConfig(progress=False, restarts=0))

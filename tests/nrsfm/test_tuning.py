@@ -67,3 +67,38 @@ def test_read_runs_bad_files(tmp_path):
     p.write_text("{not json\n")
     with pytest.raises(ValueError, match="invalid JSON on line 1"):
         read_runs(p)
+
+
+def _case(e3d, reproj, m):
+    return [{"e3d": e, "reproj": r, "m": x} for e, r, x in zip(e3d, reproj, m)]
+
+
+def test_pick_run_and_selection_rule_loo():
+    from nrsfm_kit.nrsfm.tuning import pick_run, selection_rule_loo
+
+    # the run with the lowest reprojection is the worst; "m" finds the best one when the slack admits it
+    a = _case([0.5, 0.1, 0.3], [0.01, 0.015, 0.03], [0.9, 0.1, 0.5])
+    assert pick_run(a, "reproj", 0) == 0
+    assert pick_run(a, "m", 0.1) == 0 and pick_run(a, "m", 1.0) == 1 and pick_run(a, "m", 10) == 1
+    groups = {("x", "s1"): a, ("y", "s1"): a,
+              ("x", "s2"): _case([0.4, 0.2], [0.01, 0.012], [0.8, 0.2]),
+              ("x", "s3"): _case([0.1, 0.9], [0.01, 0.5], [0.3, 0.1])}  # here only the slack keeps "m" honest
+    rules = [("reproj", 0.0), ("m", 1.0), ("m", 100.0)]
+    out = selection_rule_loo(groups, rules)
+    assert out["total"] == 4 and set(out["folds"]) == {"s1", "s2", "s3"}
+    # without s3, m@1 and m@100 tie on cases and ratio: the earlier rule (m@1) wins; it keeps s3's good run
+    assert out["folds"]["s3"]["rule"] == "m@1" and out["folds"]["s3"]["cases"]["x"]["ok"]
+    assert out["folds"]["s1"]["rule"] == "m@1" and out["ok"] == 4
+    assert out["chosen"] == {"m@1": 3} and out["mean_kept"] == pytest.approx((0.1 + 0.1 + 0.2 + 0.1) / 4)
+    assert out["mean_first"] == pytest.approx((0.5 + 0.5 + 0.4 + 0.1) / 4)
+    # the held-out sequence never chooses its own rule: a rule that only works on s1 is not chosen for s1
+    g2 = {("x", "s1"): _case([0.5, 0.1], [0.01, 0.02], [0.9, 0.1]),
+          ("x", "s2"): _case([0.1, 0.5], [0.01, 0.02], [0.9, 0.1])}
+    out2 = selection_rule_loo(g2, [("reproj", 0.0), ("m", 1.0)])
+    assert out2["folds"]["s1"]["rule"] == "reproj@0" and not out2["folds"]["s1"]["cases"]["x"]["ok"]
+    with pytest.raises(ValueError, match="expected a value of 'q' in every run"):
+        pick_run(a, "q", 1.0)
+    with pytest.raises(ValueError, match="groups, rules: expected at least one of each"):
+        selection_rule_loo({}, rules)
+    with pytest.raises(ValueError, match=r"groups\[\('x', 's1'\)\]: expected at least one run"):
+        selection_rule_loo({("x", "s1"): []}, rules)
