@@ -67,16 +67,18 @@ CMU_FRAMES = 10_000  # PR-RRN Table 1 / Deep NRSfM Table 3 scale
 # the real sequences before this study (budget, PR-RRN's threshold variable)
 CANDIDATES = {
     "prrrn": {
-        "P0-default": PRRRNConfig(base_steps=2400, threshold_on="sqrt_msr", contrast_max_positive=None),
-        "P1-half-budget": PRRRNConfig(base_steps=1200, contrast_max_positive=None),
-        "P2-msr-thresholds": PRRRNConfig(threshold_on="msr", contrast_max_positive=None),
+        "P0-default": PRRRNConfig(base_steps=2400, threshold_on="sqrt_msr", contrast_max_positive=None,
+                                  contrast_max_frames=None),
+        "P1-half-budget": PRRRNConfig(base_steps=1200, contrast_max_positive=None, contrast_max_frames=None),
+        "P2-msr-thresholds": PRRRNConfig(threshold_on="msr", contrast_max_positive=None, contrast_max_frames=None),
         # added after the first runs showed h collapsing where >75 % of the pairs are positives (face, smooth skeleton)
-        "P3-quantile-thresholds": PRRRNConfig(threshold_on="quantile", tau=0.25, xi=0.5, contrast_max_positive=None),
+        "P3-quantile-thresholds": PRRRNConfig(threshold_on="quantile", tau=0.25, xi=0.5, contrast_max_positive=None,
+                                              contrast_max_frames=None),
         # added after the diagnosis runs: no contrastive term where > 70 % of the pairs are positives
-        "P4-contrast-off-above-70pct": PRRRNConfig(contrast_max_positive=0.7),
+        "P4-contrast-off-above-70pct": PRRRNConfig(contrast_max_positive=0.7, contrast_max_frames=None),
         # added after 2000-frame runs underfit (reprojection 0.045 vs 0.009 with 4x the steps): P4 with the same
         # number of epochs at every F (steps = 2400 F / 300) instead of sqrt(F)
-        "P5-linear-budget": PRRRNConfig(contrast_max_positive=0.7, budget_power=1.0),
+        "P5-linear-budget": PRRRNConfig(contrast_max_positive=0.7, budget_power=1.0, contrast_max_frames=None),
         # added after the 2000-frame ablation (no contrastive term: reprojection 0.026 vs 0.057-0.073 at any weight,
         # bank size or budget): P4 without the term on sequences longer than the memory bank (F > N_mem = 1024)
         "P6-contrast-off-beyond-bank": PRRRNConfig(contrast_max_positive=0.7, contrast_max_frames=1024),
@@ -87,9 +89,11 @@ CANDIDATES = {
         "D2-lr3e-3": DeepNRSfMConfig(learning_rate=3e-3),
     },
 }
-DEFAULT = {"prrrn": "P0-default", "dnrsfm": "D2-lr3e-3"}  # seeds / CMU runs; P4 (now the default) = P0 where <= 70 % positives  # the candidates the leave-one-out folds chose
+# the seeds / CMU runs; the package default is now P6 (= P4 up to 1024 frames; P4 = P0 where <= 70 % positives)
+DEFAULT = {"prrrn": "P0-default", "dnrsfm": "D2-lr3e-3"}
 # diagnosis only (not candidates of the leave-one-out choice): PR-RRN without each pairwise term
-DIAG = {"prrrn": {"X-no-consist": PRRRNConfig(use_consist=False, contrast_max_positive=None),
+DIAG = {"prrrn": {"X-no-consist": PRRRNConfig(use_consist=False, contrast_max_positive=None,
+                                               contrast_max_frames=None),
                   "X-no-contrast": PRRRNConfig(use_contrast=False)}}
 SEEDS = (0, 1, 2)
 
@@ -181,18 +185,26 @@ def jobs(part: str, quick: bool, diag_seqs: list[str] | None = None) -> list[tup
     if part == "seeds45":  # the budget question of P4 vs P5: their seeds 1 and 2 on every sequence (or --diag-seq)
         return [("prrrn", c, s, k) for s in (diag_seqs or [*seqs, *LONG]) for c in ("P4-contrast-off-above-70pct",
                                                                                    "P5-linear-budget") for k in SEEDS[1:]]
+    if part.startswith("sel-cmu:"):  # the selection rule's held-out check at 10k frames (P6 / D2, predictions kept)
+        m = part.split(":", 1)[1]
+        cand = {"prrrn": "P6-contrast-off-beyond-bank", "dnrsfm": "D2-lr3e-3"}[m]
+        return [(m, cand, "cmu-scale", k) for k in SEEDS]
     if part.startswith("sel-"):  # 3D-free selection study: seeds 0-2 of the default, the predictions kept (OUT/shapes)
         m = part[4:]
         cand = {"prrrn": "P4-contrast-off-above-70pct", "dnrsfm": "D2-lr3e-3"}[m]
         return [(m, cand, s, k) for s in (diag_seqs or [*seqs, *LONG]) for k in SEEDS]
     if part == "seeds":
         return [(m, DEFAULT[m], s, k) for m in ("dnrsfm", "prrrn") for k in SEEDS[1:] for s in seqs]
-    if part == "cmu-p6":  # the held-out check of P6 at the papers' scale (10k frames, ~30 min on one core)
+    if part == "cmu-p6":  # the held-out check of P6 at the papers' scale (10k frames, ~5 min on one core)
         return [("prrrn", "P6-contrast-off-beyond-bank", "cmu-scale", 0)]
+    if part.startswith("cmu-seeds:"):  # seeds 1, 2 at 10k frames of P6 (prrrn) or D2 (dnrsfm)
+        m = part.split(":", 1)[1]
+        cand = {"prrrn": "P6-contrast-off-beyond-bank", "dnrsfm": "D2-lr3e-3"}[m]
+        return [(m, cand, "cmu-scale", k) for k in SEEDS[1:]]
     if part == "cmu":
         return [(m, DEFAULT.get(m, m), "cmu-scale", 0) for m in ("tk", "em-ppca", "dnrsfm", "prrrn")]
-    raise ValueError(f"--part: expected classic, prrrn, dnrsfm, p3, p4, p5, p6, seeds, seeds45, sel-prrrn, sel-dnrsfm, cmu, "
-                     f"cmu-p6, long[:NAME] or diag, found "
+    raise ValueError(f"--part: expected classic, prrrn, dnrsfm, p3, p4, p5, p6, seeds, seeds45, sel-prrrn, sel-dnrsfm, sel-cmu:prrrn|dnrsfm, cmu, "
+                     f"cmu-p6, cmu-seeds:prrrn|dnrsfm, long[:NAME] or diag, found "
                      f"{part!r}")
 
 

@@ -191,7 +191,7 @@ def test_contrast_left_out_when_most_pairs_are_positives(make_lowrank):
 def test_contrast_left_out_on_sequences_longer_than_contrast_max_frames(make_lowrank):
     seq = make_lowrank(F=24, P=10, seed=4)
     base = replace_cfg(SMALL_P, contrast_max_positive=None)
-    assert PRRRNConfig().contrast_max_frames is None  # off by default
+    assert PRRRNConfig().contrast_max_frames == 1024  # the default: the memory bank's size
     cfg = LearnedFitConfig(progress=False, log_every=1)
     short, _ = fit_nrsfm(seq, "prrrn", epochs=2, model_config=replace_cfg(base, contrast_max_frames=24), config=cfg)
     assert any("contrast" in h for h in short.history)  # 24 frames is not more than 24: the term runs
