@@ -47,12 +47,24 @@ class CholeskySolve(torch.autograd.Function):
         return gA, gc
 
 
+def _check_finite_system(where: str, X: torch.Tensor) -> None:
+    """FloatingPointError naming the batch items whose system (A or a solution, (B, ...)) is not finite: a residual
+    term's J or r, or the damping, held NaN or inf (the kernels do not check their inputs, for speed)."""
+    bad = (~torch.isfinite(X.flatten(1))).any(-1)
+    if bool(bad.any()):
+        items = bad.nonzero().flatten().tolist()
+        raise FloatingPointError(
+            f"{where}: expected finite normal equations, found NaN or inf in batch item(s) {items[:8]} (a residual "
+            f"term's Jacobian J or residual r, or the damping diag, is not finite)")
+
+
 def _robust_cholesky(A: torch.Tensor) -> torch.Tensor:
     """Cholesky factor; matrices that are not numerically SPD get a growing diagonal shift (documented
     fallback for singular systems: the step is damped, never NaN)."""
     L, info = torch.linalg.cholesky_ex(A)
     if not bool((info > 0).any()):
         return L
+    _check_finite_system("dense_solve", A)
     n = A.shape[-1]
     eye = torch.eye(n, dtype=A.dtype, device=A.device)
     scale = A.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1e-12)  # (B,)
@@ -211,10 +223,13 @@ def dense_solve(blocks: list[ResidualBlock], diag: torch.Tensor, num_nodes: int,
     asm = assembler if assembler is not None else Assembler(num_nodes, "auto", backend)
     if asm.method(blocks[0].J.device) == "reference":
         A, b = _freeze(*asm(blocks), valid_nodes)
-        return CholeskySolve.apply(A + torch.diag_embed(diag), -b)
-    cols = tuple(blk.cols for blk in blocks)
-    return DenseSolve.apply(diag, num_nodes, valid_nodes, asm, cols, *[blk.J for blk in blocks],
-                            *[blk.r for blk in blocks])
+        x = CholeskySolve.apply(A + torch.diag_embed(diag), -b)
+    else:
+        cols = tuple(blk.cols for blk in blocks)
+        x = DenseSolve.apply(diag, num_nodes, valid_nodes, asm, cols, *[blk.J for blk in blocks],
+                             *[blk.r for blk in blocks])
+    _check_finite_system("dense_solve", x.detach())  # NaN / inf in J, r or diag: an error, never a NaN step
+    return x
 
 
 # --------------------------------------------------------------------------------------------------
@@ -276,6 +291,7 @@ def _pcg(matvec, Minv, c, max_iter: int, tol: float):
                            torch.zeros_like(rz))
         p = z + beta[:, None] * p
         rz = rz_new
+    _check_finite_system("pcg_solve", x)
     return x, iters
 
 

@@ -98,3 +98,22 @@ def test_dense_solve_adjoint_equals_autograd_through_the_assembly(tiny):
         torch.testing.assert_close(x, ref, atol=1e-12, rtol=1e-10)
         for a, b in zip(torch.autograd.grad((x * gx).sum(), [corr, w], retain_graph=True), g_ref):
             torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("solver, backend", [("dense", "warp"), ("dense", "torch"), ("pcg", "warp"), ("pcg", "torch")])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_jacobian_or_residual_is_an_error_not_a_nan_step(tiny, solver, backend, bad):
+    """The assembly kernels do not check J / r (speed); the solve names the batch item instead of returning NaN."""
+    from nrsfm_kit.kernels.gauss_newton import ResidualBlock
+
+    blocks, diag, N, _, _ = _blocks(tiny, requires_grad=False)
+    for which in ("J", "r"):
+        J, r = blocks[0].J.clone(), blocks[0].r.clone()
+        (J if which == "J" else r)[1, 3, 0, ...] = bad  # batch item 1 only
+        blk = [ResidualBlock(J, r, blocks[0].cols), *blocks[1:]]
+        with pytest.raises(FloatingPointError, match=r"solve: expected finite normal equations, found NaN or inf in "
+                                                     r"batch item\(s\) \[1\]"):
+            if solver == "dense":
+                dense_solve(blk, diag, N, backend)
+            else:
+                pcg_solve(blk, diag, N, tol=1e-13, max_iter=50, backend=backend)
