@@ -293,18 +293,10 @@ SEL_MEASURES = ("reproj", "measure", "rank1", "rank2", "rank3", "rank5", "consen
 SEL_SLACKS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 1e9)
 
 
-def selection_report(folders: list[Path], out: Path) -> str:
-    """The restart-selection rule chosen leave-one-sequence-out from the ``sel-*`` parts' runs and kept shapes.
-
-    Measures per run (no 3D): ``reproj``; ``measure`` (the method's own: Deep NRSfM's dictionary coherence,
-    PR-RRN's consistency error); ``rankK`` = :func:`nrsfm_kit.nrsfm.common.shape_space_residual` with K directions;
-    ``consensus`` = the mean e3D of the run's shapes against the other restarts' shapes (agreement between runs).
-    Rules = measure x reprojection slack; :func:`nrsfm_kit.nrsfm.tuning.selection_rule_loo` pooled over both methods
-    and per method. Writes OUT/report.md and OUT/report.json.
-    """
+def _selection_groups(folders: list[Path]) -> dict[tuple[str, str], list[dict]]:
+    """(method, sequence) -> the runs of seeds 0-2 with their 3D-free measures (from the kept predictions)."""
     from nrsfm_kit.metrics.nrsfm import e3d
     from nrsfm_kit.nrsfm.common import shape_space_residual
-    from nrsfm_kit.nrsfm.tuning import pick_run, selection_rule_loo
 
     groups: dict[tuple[str, str], list[dict]] = {}
     for folder in folders:
@@ -320,6 +312,21 @@ def selection_report(folders: list[Path], out: Path) -> str:
     for runs in groups.values():
         for r in runs:
             r["consensus"] = statistics.mean(float(e3d(r["_S"], o["_S"])) for o in runs if o is not r)
+    return groups
+
+
+def selection_report(folders: list[Path], out: Path, check: list[Path] = ()) -> str:
+    """The restart-selection rule chosen leave-one-sequence-out from the ``sel-*`` parts' runs and kept shapes.
+
+    Measures per run (no 3D): ``reproj``; ``measure`` (the method's own: Deep NRSfM's dictionary coherence,
+    PR-RRN's consistency error); ``rankK`` = :func:`nrsfm_kit.nrsfm.common.shape_space_residual` with K directions;
+    ``consensus`` = the mean e3D of the run's shapes against the other restarts' shapes (agreement between runs).
+    Rules = measure x reprojection slack; :func:`nrsfm_kit.nrsfm.tuning.selection_rule_loo` pooled over both methods
+    and per method. Writes OUT/report.md and OUT/report.json.
+    """
+    from nrsfm_kit.nrsfm.tuning import pick_run, selection_rule_loo
+
+    groups = _selection_groups(folders)
     rules = [(m, sl) for m in SEL_MEASURES for sl in (SEL_SLACKS if m != "reproj" else (0.0,))]
     study = {"pooled": selection_rule_loo(groups, rules)}
     for m in ("dnrsfm", "prrrn"):
@@ -350,6 +357,16 @@ def selection_report(folders: list[Path], out: Path) -> str:
                                                                          ("rank3", ".3f"))}
             lines.append(f"| {seq} | {fold['rule']} | {m} | {col['e3d']} | {col['reproj']} | {col['rank3']} | "
                          f"{c['kept']:.4f} | {'yes' if c['ok'] else 'no'} |")
+    held = _selection_groups(list(check))  # never used to choose: the 10k-frame runs (sel-cmu parts)
+    if held:
+        lines += ["", "Held-out check, not in the study (CMU scale, 10 000 frames; seeds 0 / 1 / 2):", "",
+                  "| method | sequence | e3D | reproj | rank3 | kept: rank3@1 (default) | reproj@0 | measure@0.1 |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for (m, seq), g in sorted(held.items()):
+            col = {k: " / ".join(f"{r[k]:.4f}" for r in g) for k in ("e3d", "reproj", "rank3")}
+            kept = [g[pick_run(g, *rule)]["e3d"] for rule in (("rank3", 1.0), ("reproj", 0.0), ("measure", 0.1))]
+            lines.append(f"| {m} | {seq} | {col['e3d']} | {col['reproj']} | {col['rank3']} | "
+                         + " | ".join(f"{e:.4f}" for e in kept) + " |")
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(text)
@@ -370,7 +387,8 @@ def main() -> None:
     out = Path(a.out)
     if a.command == "selection":  # after: run --part sel-prrrn --out DIR_P; run --part sel-dnrsfm --out DIR_D
         base = Path("benchmarks/results")
-        print(selection_report([base / "nrsfm_sel_prrrn", base / "nrsfm_sel_dnrsfm"], base / "nrsfm_sel"))
+        print(selection_report([base / "nrsfm_sel_prrrn", base / "nrsfm_sel_dnrsfm"], base / "nrsfm_sel",
+                               check=[p for p in (base / "nrsfm_sel_cmu", base / "nrsfm_sel_cmu_p") if p.is_dir()]))
         return
     if a.command == "run":
         run(a.part or ["classic", "dnrsfm", "prrrn", "seeds"], out, a.quick, a.diag_seq)
