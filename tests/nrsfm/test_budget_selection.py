@@ -200,3 +200,26 @@ def test_contrast_left_out_on_sequences_longer_than_contrast_max_frames(make_low
     for bad in (0, -5):
         with pytest.raises(ValueError, match="contrast_max_frames: expected None or a frame count >= 1"):
             PRRRNConfig(contrast_max_frames=bad)
+
+
+def test_restart_measure_edge_cases(make_lowrank):
+    from nrsfm_kit.nrsfm.common import NRSfMResult, shape_space_residual
+    from nrsfm_kit.nrsfm.learned import restart_measure
+
+    seq = make_lowrank(F=12, P=6, seed=2)
+    S = seq.S.float()
+
+    def res(S):
+        return NRSfMResult(S=S, cameras=torch.zeros(S.shape[0], 2, 3), shapes=S, method="x",
+                           extra={"selection_measure": 0.5})
+
+    cfg = LearnedFitConfig()
+    assert restart_measure(res(S), cfg) == pytest.approx(shape_space_residual(S, 3))
+    assert restart_measure(res(S), LearnedFitConfig(selection="method")) == 0.5
+    assert restart_measure(res(S), LearnedFitConfig(selection="reprojection")) is None
+    assert restart_measure(res(S[:1]), cfg) is None  # one frame: reprojection only
+    assert restart_measure(res(S[:3]), cfg) == pytest.approx(shape_space_residual(S[:3], 2))  # rank capped at F - 1
+    bad = S.clone()
+    bad[0, 0, 0] = float("nan")
+    assert restart_measure(res(bad), cfg) == float("inf")  # never wins
+    assert restart_measure(res(torch.zeros_like(S)), cfg) == float("inf")  # collapsed
