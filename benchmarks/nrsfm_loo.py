@@ -96,6 +96,9 @@ DIAG = {"prrrn": {"X-no-consist": PRRRNConfig(use_consist=False, contrast_max_po
                                                contrast_max_frames=None),
                   "X-no-contrast": PRRRNConfig(use_contrast=False)}}
 SEEDS = (0, 1, 2)
+# the settings of the selection study (sel-*: the defaults when it ran) and of the 10k-frame checks (P6, now default)
+SEL_CANDIDATE = {"prrrn": "P4-contrast-off-above-70pct", "dnrsfm": "D2-lr3e-3"}
+SCALE_CANDIDATE = {"prrrn": "P6-contrast-off-beyond-bank", "dnrsfm": "D2-lr3e-3"}
 
 
 def load(name: str, quick: bool = False) -> NRSfMSequence:
@@ -187,25 +190,22 @@ def jobs(part: str, quick: bool, diag_seqs: list[str] | None = None) -> list[tup
                                                                                    "P5-linear-budget") for k in SEEDS[1:]]
     if part.startswith("sel-cmu:"):  # the selection rule's held-out check at 10k frames (P6 / D2, predictions kept)
         m = part.split(":", 1)[1]
-        cand = {"prrrn": "P6-contrast-off-beyond-bank", "dnrsfm": "D2-lr3e-3"}[m]
-        return [(m, cand, "cmu-scale", k) for k in SEEDS]
+        return [(m, SCALE_CANDIDATE[m], "cmu-scale", k) for k in SEEDS]
     if part.startswith("sel-"):  # 3D-free selection study: seeds 0-2 of the default, the predictions kept (OUT/shapes)
         m = part[4:]
-        cand = {"prrrn": "P4-contrast-off-above-70pct", "dnrsfm": "D2-lr3e-3"}[m]
-        return [(m, cand, s, k) for s in (diag_seqs or [*seqs, *LONG]) for k in SEEDS]
+        return [(m, SEL_CANDIDATE[m], s, k) for s in (diag_seqs or [*seqs, *LONG]) for k in SEEDS]
     if part == "seeds":
         return [(m, DEFAULT[m], s, k) for m in ("dnrsfm", "prrrn") for k in SEEDS[1:] for s in seqs]
     if part == "cmu-p6":  # the held-out check of P6 at the papers' scale (10k frames, ~5 min on one core)
-        return [("prrrn", "P6-contrast-off-beyond-bank", "cmu-scale", 0)]
+        return [("prrrn", SCALE_CANDIDATE["prrrn"], "cmu-scale", 0)]
     if part.startswith("cmu-seeds:"):  # seeds 1, 2 at 10k frames of P6 (prrrn) or D2 (dnrsfm)
         m = part.split(":", 1)[1]
-        cand = {"prrrn": "P6-contrast-off-beyond-bank", "dnrsfm": "D2-lr3e-3"}[m]
-        return [(m, cand, "cmu-scale", k) for k in SEEDS[1:]]
+        return [(m, SCALE_CANDIDATE[m], "cmu-scale", k) for k in SEEDS[1:]]
     if part == "cmu":
         return [(m, DEFAULT.get(m, m), "cmu-scale", 0) for m in ("tk", "em-ppca", "dnrsfm", "prrrn")]
-    raise ValueError(f"--part: expected classic, prrrn, dnrsfm, p3, p4, p5, p6, seeds, seeds45, sel-prrrn, sel-dnrsfm, sel-cmu:prrrn|dnrsfm, cmu, "
-                     f"cmu-p6, cmu-seeds:prrrn|dnrsfm, long[:NAME] or diag, found "
-                     f"{part!r}")
+    raise ValueError(f"--part: expected classic, prrrn, dnrsfm, p3, p4, p5, p6, seeds, seeds45, sel-prrrn, "
+                     f"sel-dnrsfm, sel-cmu:prrrn|dnrsfm, cmu, cmu-p6, cmu-seeds:prrrn|dnrsfm, long[:NAME] or diag, "
+                     f"found {part!r}")
 
 
 def run(parts: list[str], out: Path, quick: bool, diag_seqs: list[str] | None = None) -> None:

@@ -546,9 +546,10 @@ def restart_measure(res: NRSfMResult, cfg: LearnedFitConfig) -> float | None:
     rank = min(int(cfg.selection_rank), min(F, 3 * P) - 1)
     if rank < 1:
         return None  # one frame: no shape space to score, reprojection only
-    if not bool(torch.isfinite(res.S).all()) or not float((res.S - res.S.mean(1, keepdim=True)).abs().max()) > 0:
-        return float("inf")  # a non-finite or collapsed run never wins
-    return shape_space_residual(res.S.float(), rank)
+    try:
+        return shape_space_residual(res.S.float(), rank)
+    except ValueError:  # (shapes and rank are valid here) non-finite or collapsed shapes: such a run never wins
+        return float("inf")
 
 
 def _best_of_restarts(seq, method, model_config, cfg: LearnedFitConfig, out_dir, resume) -> NRSfMResult:
