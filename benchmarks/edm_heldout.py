@@ -22,6 +22,14 @@ Run::
     OMP_NUM_THREADS=1 python benchmarks/edm_heldout.py run [--videos 3] [--seeds 0 1 2] [--corpus 32]
     OMP_NUM_THREADS=1 python benchmarks/edm_heldout.py corpus-size [--sizes 1 4 16 64]   # AbsRel vs corpus size
     python benchmarks/edm_heldout.py report
+    OMP_NUM_THREADS=1 python benchmarks/edm_heldout.py loss [--shard 0/2]   # loss variants on the tune videos
+    python benchmarks/edm_heldout.py loss-report                           # ... and the one they choose
+    OMP_NUM_THREADS=1 python benchmarks/edm_heldout.py run --loss log:0.2 --init scratch --out DIR
+
+``loss`` trains the rigid variant (teaching preset, seed 0) on the first 6 "tune" videos with each EDM loss
+variant of :data:`LOSS_GRID` (normalisation x trimmed fraction, :class:`nrsfm_kit.edm.loss.EDMLossConfig`) and
+``loss-report`` picks the variant with the lowest mean all-pixel AbsRel over those videos; no held-out video is
+used. ``run --loss NORM:TRIM`` then repeats the study with that variant.
 """
 
 from __future__ import annotations
@@ -57,7 +65,81 @@ def _done(path: Path) -> set:
     return {json.loads(line)["run"] for line in path.read_text().splitlines() if line.strip()}
 
 
-def run(out: Path, videos: int, seeds: list[int], corpus: int, pre_steps: int, inits: list[str]) -> None:
+LOSS_GRID = [(norm, trim) for norm in ("mean", "log") for trim in (0.0, 0.1, 0.2, 0.3, 0.4)]
+LOSS_VIDEOS = 6
+
+
+def _with_loss(cfg, loss: str | None):
+    """``cfg`` with the EDM loss variant ``"NORM:TRIM"`` (None: unchanged)."""
+    if loss is None:
+        return cfg
+    norm, trim = loss.split(":")
+    return dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, normalization=norm, trim=float(trim)))
+
+
+def loss_study(out: Path, shard: tuple[int, int], seeds: list[int]) -> None:
+    """Rigid test-time training on the first LOSS_VIDEOS tune videos with every variant of LOSS_GRID."""
+    from nrsfm_kit.edm.pretrain import corpus_specs, corpus_video
+    from nrsfm_kit.edm.training import constant_baseline, fit_sequence, preset_config
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs = out / "loss_runs.jsonl"
+    done = _done(runs)
+    cfg0, size = preset_config(False)
+    jobs = [(spec, norm, trim, seed) for spec in corpus_specs(LOSS_VIDEOS, "tune") for norm, trim in LOSS_GRID
+            for seed in seeds]
+    for n, (spec, norm, trim, seed) in enumerate(jobs):
+        name = f"tune-{spec['seed']}-{norm}-{trim:g}-s{seed}-rigid"
+        if n % shard[1] != shard[0] or name in done:
+            continue
+        video = corpus_video(spec, size["frames"], size["height"], size["width"])
+        cfg = dataclasses.replace(_with_loss(cfg0, f"{norm}:{trim}"), seed=int(seed), progress=False)
+        t0 = time.perf_counter()
+        res = fit_sequence(video, "rigid", cfg)
+        const = constant_baseline(video)
+        row = {"run": name, "video": spec["seed"], "scene": spec["scene"], "normalization": norm, "trim": trim,
+               "seed": int(seed), "abs_rel": {r: float(res.metrics[r]["abs_rel"]) for r in res.metrics
+                                              if "abs_rel" in res.metrics[r]},
+               "constant": {r: float(const[r]["abs_rel"]) for r in const if "abs_rel" in const[r]},
+               "seconds": time.perf_counter() - t0}
+        with runs.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{name}: all {row['abs_rel']['all']:.3f} (constant {row['constant']['all']:.3f}) "
+              f"static {row['abs_rel'].get('static', float('nan')):.3f} {row['seconds']:.0f} s", flush=True)
+
+
+def loss_report(out: Path) -> dict:
+    """Mean all-pixel AbsRel of each loss variant over the tune videos, and the chosen one (lowest mean)."""
+    rows = [json.loads(line) for line in (out / "loss_runs.jsonl").read_text().splitlines() if line.strip()]
+    lines = ["## EDM loss variants on the tune videos (rigid variant, teaching preset)", "",
+             "AbsRel over all pixels (static pixels in brackets) per tune video; constant depth in the header.", ""]
+    vids = sorted({r["video"] for r in rows})
+    const = {r["video"]: r["constant"]["all"] for r in rows}
+    lines += ["| normalisation | trim | " + " | ".join(f"{v} ({const[v]:.3f})" for v in vids)
+              + " | mean | beats constant |", "|---|---:|" + "---:|" * (len(vids) + 2)]
+    table = {}
+    for norm, trim in LOSS_GRID:
+        rs = {r["video"]: r for r in rows if r["normalization"] == norm and r["trim"] == trim}
+        if len(rs) < len(vids):
+            continue
+        vals = [float(np.mean([r["abs_rel"]["all"] for r in rows if r["normalization"] == norm
+                               and r["trim"] == trim and r["video"] == v])) for v in vids]
+        wins = sum(x < const[v] for x, v in zip(vals, vids, strict=True))
+        table[f"{norm}:{trim:g}"] = {"mean": float(np.mean(vals)), "per_video": vals, "beats_constant": wins}
+        lines.append(f"| {norm} | {trim:g} | " + " | ".join(
+            f"{x:.3f} ({rs[v]['abs_rel'].get('static', float('nan')):.3f})" for x, v in zip(vals, vids, strict=True))
+            + f" | {np.mean(vals):.3f} | {wins}/{len(vids)} |")
+    chosen = min(table, key=lambda k: table[k]["mean"])
+    lines += ["", f"Chosen (lowest mean): **{chosen}**; constant depth mean {np.mean(list(const.values())):.3f}.", ""]
+    summary = {"variants": table, "chosen": chosen, "constant_mean": float(np.mean(list(const.values())))}
+    (out / "loss_report.md").write_text("\n".join(lines) + "\n")
+    (out / "loss_report.json").write_text(json.dumps(summary, indent=1))
+    print("\n".join(lines))
+    return summary
+
+
+def run(out: Path, videos: int, seeds: list[int], corpus: int, pre_steps: int, inits: list[str],
+        loss: str | None = None, splits: tuple[str, ...] = ("tune", "heldout")) -> None:
     from nrsfm_kit.edm.pretrain import corpus_specs, corpus_video
     from nrsfm_kit.edm.segmentation import motion_scores
     from nrsfm_kit.edm.training import fit_sequence, preset_config
@@ -67,8 +149,9 @@ def run(out: Path, videos: int, seeds: list[int], corpus: int, pre_steps: int, i
     runs = out / "runs.jsonl"
     done = _done(runs)
     cfg0, size = preset_config(False)
+    cfg0 = _with_loss(cfg0, loss)
     ck = _pretrained(out, corpus, pre_steps) if "corpus" in inits else None
-    for split in ("tune", "heldout"):
+    for split in splits:
         for spec in corpus_specs(videos, split):
             video = corpus_video(spec, size["frames"], size["height"], size["width"])
             for init in inits:
@@ -86,7 +169,8 @@ def run(out: Path, videos: int, seeds: list[int], corpus: int, pre_steps: int, i
                                "abs_rel": {r: float(res.metrics[r]["abs_rel"]) for r in res.metrics
                                            if "abs_rel" in res.metrics[r]},
                                "seconds": time.perf_counter() - t0,
-                               "corpus": None if ck is None or init == "scratch" else [corpus, pre_steps]}
+                               "corpus": None if ck is None or init == "scratch" else [corpus, pre_steps],
+                               "loss": loss}
                         if res.embeddings is not None:
                             s = motion_scores(res.embeddings, cfg.border).numpy().astype(np.float32)
                             gt = (video.segmentation[:-1] > 0).numpy()
@@ -290,6 +374,15 @@ def main(argv=None) -> None:
     r.add_argument("--pretrain-steps", type=int, default=400)
     r.add_argument("--init", choices=("scratch", "corpus"), action="append")
     r.add_argument("--out", type=Path, default=OUT)
+    r.add_argument("--loss", default=None, help="EDM loss variant NORM:TRIM (default: the preset's)")
+    r.add_argument("--split", choices=("tune", "heldout"), action="append",
+                   help="only these splits (default both; two processes can run one each)")
+    ls = sub.add_parser("loss")
+    ls.add_argument("--shard", default="0/1", help="I/N: run every N-th job from the I-th (parallel processes)")
+    ls.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ls.add_argument("--out", type=Path, default=OUT)
+    lr = sub.add_parser("loss-report")
+    lr.add_argument("--out", type=Path, default=OUT)
     c = sub.add_parser("corpus-size")
     c.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16, 64])
     c.add_argument("--pretrain-steps", type=int, default=400)
@@ -300,7 +393,13 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     if a.cmd == "run":
-        run(a.out, a.videos, a.seeds, a.corpus, a.pretrain_steps, a.init or ["scratch", "corpus"])
+        run(a.out, a.videos, a.seeds, a.corpus, a.pretrain_steps, a.init or ["scratch", "corpus"], a.loss,
+            tuple(a.split or ("tune", "heldout")))
+    elif a.cmd == "loss":
+        i, n = (int(x) for x in a.shard.split("/"))
+        loss_study(a.out, (i, n), a.seeds)
+    elif a.cmd == "loss-report":
+        loss_report(a.out)
     elif a.cmd == "corpus-size":
         corpus_size(a.out, a.sizes, a.pretrain_steps, a.eval_videos)
     else:

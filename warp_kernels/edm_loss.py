@@ -4,8 +4,11 @@ For S sampled pixel pairs s = (i_s, j_s) with 3D points x^k (view k) and x^l (th
 in view l) and optional 3-channel motion embeddings m (view k):
 
     e^k_s = ||x^k_i - x^k_j||^2,  mu_k = mean_s e^k_s,  r_s = e^k_s / mu_k - e^l_s / mu_l   (per-set norm.)
+    (mode 1, "log": r_s = log e^k_s - log e^l_s - c,  c = mean of log e^k - log e^l over the kept pairs)
     w_s   = clamp(((1 - tanh ||m_i - m_j||) + tau) / (1 + tau), 0, 1)                     (tau-offset)
-    L     = sum_s w_s |r_s| / (sum_s w_s + eps)  +  beta (1 - sum_s w_s / S)               (alpha norm., ||w||_1)
+    L     = sum_s q_s w_s |r_s| / (sum_s q_s w_s + eps)  +  beta (1 - sum_s w_s / S)      (alpha norm., ||w||_1)
+
+with q_s in {0, 1} the trimming mask (1 for every pair without trimming; the bridge computes it from |r|).
 
 Every kernel runs over the S pairs (memory O(S), never O(n^2)); reductions use atomics. The kernels are
 generic in the scalar type, with float32 / float64 overloads declared at the end of the module by
@@ -46,6 +49,15 @@ def pair_sq_sums(
 
 
 @wp.func
+def pair_residual(ek: Any, el: Any, mu: wp.array(dtype=Any), mode: int):
+    """r_s of one pair: ek / mu[0] - el / mu[1] (mode 0) or log ek - log el - mu[0] (mode 1, the bridge passes
+    mu[0] = 0 and subtracts the offset c itself, as c is a mean over the pairs the trimming keeps)."""
+    if mode == 1:
+        return wp.log(ek) - wp.log(el) - mu[0]
+    return ek / mu[0] - el / mu[1]
+
+
+@wp.func
 def pair_weight(mi: Any, mj: Any, tau: Any, use_embed: int):
     """(w_s after the tau-offset and clamp, derivative factor dw/drho, rho = ||m_i - m_j||)."""
     one = type(tau)(1.0)
@@ -73,6 +85,7 @@ def pair_forward(
     mu: wp.array(dtype=Any),
     tau: Any,
     use_embed: int,
+    mode: int,
     r_out: wp.array(dtype=Any),
     w_out: wp.array(dtype=Any),
     sums: wp.array(dtype=Any),
@@ -83,7 +96,7 @@ def pair_forward(
     j = pj[s]
     dk = xk[i] - xk[j]
     dl = xl[i] - xl[j]
-    r = wp.dot(dk, dk) / mu[0] - wp.dot(dl, dl) / mu[1]
+    r = pair_residual(wp.dot(dk, dk), wp.dot(dl, dl), mu, mode)
     mi = emb[0]
     mj = emb[0]
     if use_embed != 0:
@@ -105,18 +118,25 @@ def pair_backward_reduce(
     mu: wp.array(dtype=Any),
     r: wp.array(dtype=Any),
     w: wp.array(dtype=Any),
+    keep: wp.array(dtype=Any),
     inv_den: Any,
+    mode: int,
     sums: wp.array(dtype=Any),
 ):
-    """sums[0] += g_s e^k_s / mu_k and sums[1] += g_s e^l_s / mu_l with g_s = w_s sign(r_s) / (sum w + eps)."""
+    """With g_s = q_s w_s sign(r_s) / (sum q w + eps): sums[0] += g_s e^k_s / mu_k, sums[1] += g_s e^l_s / mu_l
+    (mode 0), or sums[0] += g_s, sums[1] += g_s (mode 1, log)."""
     s = wp.tid()
     i = pi[s]
     j = pj[s]
     dk = xk[i] - xk[j]
     dl = xl[i] - xl[j]
-    g = w[s] * wp.sign(r[s]) * inv_den
-    wp.atomic_add(sums, 0, g * wp.dot(dk, dk) / mu[0])
-    wp.atomic_add(sums, 1, g * wp.dot(dl, dl) / mu[1])
+    g = keep[s] * w[s] * wp.sign(r[s]) * inv_den
+    if mode == 1:
+        wp.atomic_add(sums, 0, g)
+        wp.atomic_add(sums, 1, g)
+    else:
+        wp.atomic_add(sums, 0, g * wp.dot(dk, dk) / mu[0])
+        wp.atomic_add(sums, 1, g * wp.dot(dl, dl) / mu[1])
 
 
 @wp.kernel
@@ -129,16 +149,21 @@ def pair_backward(
     mu: wp.array(dtype=Any),
     r: wp.array(dtype=Any),
     w: wp.array(dtype=Any),
+    keep: wp.array(dtype=Any),
     consts: wp.array(dtype=Any),
     tau: Any,
     use_embed: int,
+    mode: int,
     grad_xk: wp.array(dtype=Any),
     grad_xl: wp.array(dtype=Any),
     grad_emb: wp.array(dtype=Any),
 ):
     """Adjoint of the loss, scattered by atomics into the point and embedding gradients.
 
-    consts = [1 / (sum w + eps), loss_data, c_k / S, c_l / S, grad_out, beta / S].
+    consts = [1 / (sum q w + eps), loss_data, c_k / S, c_l / S, grad_out, beta / S] (c = the sums of
+    pair_backward_reduce; for mode 1 the bridge passes sum_s g_s / K, K the number of kept pairs). Mode 0:
+    dL/de^k_t = (g_t - c_k / S) / mu_k; mode 1 (log): dL/de^k_t = (g_t - q_t sum_s g_s / K) / e^k_t, and the
+    same with the opposite sign for view l.
     """
     s = wp.tid()
     i = pi[s]
@@ -148,9 +173,19 @@ def pair_backward(
     two = type(inv_den)(2.0)
     dk = xk[i] - xk[j]
     dl = xl[i] - xl[j]
-    g = w[s] * wp.sign(r[s]) * inv_den
-    dek = (g - consts[2]) / mu[0] * go * two
-    de_l = (consts[3] - g) / mu[1] * go * two
+    q = keep[s]
+    g = q * w[s] * wp.sign(r[s]) * inv_den
+    sk = mu[0]
+    sl = mu[1]
+    ck = consts[2]
+    cl = consts[3]
+    if mode == 1:
+        sk = wp.dot(dk, dk)
+        sl = wp.dot(dl, dl)
+        ck = q * ck
+        cl = q * cl
+    dek = (g - ck) / sk * go * two
+    de_l = (cl - g) / sl * go * two
     wp.atomic_add(grad_xk, i, dek * dk)
     wp.atomic_sub(grad_xk, j, dek * dk)
     wp.atomic_add(grad_xl, i, de_l * dl)
@@ -159,8 +194,8 @@ def pair_backward(
         mi = emb[i]
         mj = emb[j]
         wv, dwdrho, rho = pair_weight(mi, mj, tau, use_embed)
-        # dL/dw_s = |r_s| / den - loss_data / den - beta / S
-        dldw = (wp.abs(r[s]) - consts[1]) * inv_den - consts[5]
+        # dL/dw_s = q_s (|r_s| - loss_data) / den - beta / S
+        dldw = q * (wp.abs(r[s]) - consts[1]) * inv_den - consts[5]
         if rho > type(inv_den)(0.0):
             gm = (go * dldw * dwdrho / rho) * (mi - mj)
             wp.atomic_add(grad_emb, i, gm)
@@ -202,17 +237,18 @@ def _scal(ft: FloatTypes):
 declare_float_overloads(pair_sq_sums, signature=lambda ft: [_vec(ft), _vec(ft), _IDX, _IDX, _scal(ft)])
 declare_float_overloads(
     pair_forward,
-    signature=lambda ft: [_vec(ft), _vec(ft), _vec(ft), _IDX, _IDX, _scal(ft), ft.scalar, int,
+    signature=lambda ft: [_vec(ft), _vec(ft), _vec(ft), _IDX, _IDX, _scal(ft), ft.scalar, int, int,
                           _scal(ft), _scal(ft), _scal(ft)],
 )
 declare_float_overloads(
     pair_backward_reduce,
-    signature=lambda ft: [_vec(ft), _vec(ft), _IDX, _IDX, _scal(ft), _scal(ft), _scal(ft), ft.scalar, _scal(ft)],
+    signature=lambda ft: [_vec(ft), _vec(ft), _IDX, _IDX, _scal(ft), _scal(ft), _scal(ft), _scal(ft), ft.scalar, int,
+                          _scal(ft)],
 )
 declare_float_overloads(
     pair_backward,
     signature=lambda ft: [_vec(ft), _vec(ft), _vec(ft), _IDX, _IDX, _scal(ft), _scal(ft), _scal(ft), _scal(ft),
-                          ft.scalar, int, _vec(ft), _vec(ft), _vec(ft)],
+                          _scal(ft), ft.scalar, int, int, _vec(ft), _vec(ft), _vec(ft)],
 )
 declare_float_overloads(
     pair_sq_dists, signature=lambda ft: [_vec(ft), _vec(ft), _IDX, _IDX, _scal(ft), _scal(ft)]

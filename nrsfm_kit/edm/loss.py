@@ -22,7 +22,12 @@ import torch.nn.functional as F
 
 from nrsfm_kit.edm.priors import normalized_rays
 from nrsfm_kit.geometry import pixel_grid
-from nrsfm_kit.kernels.edm_loss import edm_pair_loss, edm_pair_loss_reference, edm_pair_terms_reference
+from nrsfm_kit.kernels.edm_loss import (
+    NORMALIZATIONS,
+    edm_pair_loss,
+    edm_pair_loss_reference,
+    edm_pair_terms_reference,
+)
 from nrsfm_kit.utils.checks import check_tensor
 
 SAMPLINGS = ("uniform", "local")
@@ -42,9 +47,9 @@ class EDMLossConfig:
     sampling: "uniform" pairs over the image, or "local" pairs inside ``radius`` pixels (isometric prior).
     radius: neighbourhood radius in pixels for "local" sampling.
     eps: added to alpha = sum_s w_s.
-    normalization: per-set scale of the squared distances: "mean" (the paper) or "median" (our robust
+    normalization: per-set scale of the squared distances: "mean" (the paper), "median" (our robust
         variant: the mean admits a degenerate minimum on non-rigid scenes, see
-        :mod:`nrsfm_kit.kernels.edm_loss`).
+        :mod:`nrsfm_kit.kernels.edm_loss`) or "log" (ours: scale-invariant log residuals of every pair).
     beta_scale: "absolute" (the regulariser weight is ``beta``, the paper) or "residual" (ours: the weight is
         ``beta * mean_s |r_s|``, the mean absolute normalised residual of the sampled pairs with all weights
         1, detached, so that ``beta`` is a fraction of the residual level of the view pair; a pair is then
@@ -63,6 +68,9 @@ class EDMLossConfig:
         segmentation reaches best-threshold IoU 0.72 / 0.76 (seeds 0 / 1) against 0.55 / 0.57 bilinear, because
         a blend across a depth edge makes the static pixels next to it look like movers (benchmarks/RESULTS.md,
         edm). With Table 7's (0, 1)^3 embeddings it was not better (stage 1 was chaotic there).
+    trim: fraction in [0, 1) of the sampled pairs with the largest residuals left out of the data term (ours, a
+        least-trimmed estimator, :func:`nrsfm_kit.kernels.edm_loss.edm_pair_loss`; 0 = the paper's loss). Under
+        the rigid prior the pairs across independent motions are outliers that bend the whole depth map.
     lookup_rel: relative depth spread (max - min) / min of the 4 neighbours above which "edge" drops the
         correspondence (0.1: 13 % of the 2x2 blocks of the cluttered video's true depth exceed it, 26 % exceed
         0.05; the ground-truth loss over visible pixels is 0.0075 with 0.1 and 0.0084 with 0.05).
@@ -78,16 +86,19 @@ class EDMLossConfig:
     beta_scale: str = "absolute"
     lookup: str = "bilinear"
     lookup_rel: float = 0.1
+    trim: float = 0.0
 
     def __post_init__(self):
+        if not (isinstance(self.trim, (int, float)) and 0.0 <= float(self.trim) < 1.0):
+            raise ValueError(f"trim: expected a fraction of pairs in [0, 1), found {self.trim!r}")
         if self.lookup not in LOOKUPS:
             raise ValueError(f"lookup: expected one of {LOOKUPS}, found {self.lookup!r}")
         if not float(self.lookup_rel) > 0:
             raise ValueError(f"lookup_rel: expected a relative depth spread > 0, found {self.lookup_rel}")
         if self.beta_scale not in BETA_SCALES:
             raise ValueError(f"beta_scale: expected one of {BETA_SCALES}, found {self.beta_scale!r}")
-        if self.normalization not in ("mean", "median"):
-            raise ValueError(f"normalization: expected 'mean' or 'median', found {self.normalization!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization: expected one of {NORMALIZATIONS}, found {self.normalization!r}")
         if int(self.num_pairs) < 1:
             raise ValueError(f"num_pairs: expected >= 1, found {self.num_pairs}")
         if self.sampling not in SAMPLINGS:
@@ -325,13 +336,14 @@ def edm_view_pair_loss(
         emb = emb[index]
     beta = float(cfg.beta)
     if cfg.beta_scale == "residual" and emb is not None and beta > 0:
-        beta = beta * residual_level(xk, xl, i, j, cfg.normalization)
+        beta = beta * residual_level(xk, xl, i, j, cfg.normalization, cfg.trim)
     fn = edm_pair_loss if backend == "warp" else edm_pair_loss_reference
-    return fn(xk, xl, i, j, emb, tau=cfg.tau, beta=beta, eps=cfg.eps, normalization=cfg.normalization)
+    return fn(xk, xl, i, j, emb, tau=cfg.tau, beta=beta, eps=cfg.eps, normalization=cfg.normalization,
+              trim=cfg.trim)
 
 
 def residual_level(xk: torch.Tensor, xl: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
-                   normalization: str = "mean") -> float:
+                   normalization: str = "mean", trim: float = 0.0) -> float:
     """mean_s |r_s| of the sampled pairs with all weights 1 (the rigid loss value), detached: a float.
 
     ``r_s`` are the normalised residuals of :func:`nrsfm_kit.kernels.edm_loss.edm_pair_terms_reference`
@@ -339,7 +351,8 @@ def residual_level(xk: torch.Tensor, xl: torch.Tensor, i: torch.Tensor, j: torch
     ``EDMLossConfig.beta_scale == "residual"``. O(S) memory.
     """
     with torch.no_grad():
-        r, _ = edm_pair_terms_reference(xk.detach(), xl.detach(), i, j, None, normalization=normalization)
+        r, _ = edm_pair_terms_reference(xk.detach(), xl.detach(), i, j, None, normalization=normalization,
+                                        trim=trim)
         level = float(r.abs().mean())
     if not math.isfinite(level):
         raise ValueError(f"xk, xl: expected finite points for the residual level, found {level}")

@@ -241,6 +241,18 @@ def _edm_loss_over_video(depth, flow, intr, emb, cfg: EDMLossConfig, valid, gen,
     return torch.stack(losses).mean()
 
 
+def _joint_loss(depth, flow, intr, emb, cfg: EDMLossConfig, valid, gen, backend) -> torch.Tensor:
+    """The stage-1 (joint) loss. Without trimming, the EDM loss of ``depth`` and ``emb``. With ``cfg.trim > 0``
+    the depth is moved by the trimmed loss (embeddings detached) and the embeddings by the untrimmed loss (depth
+    detached): the trimmed pairs, those with the largest residuals, are the very pairs the embeddings must learn
+    to separate; trimmed out of their loss, their weights would only feel the regulariser pulling them to 1."""
+    if not cfg.trim > 0:
+        return _edm_loss_over_video(depth, flow, intr, emb, cfg, valid, gen, backend)
+    full = EDMLossConfig(**{**asdict(cfg), "trim": 0.0})
+    return (_edm_loss_over_video(depth, flow, intr, emb.detach(), cfg, valid, gen, backend)
+            + _edm_loss_over_video(depth.detach(), flow, intr, emb, full, valid, gen, backend))
+
+
 def _train(model, step_fn, params, steps, cfg: TwoStageConfig, desc, out_dir, gen, opt=None):
     """One stage through the shared loop; the pair sampler ``gen`` (shared by the stages) is saved in each stage's
     checkpoints, so a resumed stage, and every stage after it, draws the same pairs as an uninterrupted run."""
@@ -402,7 +414,7 @@ def _fit_sequence(
             def step1(m, step):
                 d = m["depth"](frames)[:, 0].float() if fixed is None else fixed
                 e = m["motion"](frames[:-1], frames[1:]).float()
-                loss = _edm_loss_over_video(d, flow, intr, e, lcfg1, valid, gen, backend)
+                loss = _joint_loss(d, flow, intr, e, lcfg1, valid, gen, backend)
                 return {"loss": loss if fixed is not None else _anchored(loss, d, cfg)}
 
             desc, sub = ("stage 1 (joint)", "stage1") if fixed is None else ("stage 1 (given depth)",

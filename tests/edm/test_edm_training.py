@@ -192,3 +192,37 @@ def test_embedding_range_frees_the_weak_mover(scale):
         assert arm_score < 0.05, arm_score   # the arm stays pinned at the static embedding
     else:
         assert arm_score > 0.5 and static_score < 0.1, (arm_score, static_score)
+
+
+def test_joint_loss_with_trim_splits_the_gradients(tiny_video):
+    """Stage 1 with ``trim``: the depth gets the gradient of the trimmed loss, the embeddings that of the full one."""
+    from nrsfm_kit.edm.training import _edm_loss_over_video, _joint_loss
+
+    T, _, H, W = tiny_video.frames.shape
+    g0 = torch.Generator().manual_seed(0)
+    depth = (1.0 + torch.rand(T, H, W, generator=g0, dtype=torch.float64)).requires_grad_(True)
+    emb = (2.0 * torch.rand(T - 1, 3, H, W, generator=g0, dtype=torch.float64)).requires_grad_(True)
+    flow, intr = tiny_video.flow.double(), tiny_video.intrinsics.double()
+    cfg = EDMLossConfig(num_pairs=3000, beta=0.1, normalization="log", trim=0.2)
+    full = dataclasses.replace(cfg, trim=0.0)
+
+    def loss(c):
+        return lambda d, e: _edm_loss_over_video(d, flow, intr, e, c, None, torch.Generator().manual_seed(7), "warp")
+
+    gen = torch.Generator().manual_seed(7)
+    gd, ge = torch.autograd.grad(_joint_loss(depth, flow, intr, emb, cfg, None, gen, "warp"), (depth, emb))
+    # the two halves draw the pairs one after the other from the shared generator: rebuild each half's draw
+    gen = torch.Generator().manual_seed(7)
+    ref_d = torch.autograd.grad(_edm_loss_over_video(depth, flow, intr, emb.detach(), cfg, None, gen, "warp"), depth)[0]
+    ref_e = torch.autograd.grad(_edm_loss_over_video(depth.detach(), flow, intr, emb, full, None, gen, "warp"), emb)[0]
+    assert torch.allclose(gd, ref_d, atol=1e-12) and torch.allclose(ge, ref_e, atol=1e-12)
+    # and differ from the trimmed loss on the same pairs (the trimmed pairs reach the embeddings)
+    gen = torch.Generator().manual_seed(7)
+    _edm_loss_over_video(depth, flow, intr, emb, cfg, None, gen, "warp")  # the first half's draw
+    trimmed_e = torch.autograd.grad(_edm_loss_over_video(depth.detach(), flow, intr, emb, cfg, None, gen, "warp"),
+                                    emb)[0]
+    assert (ge - trimmed_e).abs().max() > 1e-3 * ge.abs().max()
+    # without trimming it is the plain loss
+    gen = torch.Generator().manual_seed(7)
+    a = _joint_loss(depth, flow, intr, emb, full, None, gen, "warp")
+    assert torch.allclose(a, loss(full)(depth, emb))

@@ -76,19 +76,85 @@ def test_gradcheck_median_float64(device):
 
 
 def test_median_is_robust_to_a_few_far_points():
-    """The degenerate minimum of the mean normalisation: a few far points make every other distance vanish."""
+    """The degenerate minimum of the mean normalisation: a few far points make every other distance vanish
+    (the median and the log normalisation do not have it)."""
     g = torch.Generator().manual_seed(3)
     n = 200
     xk = torch.randn(n, 3, generator=g, dtype=torch.float64)
     xl = xk + 0.3 * torch.randn(n, 3, generator=g, dtype=torch.float64)  # non-rigid change everywhere
     i, j = torch.randint(0, n, (4000,), generator=g), torch.randint(0, n, (4000,), generator=g)
+    i, j = i[i != j], j[i != j]  # (the log of a zero distance is refused)
     far = torch.zeros(n, 1, dtype=torch.float64)
     far[:4] = 1.0
     shrink = lambda x: 0.01 * x * (1 - far) + far * (x + torch.tensor([0.0, 0.0, 50.0], dtype=torch.float64))
-    for norm, better in (("mean", True), ("median", False)):
+    for norm in ("mean", "median", "log"):
         honest = float(edm_pair_loss(xk, xl, i, j, normalization=norm))
         degenerate = float(edm_pair_loss(shrink(xk), shrink(xl), i, j, normalization=norm))
-        assert (degenerate < honest) == better, (norm, degenerate, honest)
+        if norm == "mean":
+            assert degenerate < 0.1 * honest, (norm, degenerate, honest)  # collapses
+        else:  # the median ignores the far points; with the log only their own 4 % of pairs change
+            assert degenerate > 0.9 * honest, (norm, degenerate, honest)
+
+
+@pytest.mark.parametrize("normalization,trim", [("log", 0.0), ("log", 0.25), ("mean", 0.25), ("median", 0.3)])
+def test_parity_log_normalization_and_trim(device, dtype_tol, normalization, trim):
+    dtype, tol = _tol(dtype_tol)
+    xk, xl, m, i, j = _inputs(S=61, dtype=dtype, device=device)
+    keep = i != j  # the log of a zero distance is refused
+    kw = dict(tau=-0.2, beta=0.1, normalization=normalization, trim=trim)
+    args = [xk, xl, i[keep], j[keep], m]
+    _check_parity(partial(edm_pair_loss, **kw), partial(edm_pair_loss_reference, **kw), args, [0, 1, 4], tol)
+    # rigid prior (no embeddings) too
+    kw = dict(normalization=normalization, trim=trim)
+    _check_parity(partial(edm_pair_loss, **kw), partial(edm_pair_loss_reference, **kw), args[:4], [0, 1], tol)
+
+
+@pytest.mark.parametrize("normalization,trim", [("log", 0.0), ("log", 0.2), ("mean", 0.2)])
+def test_gradcheck_log_and_trim_float64(device, normalization, trim):
+    xk, xl, m, i, j = _inputs(n=10, S=31, device=device)
+    keep = i != j
+    kw = dict(tau=-0.2, beta=0.1, normalization=normalization, trim=trim)
+    assert gradcheck64(partial(edm_pair_loss, **kw), [xk, xl, i[keep], j[keep], m], [0, 1, 4])
+    assert gradcheck64(partial(edm_pair_loss_reference, **kw), [xk, xl, i[keep], j[keep], m], [0, 1, 4])
+
+
+def test_log_normalization_is_scale_invariant_per_view():
+    xk, xl, _, i, j = _inputs(n=30, S=200)
+    keep = i != j
+    i, j = i[keep], j[keep]
+    base = float(edm_pair_loss(xk, xl, i, j, normalization="log"))
+    assert base > 1e-3
+    assert abs(float(edm_pair_loss(3.0 * xk, 0.2 * xl, i, j, normalization="log")) - base) < 1e-12
+    assert float(edm_pair_loss(xk, 2.0 * xk, i, j, normalization="log")) < 1e-12
+
+
+def test_trim_ignores_the_pairs_of_an_independent_mover():
+    """A rigid scene plus one point moving on its own: its pairs are the outliers the trim drops."""
+    g = torch.Generator().manual_seed(5)
+    n = 40
+    xk = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    xl = xk.clone()
+    xl[0] += torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)  # the mover
+    ii, jj = torch.triu_indices(n, n, 1)
+    full = float(edm_pair_loss(xk, xl, ii, jj, normalization="log"))
+    frac = float(((ii == 0) | (jj == 0)).double().mean())  # the mover's share of the pairs
+    trimmed = float(edm_pair_loss(xk, xl, ii, jj, normalization="log", trim=frac))
+    assert full > 1e-2 and trimmed < 1e-12, (full, trimmed)
+    # too little trimming keeps some of the mover's pairs
+    assert float(edm_pair_loss(xk, xl, ii, jj, normalization="log", trim=frac / 2)) > 1e-3
+
+
+def test_log_and_trim_bad_input():
+    xk, xl, _, i, j = _inputs()
+    for bad in (1.0, -0.1, float("nan"), "0.2"):
+        with pytest.raises(ValueError, match="trim"):
+            edm_pair_loss(xk, xl, i, j, trim=bad)
+        with pytest.raises(ValueError, match="trim"):
+            edm_pair_loss_reference(xk, xl, i, j, trim=bad)
+    same = torch.zeros_like(i)  # pairs (0, 0): zero distances
+    for fn in (edm_pair_loss, edm_pair_loss_reference):
+        with pytest.raises(ValueError, match="non-zero distances"):
+            fn(xk, xl, same, same, normalization="log")
 
 
 def test_gradcheck_reference_float64():
