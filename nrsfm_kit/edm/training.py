@@ -281,6 +281,8 @@ def _check_run_settings(out: Path, cfg: TwoStageConfig, variant: str, backend: s
         settings.pop("scale_anchor", None)
     if settings.get("depth", {}).get("encoder_weights") is None:
         settings.get("depth", {}).pop("encoder_weights", None)
+    if not settings.get("loss", {}).get("trim"):
+        settings.get("loss", {}).pop("trim", None)
     check_settings_file(out / "settings.json", settings)
 
 

@@ -154,6 +154,8 @@ def _no_fit(monkeypatch):
     (["--steps", "-1"], "--steps: expected an integer >= 0, found -1"),
     (["--pairs", "0"], "--pairs: expected an integer >= 1, found 0"),
     (["--net-width", "0"], "--net-width: expected an integer >= 1, found 0"),
+    (["--trim", "1.0"], "--trim: expected a fraction of pairs in [0, 1), found 1.0"),
+    (["--trim", "-0.1"], "--trim: expected a finite value >= 0, found -0.1"),
 ])
 def test_cli_bad_flags_are_refused_before_any_work(extra, match, tmp_path, monkeypatch, capsys):
     seq = _deepdeform_sequence(tmp_path, "24x32")
@@ -161,6 +163,28 @@ def test_cli_bad_flags_are_refused_before_any_work(extra, match, tmp_path, monke
     extra = [e.format(tmp=tmp_path) for e in extra]
     assert main(["depth", "fit", "--sequence", str(seq), "--smoke", "--quiet", *extra]) == 2
     assert match.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_cli_loss_flags_reach_the_config(tmp_path, monkeypatch):
+    import nrsfm_kit.edm.cli as cli
+    import nrsfm_kit.edm.training as training
+    from nrsfm_kit.kernels.edm_loss import NORMALIZATIONS
+
+    assert cli.LOSS_NORMALIZATIONS == NORMALIZATIONS  # spelt out in the CLI (no torch import), kept in step
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(video, variant, cfg, **kw):
+        seen.append(cfg)
+        raise Stop
+
+    monkeypatch.setattr(training, "fit_sequence", capture)
+    seq = _deepdeform_sequence(tmp_path, "24x32")
+    with pytest.raises(Stop):
+        main(["depth", "fit", "--sequence", str(seq), "--smoke", "--quiet", "--normalization", "log", "--trim", "0.2"])
+    assert seen and seen[0].loss.normalization == "log" and seen[0].loss.trim == 0.2
 
 
 def test_cli_sequence_that_is_a_file(tmp_path, capsys):

@@ -226,3 +226,18 @@ def test_joint_loss_with_trim_splits_the_gradients(tiny_video):
     gen = torch.Generator().manual_seed(7)
     a = _joint_loss(depth, flow, intr, emb, full, None, gen, "warp")
     assert torch.allclose(a, loss(full)(depth, emb))
+
+
+def test_settings_record_trim_only_when_set(tiny_video, tmp_path):
+    """Run folders written before ``trim`` existed (no key) still resume; a trimmed run records it."""
+    import json
+
+    fit_sequence(tiny_video, "rigid", _cfg(steps=1), out_dir=tmp_path / "plain")
+    assert "trim" not in json.loads((tmp_path / "plain" / "settings.json").read_text())["loss"]
+    cfg = _cfg(steps=1)
+    cfg.loss = dataclasses.replace(cfg.loss, normalization="log", trim=0.2)
+    fit_sequence(tiny_video, "rigid", cfg, out_dir=tmp_path / "trim")
+    loss = json.loads((tmp_path / "trim" / "settings.json").read_text())["loss"]
+    assert loss["trim"] == 0.2 and loss["normalization"] == "log"
+    with pytest.raises(ValueError, match="loss"):
+        fit_sequence(tiny_video, "rigid", _cfg(steps=1), out_dir=tmp_path / "trim")
