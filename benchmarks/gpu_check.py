@@ -152,6 +152,9 @@ def edm_loss_cases() -> tuple[list[ParityCase], list[str]]:
         "edm_pair_loss[embeddings]": ({"tau": 0.0, "beta": 0.1}, True),
         "edm_pair_loss[tau-offset]": ({"tau": -0.4, "beta": 0.2}, True),
         "edm_pair_loss[median]": ({"tau": -0.2, "beta": 0.1, "normalization": "median"}, True),
+        "edm_pair_loss[log]": ({"tau": -0.2, "beta": 0.1, "normalization": "log"}, True),
+        "edm_pair_loss[log, trim]": ({"tau": -0.2, "beta": 0.1, "normalization": "log", "trim": 0.2}, True),
+        "edm_pair_loss[mean, trim]": ({"normalization": "mean", "trim": 0.25}, False),
     }
     cases = []
     for name, (kw, emb) in variants.items():
