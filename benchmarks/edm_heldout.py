@@ -119,16 +119,17 @@ def loss_report(out: Path) -> dict:
               + " | mean | beats constant |", "|---|---:|" + "---:|" * (len(vids) + 2)]
     table = {}
     for norm, trim in LOSS_GRID:
-        rs = {r["video"]: r for r in rows if r["normalization"] == norm and r["trim"] == trim}
-        if len(rs) < len(vids):
+        by_video = {v: [r["abs_rel"] for r in rows if r["normalization"] == norm and r["trim"] == trim
+                        and r["video"] == v] for v in vids}
+        if not all(by_video.values()):
             continue
-        vals = [float(np.mean([r["abs_rel"]["all"] for r in rows if r["normalization"] == norm
-                               and r["trim"] == trim and r["video"] == v])) for v in vids]
+        vals = [float(np.mean([a["all"] for a in by_video[v]])) for v in vids]  # (means over the seeds)
+        static = [float(np.mean([a.get("static", float("nan")) for a in by_video[v]])) for v in vids]
         wins = sum(x < const[v] for x, v in zip(vals, vids, strict=True))
         table[f"{norm}:{trim:g}"] = {"mean": float(np.mean(vals)), "per_video": vals, "beats_constant": wins}
-        lines.append(f"| {norm} | {trim:g} | " + " | ".join(
-            f"{x:.3f} ({rs[v]['abs_rel'].get('static', float('nan')):.3f})" for x, v in zip(vals, vids, strict=True))
-            + f" | {np.mean(vals):.3f} | {wins}/{len(vids)} |")
+        lines.append(f"| {norm} | {trim:g} | " + " | ".join(f"{x:.3f} ({st:.3f})" for x, st in zip(vals, static,
+                                                                                                    strict=True))
+                     + f" | {np.mean(vals):.3f} | {wins}/{len(vids)} |")
     chosen = min(table, key=lambda k: table[k]["mean"])
     lines += ["", f"Chosen (lowest mean): **{chosen}**; constant depth mean {np.mean(list(const.values())):.3f}.", ""]
     summary = {"variants": table, "chosen": chosen, "constant_mean": float(np.mean(list(const.values())))}

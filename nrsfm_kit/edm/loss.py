@@ -24,6 +24,7 @@ from nrsfm_kit.edm.priors import normalized_rays
 from nrsfm_kit.geometry import pixel_grid
 from nrsfm_kit.kernels.edm_loss import (
     NORMALIZATIONS,
+    check_trim,
     edm_pair_loss,
     edm_pair_loss_reference,
     edm_pair_terms_reference,
@@ -89,8 +90,7 @@ class EDMLossConfig:
     trim: float = 0.0
 
     def __post_init__(self):
-        if not (isinstance(self.trim, (int, float)) and 0.0 <= float(self.trim) < 1.0):
-            raise ValueError(f"trim: expected a fraction of pairs in [0, 1), found {self.trim!r}")
+        check_trim(self.trim)
         if self.lookup not in LOOKUPS:
             raise ValueError(f"lookup: expected one of {LOOKUPS}, found {self.lookup!r}")
         if not float(self.lookup_rel) > 0:

@@ -61,7 +61,7 @@ from nrsfm_kit.kernels._bridge import contiguous, index_tensor, launch, wview
 from nrsfm_kit.utils.checks import check_shape, check_tensor
 from warp_kernels.types import float_types
 
-__all__ = ["NORMALIZATIONS", "trim_mask", "edm_pair_loss", "edm_pair_loss_reference", "edm_pair_terms_reference"]
+__all__ = ["NORMALIZATIONS", "check_trim", "trim_mask", "edm_pair_loss", "edm_pair_loss_reference", "edm_pair_terms_reference"]
 
 # Warp scalar / vec3 types of each supported torch dtype
 _FT = {torch.float32: float_types(wp.float32), torch.float64: float_types(wp.float64)}
@@ -83,8 +83,7 @@ def _pair_index(name: str, idx, n: int, dims: dict) -> torch.Tensor:
 
 def _check_inputs(xk, xl, i, j, emb, tau, beta, eps, normalization="mean", trim=0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate the public arguments; return the pair indices ``(i, j)`` as int64."""
-    if not (isinstance(trim, (int, float)) and 0.0 <= float(trim) < 1.0):
-        raise ValueError(f"trim: expected a fraction of pairs in [0, 1), found {trim!r}")
+    check_trim(trim)
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization: expected one of {NORMALIZATIONS}, found {normalization!r}")
     dims: dict = {}
@@ -112,6 +111,12 @@ def _set_scales(ek: torch.Tensor, el: torch.Tensor, normalization: str) -> tuple
     if normalization == "median":
         return ek.median(), el.median()
     return ek.mean(), el.mean()
+
+
+def check_trim(trim) -> None:
+    """ValueError unless ``trim`` is a number in [0, 1) (the fraction of pairs left out of the data term)."""
+    if not (isinstance(trim, (int, float)) and 0.0 <= float(trim) < 1.0):
+        raise ValueError(f"trim: expected a fraction of pairs in [0, 1), found {trim!r}")
 
 
 def trim_mask(r: torch.Tensor, trim: float) -> torch.Tensor:
