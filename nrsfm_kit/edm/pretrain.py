@@ -27,10 +27,10 @@ from nrsfm_kit.data.types import MonocularVideo
 from nrsfm_kit.edm.loss import EDMLossConfig
 from nrsfm_kit.edm.training import (
     _anchored,
-    _edm_loss_over_video,
     _joint_loss,
     _valid_masks,
     check_settings_file,
+    drop_unset_trim,
     evaluate_depth,
     network_input,
 )
@@ -211,8 +211,7 @@ def _check_settings(out: Path, n: int, cfg: PretrainConfig) -> None:
     if settings.get("amp") is None:  # (added after folders were written: absent when unset, old folders resume)
         settings.pop("amp", None)
     settings = json.loads(json.dumps({**settings, "num_videos": n}, default=str))
-    if not settings.get("loss", {}).get("trim"):  # (the same: loss.trim is absent when 0)
-        settings.get("loss", {}).pop("trim", None)
+    drop_unset_trim(settings)
     check_settings_file(out / "settings.json", settings)
 
 
@@ -244,9 +243,8 @@ def _pretrain(n: int, cfg: PretrainConfig, out: Path | None) -> PretrainResult:
             clip = frames[k:k + 2]
             d = m["depth"](clip)[:, 0].float()  # (the EDM loss in float32, also under amp)
             e = m["motion"](clip[:1], clip[1:]).float() if cfg.joint else None
-            fn = _joint_loss if e is not None else _edm_loss_over_video  # (trim: see _joint_loss)
-            loss = fn(d, flow[k:k + 1], intr, e, lcfg, None if valid is None else valid[k:k + 1],
-                      torch.Generator().manual_seed(pair_seed), cfg.backend)
+            loss = _joint_loss(d, flow[k:k + 1], intr, e, lcfg, None if valid is None else valid[k:k + 1],
+                               torch.Generator().manual_seed(pair_seed), cfg.backend)
             losses.append(_anchored(loss, d, cfg))
         return {"loss": torch.stack(losses).mean()}  # (equal shards: the mean over ranks is the global mean)
 

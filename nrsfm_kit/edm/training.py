@@ -245,8 +245,9 @@ def _joint_loss(depth, flow, intr, emb, cfg: EDMLossConfig, valid, gen, backend)
     """The stage-1 (joint) loss. Without trimming, the EDM loss of ``depth`` and ``emb``. With ``cfg.trim > 0``
     the depth is moved by the trimmed loss (embeddings detached) and the embeddings by the untrimmed loss (depth
     detached): the trimmed pairs, those with the largest residuals, are the very pairs the embeddings must learn
-    to separate; trimmed out of their loss, their weights would only feel the regulariser pulling them to 1."""
-    if not cfg.trim > 0:
+    to separate; trimmed out of their loss, their weights would only feel the regulariser pulling them to 1.
+    Without embeddings (``emb`` None) it is the plain EDM loss."""
+    if not cfg.trim > 0 or emb is None:
         return _edm_loss_over_video(depth, flow, intr, emb, cfg, valid, gen, backend)
     full = EDMLossConfig(**{**asdict(cfg), "trim": 0.0})
     return (_edm_loss_over_video(depth, flow, intr, emb.detach(), cfg, valid, gen, backend)
@@ -281,9 +282,15 @@ def _check_run_settings(out: Path, cfg: TwoStageConfig, variant: str, backend: s
         settings.pop("scale_anchor", None)
     if settings.get("depth", {}).get("encoder_weights") is None:
         settings.get("depth", {}).pop("encoder_weights", None)
+    drop_unset_trim(settings)
+    check_settings_file(out / "settings.json", settings)
+
+
+def drop_unset_trim(settings: dict) -> None:
+    """Remove ``loss.trim`` from run ``settings`` when it is 0: it was added after run folders were written, and
+    folders from before it (no key) still resume."""
     if not settings.get("loss", {}).get("trim"):
         settings.get("loss", {}).pop("trim", None)
-    check_settings_file(out / "settings.json", settings)
 
 
 def check_settings_file(path: Path, settings: dict) -> None:
